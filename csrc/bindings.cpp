@@ -1,0 +1,223 @@
+// The only pybind11 file: converts arrays, releases the GIL, dispatches.
+// Validation with user-facing messages lives in the Python wrappers
+// (asdx.features); the checks here only guard memory safety.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "asdx/fft.h"
+#include "asdx/frontend.h"
+#include "cpu/parallel.h"
+
+namespace py = pybind11;
+using namespace asdx::frontend;
+
+namespace {
+
+using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw std::invalid_argument(message);
+}
+
+void check_fft_size(int n, const char* what) {
+  require(asdx::fft::is_power_of_two(n) && n >= 4 && n <= 65536,
+          std::string(what) + " must be a power of two in [4, 65536], got " + std::to_string(n));
+}
+
+LogmelConfig make_logmel(int sample_rate, int n_fft, int hop, int n_mels, double fmin, double fmax) {
+  check_fft_size(n_fft, "n_fft");
+  require(hop >= 1, "hop_length must be >= 1");
+  require(n_mels >= 1, "n_mels must be >= 1");
+  require(sample_rate > 0, "sample_rate must be > 0");
+  require(0.0 <= fmin && fmin < fmax && fmax <= sample_rate / 2.0, "need 0 <= fmin < fmax <= sample_rate / 2");
+  LogmelConfig c;
+  c.sample_rate = sample_rate;
+  c.n_fft = n_fft;
+  c.hop = hop;
+  c.n_mels = n_mels;
+  c.fmin = fmin;
+  c.fmax = fmax;
+  return c;
+}
+
+KaldiConfig make_kaldi(int sample_rate, int frame_length, int frame_shift, int n_mels, double low_freq,
+                       double high_freq, double preemphasis, bool beats_normalise) {
+  require(sample_rate > 0 && frame_length >= 2 && frame_shift >= 1 && n_mels >= 1, "invalid Kaldi fbank geometry");
+  KaldiConfig c;
+  c.sample_rate = sample_rate;
+  c.frame_length = frame_length;
+  c.frame_shift = frame_shift;
+  int padded = 1;
+  while (padded < frame_length) padded <<= 1;
+  c.padded_length = padded;
+  c.n_mels = n_mels;
+  c.low_freq = low_freq;
+  c.high_freq = high_freq;
+  c.preemphasis = preemphasis;
+  c.beats_normalise = beats_normalise;
+  return c;
+}
+
+// (n_signals, n_samples) float32 view of a contiguous array of any rank >= 1.
+std::pair<int64_t, int64_t> signal_shape(const FloatArray& x) {
+  require(x.ndim() >= 1, "expected an array of rank >= 1");
+  const int64_t n_samples = x.shape(x.ndim() - 1);
+  require(n_samples > 0, "signals must have at least one sample");
+  return {x.size() / n_samples, n_samples};
+}
+
+py::dict build_info() {
+  py::dict info;
+#ifdef ASDX_WITH_CUDA
+  info["cuda_compiled"] = true;
+  info["cuda_architectures"] = std::string(ASDX_CUDA_ARCHITECTURES);
+  info["cuda_runtime_version"] = std::string(ASDX_CUDA_VERSION);
+#else
+  info["cuda_compiled"] = false;
+  info["cuda_architectures"] = std::string();
+  info["cuda_runtime_version"] = std::string();
+#endif
+  info["compiler"] = std::string(ASDX_CXX_COMPILER);
+  info["build_type"] = std::string(ASDX_BUILD_TYPE);
+  return info;
+}
+
+}  // namespace
+
+#ifdef ASDX_WITH_CUDA
+namespace asdx::cuda {
+int device_count();
+}
+#endif
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "asdx compiled kernels (CPU, and CUDA when built with nvcc)";
+  m.def("build_info", &build_info);
+  m.def("num_threads", &asdx::cpu::num_threads);
+  m.def("set_num_threads", &asdx::cpu::set_num_threads, py::arg("threads"));
+  m.def("available_cores", &asdx::cpu::available_cores);
+  m.def("cuda_device_count", []() {
+#ifdef ASDX_WITH_CUDA
+    return asdx::cuda::device_count();
+#else
+    return 0;
+#endif
+  });
+
+  m.def(
+      "logmel_dcase_cpu",
+      [](const FloatArray& x, int sample_rate, int n_fft, int hop, int n_mels, double fmin, double fmax) {
+        const LogmelConfig c = make_logmel(sample_rate, n_fft, hop, n_mels, fmin, fmax);
+        const auto [n_signals, n_samples] = signal_shape(x);
+        const int64_t frames = logmel_frames(c, n_samples);
+        FloatArray out({n_signals, frames, static_cast<int64_t>(n_mels)});
+        const float* in = x.data();
+        float* o = out.mutable_data();
+        {
+          py::gil_scoped_release release;
+          logmel_dcase_cpu(in, n_signals, n_samples, c, o);
+        }
+        return out;
+      },
+      py::arg("signals"), py::arg("sample_rate"), py::arg("n_fft"), py::arg("hop_length"), py::arg("n_mels"),
+      py::arg("fmin"), py::arg("fmax"));
+
+  m.def(
+      "kaldi_fbank_cpu",
+      [](const FloatArray& x, int sample_rate, int frame_length, int frame_shift, int n_mels, double low_freq,
+         double high_freq, double preemphasis, bool beats_normalise) {
+        const KaldiConfig c =
+            make_kaldi(sample_rate, frame_length, frame_shift, n_mels, low_freq, high_freq, preemphasis, beats_normalise);
+        const auto [n_signals, n_samples] = signal_shape(x);
+        const int64_t frames = kaldi_frames(c, n_samples);
+        FloatArray out({n_signals, frames, static_cast<int64_t>(n_mels)});
+        const float* in = x.data();
+        float* o = out.mutable_data();
+        {
+          py::gil_scoped_release release;
+          kaldi_fbank_cpu(in, n_signals, n_samples, c, o);
+        }
+        return out;
+      },
+      py::arg("signals"), py::arg("sample_rate"), py::arg("frame_length"), py::arg("frame_shift"), py::arg("n_mels"),
+      py::arg("low_freq"), py::arg("high_freq"), py::arg("preemphasis"), py::arg("beats_normalise"));
+
+  m.def(
+      "stereo_features_cpu",
+      [](const FloatArray& x, int sample_rate, int n_fft, int hop, int n_mels, double fmin, double fmax, int max_lag) {
+        require(x.ndim() == 3 && x.shape(1) == 2, "stereo input must be (batch, 2, samples)");
+        require(max_lag >= 0, "max_lag must be >= 0");
+        StereoConfig c;
+        c.mel = make_logmel(sample_rate, n_fft, hop, n_mels, fmin, fmax);
+        c.max_lag = max_lag;
+        const int64_t batch = x.shape(0);
+        const int64_t n_samples = x.shape(2);
+        require(n_samples > 0, "signals must have at least one sample");
+        const int64_t frames = logmel_frames(c.mel, n_samples);
+        FloatArray bands({batch, static_cast<int64_t>(kStereoBandChannels), frames, static_cast<int64_t>(n_mels)});
+        FloatArray ipd({batch, int64_t{2}, frames, static_cast<int64_t>(n_fft / 2 + 1)});
+        FloatArray gcc({batch, frames, int64_t{2}});
+        const float* in = x.data();
+        float* pb = bands.mutable_data();
+        float* pi = ipd.mutable_data();
+        float* pg = gcc.mutable_data();
+        {
+          py::gil_scoped_release release;
+          stereo_features_cpu(in, batch, n_samples, c, pb, pi, pg);
+        }
+        return py::make_tuple(bands, ipd, gcc);
+      },
+      py::arg("stereo"), py::arg("sample_rate"), py::arg("n_fft"), py::arg("hop_length"), py::arg("n_mels"),
+      py::arg("fmin"), py::arg("fmax"), py::arg("max_lag"));
+
+#ifdef ASDX_WITH_CUDA
+  // CUDA entry points take raw device pointers (from torch tensors) so this
+  // module never links libtorch; the caller allocates outputs and passes its stream.
+  m.def(
+      "logmel_dcase_cuda",
+      [](uintptr_t in, int64_t n_signals, int64_t n_samples, uintptr_t out, uintptr_t stream, int sample_rate,
+         int n_fft, int hop, int n_mels, double fmin, double fmax) {
+        const LogmelConfig c = make_logmel(sample_rate, n_fft, hop, n_mels, fmin, fmax);
+        py::gil_scoped_release release;
+        logmel_dcase_cuda(reinterpret_cast<const float*>(in), n_signals, n_samples, c, reinterpret_cast<float*>(out),
+                          reinterpret_cast<void*>(stream));
+      },
+      py::arg("signals_ptr"), py::arg("n_signals"), py::arg("n_samples"), py::arg("out_ptr"), py::arg("stream"),
+      py::arg("sample_rate"), py::arg("n_fft"), py::arg("hop_length"), py::arg("n_mels"), py::arg("fmin"),
+      py::arg("fmax"));
+  m.def(
+      "kaldi_fbank_cuda",
+      [](uintptr_t in, int64_t n_signals, int64_t n_samples, uintptr_t out, uintptr_t stream, int sample_rate,
+         int frame_length, int frame_shift, int n_mels, double low_freq, double high_freq, double preemphasis,
+         bool beats_normalise) {
+        const KaldiConfig c =
+            make_kaldi(sample_rate, frame_length, frame_shift, n_mels, low_freq, high_freq, preemphasis, beats_normalise);
+        py::gil_scoped_release release;
+        kaldi_fbank_cuda(reinterpret_cast<const float*>(in), n_signals, n_samples, c, reinterpret_cast<float*>(out),
+                         reinterpret_cast<void*>(stream));
+      },
+      py::arg("signals_ptr"), py::arg("n_signals"), py::arg("n_samples"), py::arg("out_ptr"), py::arg("stream"),
+      py::arg("sample_rate"), py::arg("frame_length"), py::arg("frame_shift"), py::arg("n_mels"), py::arg("low_freq"),
+      py::arg("high_freq"), py::arg("preemphasis"), py::arg("beats_normalise"));
+  m.def(
+      "stereo_features_cuda",
+      [](uintptr_t in, int64_t batch, int64_t n_samples, uintptr_t bands, uintptr_t ipd, uintptr_t gcc,
+         uintptr_t stream, int sample_rate, int n_fft, int hop, int n_mels, double fmin, double fmax, int max_lag) {
+        require(max_lag >= 0, "max_lag must be >= 0");
+        StereoConfig c;
+        c.mel = make_logmel(sample_rate, n_fft, hop, n_mels, fmin, fmax);
+        c.max_lag = max_lag;
+        py::gil_scoped_release release;
+        stereo_features_cuda(reinterpret_cast<const float*>(in), batch, n_samples, c, reinterpret_cast<float*>(bands),
+                             reinterpret_cast<float*>(ipd), reinterpret_cast<float*>(gcc),
+                             reinterpret_cast<void*>(stream));
+      },
+      py::arg("stereo_ptr"), py::arg("batch"), py::arg("n_samples"), py::arg("bands_ptr"), py::arg("ipd_ptr"),
+      py::arg("gcc_ptr"), py::arg("stream"), py::arg("sample_rate"), py::arg("n_fft"), py::arg("hop_length"),
+      py::arg("n_mels"), py::arg("fmin"), py::arg("fmax"), py::arg("max_lag"));
+#endif
+}

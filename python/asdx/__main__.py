@@ -1,0 +1,5 @@
+import sys
+
+from asdx.cli import main
+
+sys.exit(main())

@@ -1,0 +1,12 @@
+"""Feature frontends backed by asdx's C++/CUDA kernels.
+
+Each takes (batch, channels, samples) audio as a numpy array or a torch
+tensor; a CUDA tensor runs the CUDA kernel, anything else the CPU kernel,
+and the result comes back in the input's kind and on its device.
+"""
+
+from asdx.features.fbank import kaldi_fbank
+from asdx.features.logmel import logmel_dcase, stack_frames
+from asdx.features.stereo import BAND_CHANNELS, StereoFeatures, stereo_features
+
+__all__ = ["BAND_CHANNELS", "StereoFeatures", "kaldi_fbank", "logmel_dcase", "stack_frames", "stereo_features"]

@@ -1,0 +1,61 @@
+"""The official DCASE AE-baseline log-mel and its 5-frame stacking."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from asdx._native import _C
+from asdx.features._input import prepare_waveform, run_kernel
+
+
+def logmel_dcase(waveform, *, sample_rate: int = 16000, n_fft: int = 1024, hop_length: int = 512,
+                 n_mels: int = 128, fmin: float = 0.0, fmax: float | None = None):
+    """Log-mel exactly as the official AE baseline computes it (official baseline §2).
+
+    librosa.feature.melspectrogram with a periodic Hann window, centred frames
+    with zero padding, power 2, Slaney mel scale and Slaney filter norm, then
+    10 * log10(max(mel, 2.220446049250313e-16)).
+
+    waveform: (batch, channels, samples) numpy array or torch tensor.
+    Returns float32 (batch, channels, frames, n_mels), frames = 1 + samples // hop_length,
+    as numpy or as a torch tensor on the input's device.
+    """
+    fmax = sample_rate / 2.0 if fmax is None else float(fmax)
+    wave = prepare_waveform(waveform)
+    batch, channels, n_samples = wave.shape
+    frames = 1 + n_samples // hop_length
+    params = (sample_rate, n_fft, hop_length, n_mels, float(fmin), fmax)
+    (out,) = run_kernel(
+        wave,
+        "logmel_dcase",
+        [(batch, channels, frames, n_mels)],
+        lambda data: [_C.logmel_dcase_cpu(data.reshape(batch * channels, n_samples), *params)],
+        lambda src, dst, stream: _C.logmel_dcase_cuda(src, batch * channels, n_samples, dst, stream, *params),
+    )
+    return out
+
+
+def stack_frames(logmel, n_frames: int = 5):
+    """Concatenates n_frames consecutive frames into one vector, hop 1 (official baseline §2).
+
+    logmel: (..., frames, n_mels). Returns (..., frames - n_frames + 1, n_frames * n_mels),
+    where vector t holds frame t + k in dims [k * n_mels, (k + 1) * n_mels).
+    Clips shorter than n_frames give zero vectors.
+    """
+    if n_frames < 1:
+        raise ValueError(f"n_frames: must be >= 1, got {n_frames}.")
+    if logmel.ndim < 2:
+        raise ValueError(f"logmel: expected (..., frames, n_mels), got shape {tuple(logmel.shape)}.")
+    *lead, frames, n_mels = logmel.shape
+    n_vectors = max(frames - n_frames + 1, 0)
+    if isinstance(logmel, torch.Tensor):
+        if n_vectors == 0:
+            return logmel.new_zeros((*lead, 0, n_frames * n_mels))
+        windows = logmel.unfold(-2, n_frames, 1)  # (..., vectors, n_mels, n_frames)
+        return windows.transpose(-1, -2).reshape(*lead, n_vectors, n_frames * n_mels)
+    logmel = np.asarray(logmel)
+    if n_vectors == 0:
+        return np.zeros((*lead, 0, n_frames * n_mels), dtype=logmel.dtype)
+    windows = np.lib.stride_tricks.sliding_window_view(logmel, n_frames, axis=-2)
+    return np.ascontiguousarray(np.swapaxes(windows, -1, -2)).reshape(*lead, n_vectors, n_frames * n_mels)

@@ -1,0 +1,20 @@
+"""Plain NumPy versions of every asdx kernel: the test oracle and the
+benchmark baseline. Written for clarity, in float64, with dense matrices."""
+
+from asdx.reference.frontend import (
+    gcc_phat_correlation,
+    kaldi_fbank,
+    kaldi_mel_filterbank,
+    logmel_dcase,
+    slaney_mel_filterbank,
+    stereo_features,
+)
+
+__all__ = [
+    "gcc_phat_correlation",
+    "kaldi_fbank",
+    "kaldi_mel_filterbank",
+    "logmel_dcase",
+    "slaney_mel_filterbank",
+    "stereo_features",
+]
