@@ -70,10 +70,10 @@ def prepare_waveform(waveform, name: str = "waveform", channels: int | None = No
 
     if is_torch:
         data = data.to(torch.float32).contiguous()
-        finite = torch.isfinite(data).reshape(batch, -1).all(dim=1).cpu().numpy()
+        finite = torch.isfinite(data).reshape(batch, n_channels * n_samples).all(dim=1).cpu().numpy()
     else:
         data = np.ascontiguousarray(data, dtype=np.float32)
-        finite = np.isfinite(data).reshape(batch, -1).all(axis=1)
+        finite = np.isfinite(data).reshape(batch, n_channels * n_samples).all(axis=1)
     if not finite.all():
         bad = np.flatnonzero(~finite)
         listed = ", ".join(str(i) for i in bad[:5]) + (", ..." if bad.size > 5 else "")

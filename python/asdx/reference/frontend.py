@@ -78,13 +78,14 @@ def _periodic_hann(n):
     return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
 
 
-def _stft(signals, n_fft, hop):
+def stft_centred(signals, n_fft, hop):
+    """(..., frames, n_fft//2+1) complex STFT, periodic Hann, centred zero-padded frames."""
     return np.fft.rfft(_centred_frames(signals.astype(np.float64), n_fft, hop) * _periodic_hann(n_fft), axis=-1)
 
 
 def logmel_dcase(waveform, sample_rate=16000, n_fft=1024, hop_length=512, n_mels=128, fmin=0.0, fmax=None):
     """(B, C, frames, n_mels) dB: official baseline §2, 10 log10(max(mel power, eps))."""
-    power = np.abs(_stft(np.asarray(waveform), n_fft, hop_length)) ** 2
+    power = np.abs(stft_centred(np.asarray(waveform), n_fft, hop_length)) ** 2
     mel = power @ slaney_mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax).T
     return 10.0 * np.log10(np.maximum(mel, DCASE_LOG_FLOOR))
 
@@ -114,7 +115,7 @@ def kaldi_fbank(waveform, normalise=False, sample_rate=16000, n_mels=128, frame_
 
 def gcc_phat_correlation(waveform, n_fft=1024, hop_length=512):
     """(B, frames, n_fft) PHAT cross-correlation r[lag mod n_fft]; peak at +d when far lags near by d."""
-    spectra = _stft(np.asarray(waveform), n_fft, hop_length)
+    spectra = stft_centred(np.asarray(waveform), n_fft, hop_length)
     near, far = spectra[:, 0], spectra[:, 1]
     cross = near * np.conj(far)
     phat = np.conj(cross) / (np.abs(cross) + PHAT_FLOOR)
@@ -125,7 +126,7 @@ def stereo_features(waveform, sample_rate=16000, n_fft=1024, hop_length=512, n_m
                     max_lag=320):
     """Returns (bands, ipd, gcc) in the layouts of asdx.features.stereo_features."""
     waveform = np.asarray(waveform, dtype=np.float64)
-    spectra = _stft(waveform, n_fft, hop_length)
+    spectra = stft_centred(waveform, n_fft, hop_length)
     near, far = spectra[:, 0], spectra[:, 1]
     bank = slaney_mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax).T
 

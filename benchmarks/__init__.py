@@ -1,0 +1,1 @@
+"""Benchmark scripts for asdx; run one with `python -m benchmarks <name>` (e.g. `frontend`)."""

@@ -1,0 +1,51 @@
+"""Shared test helpers: the golden fixtures folder and GPU availability."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(os.environ.get("ASDX_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+
+
+def fixture_path(name: str) -> Path:
+    """Path of a golden fixture; skips the test (with the reason) when the folder is absent."""
+    path = FIXTURES / name
+    if not path.exists():
+        pytest.skip(f"golden fixture {path} not found (set ASDX_FIXTURES to the fixtures folder)")
+    return path
+
+
+def cuda_available() -> bool:
+    from asdx._native import cuda_kernels_compiled
+
+    return torch.cuda.is_available() and cuda_kernels_compiled()
+
+
+requires_cuda = pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU and asdx built with CUDA kernels")
+
+
+def signal_batch(kind: str, batch: int, channels: int, length: int, seed: int = 0, amplitude: float = 0.5):
+    """Deterministic test audio of several kinds, float32 (batch, channels, length)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(length) / 16000.0
+    if kind == "noise":
+        x = rng.standard_normal((batch, channels, length))
+    elif kind == "silence":
+        x = np.zeros((batch, channels, length))
+    elif kind == "square":
+        x = np.broadcast_to(np.sign(np.sin(2 * np.pi * 441.0 * t) + 1e-12), (batch, channels, length))
+    elif kind == "sine":
+        freqs = rng.uniform(50, 7900, size=(batch, channels, 1))
+        x = np.sin(2 * np.pi * freqs * t)
+    elif kind == "impulse":
+        x = np.zeros((batch, channels, length))
+        x[..., length // 2] = 1.0
+    else:
+        raise ValueError(kind)
+    return (amplitude * x).astype(np.float32)

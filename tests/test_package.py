@@ -1,0 +1,49 @@
+"""The installed package: build report, CLI, thread control, README/CI consistency."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import asdx
+from conftest import ROOT
+
+
+def test_info_reports_the_build():
+    report = asdx.info()
+    for key in ("asdx", "torch", "numpy", "faiss", "cuda_kernels_compiled", "cuda_architectures",
+                "gpu_visible_to_asdx", "cpu_threads"):
+        assert key in report
+    assert report["asdx"] == asdx.__version__
+    assert isinstance(report["cuda_kernels_compiled"], bool)
+    if report["cuda_kernels_compiled"]:
+        assert "80" in report["cuda_architectures"] and "90" in report["cuda_architectures"]
+    assert report["cpu_threads"] >= 1
+
+
+def test_cli_info_json_and_module_entry_point():
+    out = subprocess.run([sys.executable, "-m", "asdx", "info", "--json"], check=True, capture_output=True, text=True)
+    assert json.loads(out.stdout)["asdx"] == asdx.__version__
+    help_text = subprocess.run([sys.executable, "-m", "asdx", "--help"], capture_output=True, text=True).stdout
+    assert "info" in help_text
+
+
+def test_thread_count_is_settable():
+    before = asdx.get_num_threads()
+    try:
+        asdx.set_num_threads(3)
+        assert asdx.get_num_threads() == 3
+        with pytest.raises(ValueError, match="threads"):
+            asdx.set_num_threads(0)
+    finally:
+        asdx.set_num_threads(before)
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    marker = "# test:"
+    command = next(line for line in readme.splitlines() if line.startswith("pip install") and "test" in line)
+    assert command in ci, f"the README test command {command!r} is not what .ci/run runs"
+    assert marker not in command
