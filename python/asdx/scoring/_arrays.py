@@ -1,0 +1,95 @@
+"""Validation and device handling shared by the scoring kernels' wrappers.
+
+Scoring inputs are numeric matrices/vectors given as numpy arrays or torch
+tensors. They are checked once here, at the public boundary, with messages
+that name the argument; kernels then see contiguous float32/float64 data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+_TORCH_TO_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated array: contiguous, float32 or float64, numpy or torch (any device)."""
+
+    data: np.ndarray | torch.Tensor
+    name: str
+
+    @property
+    def is_torch(self) -> bool:
+        return isinstance(self.data, torch.Tensor)
+
+    @property
+    def on_cuda(self) -> bool:
+        return self.is_torch and self.data.is_cuda
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.data.shape)
+
+    @property
+    def numpy_dtype(self) -> type:
+        return _TORCH_TO_NUMPY[self.data.dtype] if self.is_torch else self.data.dtype.type
+
+    def numpy(self) -> np.ndarray:
+        """Host view (copies from the GPU)."""
+        return self.data.detach().cpu().numpy() if self.is_torch else self.data
+
+
+def prepare(x, name: str, ndim: int, dtype=None, allow_empty: bool = True, finite: bool = True) -> Prepared:
+    """Checks a numeric array; keeps float32/float64 (others become float64 unless dtype is given).
+
+    dtype: np.float32 or np.float64 to force a precision (e.g. to match another argument).
+    """
+    if isinstance(x, torch.Tensor):
+        if x.is_complex() or not (x.is_floating_point() or x.dtype in (torch.int8, torch.int16, torch.int32,
+                                                                        torch.int64, torch.uint8)):
+            raise ValueError(f"{name}: dtype {x.dtype} is not a real number type.")
+        data = x.detach()
+        target = {np.float32: torch.float32, np.float64: torch.float64}.get(dtype) if dtype else (
+            data.dtype if data.dtype in _TORCH_TO_NUMPY else torch.float64)
+        data = data.to(target).contiguous()
+    else:
+        try:
+            data = np.asarray(x)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{name}: cannot be read as a numeric array ({error}).") from error
+        if data.dtype.kind not in "fiu":
+            raise ValueError(f"{name}: dtype {data.dtype} is not a real number type.")
+        target = dtype if dtype else (data.dtype.type if data.dtype in (np.float32, np.float64) else np.float64)
+        data = np.ascontiguousarray(data, dtype=target)
+    if data.ndim != ndim:
+        raise ValueError(f"{name}: expected {ndim} dimensions, got shape {tuple(data.shape)}.")
+    size = data.numel() if isinstance(data, torch.Tensor) else data.size
+    if not allow_empty and size == 0:
+        raise ValueError(f"{name}: is empty (shape {tuple(data.shape)}).")
+    if finite:
+        bad = ~torch.isfinite(data) if isinstance(data, torch.Tensor) else ~np.isfinite(data)
+        if bool(bad.any()):
+            index = tuple(int(i) for i in (torch.nonzero(bad)[0].tolist() if isinstance(data, torch.Tensor)
+                                           else np.argwhere(bad)[0]))
+            raise ValueError(f"{name}: contains NaN or inf (first at index {index}).")
+    return Prepared(data, name)
+
+
+def require_same_width(a: Prepared, b: Prepared, axis_a: int = -1, axis_b: int = -1) -> None:
+    if a.shape[axis_a] != b.shape[axis_b]:
+        raise ValueError(
+            f"{b.name}: dimension {b.shape[axis_b]} does not match {a.name}'s {a.shape[axis_a]} "
+            f"(shapes {a.shape} and {b.shape})."
+        )
+
+
+def like_input(result: np.ndarray | torch.Tensor, reference: Prepared):
+    """Returns result in the kind and on the device of `reference`."""
+    if reference.is_torch:
+        tensor = result if isinstance(result, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(result))
+        return tensor.to(reference.data.device)
+    return result.detach().cpu().numpy() if isinstance(result, torch.Tensor) else result
