@@ -1,4 +1,4 @@
-"""Validation and device handling shared by the scoring kernels' wrappers.
+"""Validation and device handling shared by the scoring kernels and the nearest-neighbour banks.
 
 Scoring inputs are numeric matrices/vectors given as numpy arrays or torch
 tensors. They are checked once here, at the public boundary, with messages

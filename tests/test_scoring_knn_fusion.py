@@ -1,0 +1,84 @@
+"""KNNScorer, rank normalisation and fusion helpers."""
+
+import numpy as np
+import pytest
+from scipy.stats import rankdata
+
+from asdx.scoring import KNNScorer, mean_fusion, min_fusion, rank_normalize
+
+
+def clusters(seed=0):
+    rng = np.random.default_rng(seed)
+    source = rng.standard_normal((200, 6)) + 5.0
+    target = rng.standard_normal((10, 6)) - 5.0
+    X = np.concatenate([source, target]).astype(np.float32)
+    domain = np.array(["source"] * 200 + ["target"] * 10)
+    return X, domain
+
+
+def test_knn_scorer_takes_the_nearer_domain():
+    X, domain = clusters()
+    scorer = KNNScorer(k=1).fit(X, domain)
+    near_target = np.full((1, 6), -5.0, np.float32)
+    far = np.full((1, 6), 40.0, np.float32)
+    scores = scorer.score_samples(np.concatenate([near_target, far]))
+    assert scores[0] < 3.0 < scores[1]
+    expected = min(np.linalg.norm(X[domain == "target"] - near_target, axis=1).min(),
+                   np.linalg.norm(X[domain == "source"] - near_target, axis=1).min())
+    assert scores[0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_knn_train_scores_are_leave_one_out():
+    X, domain = clusters(1)
+    scorer = KNNScorer(k=2).fit(X, domain)
+    train = scorer.train_scores()
+    assert train.shape == (210,) and np.all(train > 0)
+    i = 7
+    others = np.delete(X, i, axis=0)
+    others_domain = np.delete(domain, i)
+    own = np.sort(np.linalg.norm(others[others_domain == "source"] - X[i], axis=1))[:2].mean()
+    cross = np.sort(np.linalg.norm(X[domain == "target"] - X[i], axis=1))[:2].mean()
+    assert train[i] == pytest.approx(min(own, cross), rel=1e-4)
+
+
+def test_knn_without_domain_and_bad_input():
+    X, _ = clusters()
+    scorer = KNNScorer(k=3, metric="cosine").fit(X)
+    assert scorer.score_samples(X[:4]).shape == (4,)
+    with pytest.raises(ValueError, match="domain"):
+        KNNScorer().fit(X, domain=["source"] * 3)
+    with pytest.raises(ValueError, match="domain: labels"):
+        KNNScorer().fit(X, domain=np.array(["src"] * len(X)))
+    with pytest.raises(ValueError, match="X: has 5 features"):
+        scorer.score_samples(np.zeros((2, 5)))
+    with pytest.raises(RuntimeError, match="fit"):
+        KNNScorer().score_samples(X)
+    with pytest.raises(ValueError, match="fewer than k"):
+        KNNScorer(k=20).fit(X, np.array(["source"] * 200 + ["target"] * 10))
+
+
+def test_rank_normalize_is_the_mid_rank_ecdf():
+    rng = np.random.default_rng(0)
+    reference = rng.integers(0, 10, size=50).astype(float)
+    scores = np.array([-1.0, 0.0, 4.0, 4.5, 9.0, 11.0])
+    out = rank_normalize(scores, reference)
+    for s, value in zip(scores, out):
+        ranks = rankdata(np.append(reference, s))  # average ranks, the score last
+        below = (reference < s).sum()
+        ties = (reference == s).sum()
+        assert value == pytest.approx((below + 0.5 * ties) / reference.size)
+        assert 0.0 <= value <= 1.0
+        assert ranks[-1] == pytest.approx(below + 0.5 * ties + 1)
+    assert out[0] == 0.0 and out[-1] == 1.0
+
+
+def test_fusion_helpers():
+    a, b = np.array([0.1, 0.9, 0.5]), np.array([0.3, 0.2, 0.5])
+    np.testing.assert_array_equal(min_fusion(a, b), [0.1, 0.2, 0.5])
+    np.testing.assert_allclose(mean_fusion(a, b), [0.2, 0.55, 0.5])
+    with pytest.raises(ValueError, match=r"scores\[1\]: shape"):
+        min_fusion(a, b[:2])
+    with pytest.raises(ValueError, match="at least one"):
+        min_fusion()
+    with pytest.raises(ValueError, match="reference: is empty"):
+        rank_normalize(a, [])
