@@ -197,13 +197,14 @@ def compare(kernel: str, ours, theirs) -> list[tuple[str, float, float]]:
     (bands, ipd, gcc), (t_bands, t_ipd, t_gcc) = ours, theirs
     logmels = [0, 1, 5, 6]
     same_lag = gcc[..., 0] == t_gcc[..., 0]
+    height_gap = (gcc[..., 1] - t_gcc[..., 1]).abs()[same_lag]
     return [
         ("log-mel max |Δ| dB", _db_gap(bands[:, logmels], t_bands[:, logmels]), 0.1),
         ("ILD max |Δ| dB", _db_gap(bands[:, 2], t_bands[:, 2], bands[:, 0], bands[:, 1]), 0.1),
         ("band IPD share |Δ|>0.01", _share(bands[:, 3:5], t_bands[:, 3:5], 0.01), 1e-3),
         ("bin IPD share |Δ|>0.01", _share(ipd, t_ipd, 0.01), 1e-3),
         ("GCC lag mismatch share", 1.0 - same_lag.float().mean().item(), 0.01),
-        ("GCC height max |Δ|", (gcc[..., 1] - t_gcc[..., 1]).abs()[same_lag].max().item(), 1e-3),
+        ("GCC height max |Δ|", height_gap.max().item() if height_gap.numel() else math.inf, 1e-3),
     ]
 
 
@@ -216,7 +217,11 @@ def _on_cpu(out):
 
 def check(kernel: str, label: str, ours, theirs) -> str | None:
     """Prints the checks of `label` against asdx; returns a warning line if any fails."""
-    results = compare(kernel, _on_cpu(ours), _on_cpu(theirs))
+    try:
+        results = compare(kernel, _on_cpu(ours), _on_cpu(theirs))
+    except Exception as error:  # e.g. a shape mismatch: report it, keep benchmarking
+        print(f"check {kernel}, {label} vs asdx: could not compare ({error})")
+        return f"WARNING: {label} of {kernel} could not be compared with asdx ({error})."
     text = "; ".join(f"{what} {value:.3g} (≤ {limit:g}{'' if value <= limit else ' FAILED'})"
                      for what, value, limit in results)
     print(f"check {kernel}, {label} vs asdx: {text}")
@@ -319,6 +324,8 @@ def machine_lines(threads: int, gpu_name: str | None) -> list[str]:
         f"- threads: asdx {asdx.get_num_threads()}, torch {torch.get_num_threads()} (--threads {threads}); "
         f"numpy BLAS: {_blas_threads()}",
         f"- versions: {versions}",
+        f"- load average at the end (1/5/15 min): {' / '.join(f'{v:.2f}' for v in os.getloadavg())} "
+        "(above the thread count means other work shared the CPU)",
         f"- GPU: {gpu_name}" if gpu_name else "- GPU: none used",
     ]
 
@@ -327,8 +334,10 @@ def record(section: list[str]) -> None:
     """Appends the section to RESULTS.md, atomically (temp file in the same folder, then os.replace)."""
     old = RESULTS.read_text() if RESULTS.exists() else RESULTS_HEADER
     text = old.rstrip("\n") + "\n\n" + "\n".join(section).rstrip("\n") + "\n"
+    mode = RESULTS.stat().st_mode & 0o777 if RESULTS.exists() else 0o644  # mkstemp would leave 0600
     fd, tmp = tempfile.mkstemp(dir=RESULTS.parent, prefix=".RESULTS.", suffix=".tmp")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
