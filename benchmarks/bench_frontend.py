@@ -22,14 +22,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
-import tempfile
-import time
+import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -37,6 +33,10 @@ import torch
 import asdx
 import asdx.features as features
 import asdx.reference as reference
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import RESULTS, machine_lines, record, timeit_best
 
 try:
     import torchaudio
@@ -50,30 +50,12 @@ MAX_LAG = 320
 DCASE_FLOOR = 2.220446049250313e-16
 KALDI_FLOOR = float(torch.finfo(torch.float32).eps)
 REF_CLIPS = 8  # the NumPy reference is timed on this many clips and scaled to the batch
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-RESULTS_HEADER = (
-    "# Benchmark results\n\n"
-    "Each section is appended by a benchmark script; ratios are measured in the same run on the machine named.\n"
-)
 # Speed-up goals: (baseline column, minimum baseline_ms / asdx_ms).
 GOALS = {
     "logmel_dcase": [("ref", 20.0), ("torch", 2.0)],
     "kaldi_fbank": [("torchaudio", 5.0)],
     "stereo_features": [("ref", 20.0), ("torch", 2.0)],
 }
-
-
-def timeit_best(fn: Callable[[], object], repeat: int, sync: Callable[[], None] = lambda: None) -> float:
-    """Best wall-clock time of fn() in milliseconds over `repeat` runs, after one warm-up run."""
-    fn()
-    sync()
-    best = math.inf
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - start)
-    return best * 1e3
 
 
 # --------------------------------------------------------------------------- torch equivalents
@@ -290,62 +272,6 @@ def gpu_table(rows: list[GpuRow]) -> list[str]:
         lines.append(f"| {r.kernel} | {r.input} | {r.asdx_ms:.2f} | {r.torch_ms:.2f} | {r.torch_ms / r.asdx_ms:.1f}× "
                      f"| {r.clips / r.asdx_ms * 1e3:,.0f} | {r.clips / r.torch_ms * 1e3:,.0f} |")
     return lines
-
-
-def _cpu_model() -> str | None:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
-def _blas_threads() -> str:
-    """numpy's BLAS threads are not set by this script; say what they are, if threadpoolctl can tell."""
-    try:
-        from threadpoolctl import threadpool_info
-        pools = [f"{p['internal_api']} {p['num_threads']} threads" for p in threadpool_info() if p["user_api"] == "blas"]
-    except Exception:  # threadpoolctl is optional
-        pools = []
-    return (", ".join(pools) or "library default") + " (not set by this script)"
-
-
-def machine_lines(threads: int, gpu_name: str | None) -> list[str]:
-    uname = platform.uname()
-    cpu = " ".join(filter(None, [_cpu_model(), platform.processor() or None])) or "unknown CPU"
-    versions = f"asdx {asdx.__version__}, torch {torch.__version__}, numpy {np.__version__}, " + (
-        f"torchaudio {torchaudio.__version__}" if torchaudio is not None else "torchaudio not installed")
-    return [
-        f"- machine: {cpu}, {uname.machine}, {uname.system} {uname.release}; os.cpu_count() = {os.cpu_count()}, "
-        f"usable cores {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else 'unknown'}",
-        f"- threads: asdx {asdx.get_num_threads()}, torch {torch.get_num_threads()} (--threads {threads}); "
-        f"numpy BLAS: {_blas_threads()}",
-        f"- versions: {versions}",
-        f"- load average at the end (1/5/15 min): {' / '.join(f'{v:.2f}' for v in os.getloadavg())} "
-        "(above the thread count means other work shared the CPU)",
-        f"- GPU: {gpu_name}" if gpu_name else "- GPU: none used",
-    ]
-
-
-def record(section: list[str]) -> None:
-    """Appends the section to RESULTS.md, atomically (temp file in the same folder, then os.replace)."""
-    old = RESULTS.read_text() if RESULTS.exists() else RESULTS_HEADER
-    text = old.rstrip("\n") + "\n\n" + "\n".join(section).rstrip("\n") + "\n"
-    mode = RESULTS.stat().st_mode & 0o777 if RESULTS.exists() else 0o644  # mkstemp would leave 0600
-    fd, tmp = tempfile.mkstemp(dir=RESULTS.parent, prefix=".RESULTS.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, RESULTS)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 # --------------------------------------------------------------------------- main
