@@ -1,0 +1,5 @@
+"""PyTorch modules used by the systems."""
+
+from asdx.models.ae import AENet
+
+__all__ = ["AENet"]
