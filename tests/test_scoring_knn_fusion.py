@@ -47,7 +47,7 @@ def test_knn_without_domain_and_bad_input():
     assert scorer.score_samples(X[:4]).shape == (4,)
     with pytest.raises(ValueError, match="domain"):
         KNNScorer().fit(X, domain=["source"] * 3)
-    with pytest.raises(ValueError, match="domain: labels"):
+    with pytest.raises(ValueError, match="domain: labels must be"):
         KNNScorer().fit(X, domain=np.array(["src"] * len(X)))
     with pytest.raises(ValueError, match="X: has 5 features"):
         scorer.score_samples(np.zeros((2, 5)))

@@ -93,3 +93,12 @@ def like_input(result: np.ndarray | torch.Tensor, reference: Prepared):
         tensor = result if isinstance(result, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(result))
         return tensor.to(reference.data.device)
     return result.detach().cpu().numpy() if isinstance(result, torch.Tensor) else result
+
+
+def match_device(x: Prepared, reference: Prepared):
+    """x's data where `reference`'s kernel will read it: a torch tensor on reference's CUDA
+    device when reference is a CUDA tensor, else a numpy array."""
+    if reference.on_cuda:
+        tensor = x.data if x.is_torch else torch.from_numpy(np.ascontiguousarray(x.data))
+        return tensor.to(reference.data.device).contiguous()
+    return x.numpy()

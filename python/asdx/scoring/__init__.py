@@ -5,6 +5,26 @@ higher meaning more anomalous. Scorers know nothing about files or machines.
 """
 
 from asdx.scoring.fusion import mean_fusion, min_fusion, rank_normalize
+from asdx.scoring.gmm import DiagGMMScorer, gmm_diag_loglik
 from asdx.scoring.knn import KNNScorer
+from asdx.scoring.mahalanobis import (
+    MahalanobisScorer,
+    ae_mahalanobis_scores,
+    covariance,
+    mahalanobis,
+    stable_precision,
+)
 
-__all__ = ["KNNScorer", "mean_fusion", "min_fusion", "rank_normalize"]
+__all__ = [
+    "DiagGMMScorer",
+    "KNNScorer",
+    "MahalanobisScorer",
+    "ae_mahalanobis_scores",
+    "covariance",
+    "gmm_diag_loglik",
+    "mahalanobis",
+    "mean_fusion",
+    "min_fusion",
+    "rank_normalize",
+    "stable_precision",
+]

@@ -1,0 +1,125 @@
+"""Diagonal-covariance GMM log-likelihood (our kernel) and `DiagGMMScorer`.
+
+The kernel (csrc/cpu/gmm.cpp, csrc/cuda/gmm.cu) reads each query once, forms
+the quadratic terms in the direct form (x − μ)² / σ² (stable for tiny
+variances, unlike the expanded form sklearn uses) and combines the components
+with a max-shifted log-sum-exp in float64. Fitting uses
+`sklearn.mixture.GaussianMixture(covariance_type="diag")`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from asdx._native import _C, require_cuda_kernels
+from asdx._arrays import Prepared, like_input, match_device, prepare, require_same_width
+
+__all__ = ["DiagGMMScorer", "gmm_diag_loglik"]
+
+
+def _check_parameters(q: Prepared, weights, means, variances) -> tuple[np.ndarray, Prepared, Prepared]:
+    dtype = q.numpy_dtype
+    w = prepare(weights, "weights", ndim=1, dtype=np.float64, allow_empty=False).numpy()
+    m = prepare(means, "means", ndim=2, dtype=dtype, allow_empty=False)
+    v = prepare(variances, "variances", ndim=2, dtype=dtype, allow_empty=False)
+    require_same_width(q, m)
+    if v.shape != m.shape:
+        raise ValueError(f"variances: shape {v.shape} does not match means' {m.shape}.")
+    if w.shape[0] != m.shape[0]:
+        raise ValueError(f"weights: {w.shape[0]} weights for {m.shape[0]} components (means {m.shape}).")
+    if (w < 0).any() or not (w > 0).any():
+        raise ValueError("weights: must be >= 0 with at least one > 0.")
+    host_v = v.numpy()
+    if not (host_v > 0).all():
+        raise ValueError(f"variances: must be > 0 (smallest is {host_v.min():.3g}).")
+    with np.errstate(over="ignore", divide="ignore"):
+        if not np.isfinite(1.0 / host_v.astype(dtype)).all():
+            raise ValueError(f"variances: 1/variance overflows {np.dtype(dtype).name} (smallest is {host_v.min():.3g}).")
+    return w, m, v
+
+
+def gmm_diag_loglik(queries, weights, means, variances):
+    """Per-sample log-likelihood (N,) float64 of queries (N, D) under a diagonal GMM.
+
+    weights (K) (used as given; sklearn's sum to 1), means (K, D), variances (K, D) > 0
+    (sklearn's `covariances_` for covariance_type="diag"). Computed in the queries'
+    precision, combined in float64. numpy or torch; a CUDA tensor runs the CUDA kernel
+    and returns a CUDA tensor. N = 0 gives an empty array.
+    """
+    q = prepare(queries, "queries", ndim=2)
+    w, m, v = _check_parameters(q, weights, means, variances)
+    with np.errstate(divide="ignore"):
+        log_weights = np.log(w)
+    n, d = q.shape
+    if q.on_cuda:
+        require_cuda_kernels("gmm_diag_loglik")
+        device = q.data.device
+        out = torch.empty((n,), dtype=torch.float64, device=device)
+        if n > 0:
+            lw = torch.from_numpy(log_weights).to(device)
+            m_dev, v_dev = match_device(m, q), match_device(v, q)
+            with torch.cuda.device(device):
+                stream = torch.cuda.current_stream(device).cuda_stream
+                _C.gmm_diag_loglik_cuda(q.data.data_ptr(), n, d, lw.data_ptr(), m_dev.data_ptr(), v_dev.data_ptr(),
+                                        m.shape[0], out.data_ptr(), stream, q.numpy_dtype == np.float32)
+        return out
+    return like_input(_C.gmm_diag_loglik_cpu(q.numpy(), log_weights, m.numpy(), v.numpy()), q)
+
+
+class DiagGMMScorer:
+    """Diagonal-covariance Gaussian-mixture anomaly scorer: score = −log p(x).
+
+    fit(X, domain=None) fits one mixture to all rows with
+    `sklearn.mixture.GaussianMixture(covariance_type="diag")` (`domain` is accepted for
+    a uniform scorer interface, checked for length, and not used: the mixture
+    components cover both domains). score_samples(X) is the negative per-sample
+    log-likelihood from our kernel, float64 (N,), higher = more anomalous.
+
+    Learned: weights_ (K), means_ (K, D), variances_ (K, D) float64, converged_,
+    n_features_in_.
+    """
+
+    def __init__(self, n_components: int = 1, reg_covar: float = 1e-6, max_iter: int = 100,
+                 random_state: int | None = 0):
+        self.n_components = n_components
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.random_state = random_state
+
+    def fit(self, X, domain=None) -> "DiagGMMScorer":
+        from sklearn.mixture import GaussianMixture
+
+        if isinstance(self.n_components, bool) or not isinstance(self.n_components, (int, np.integer)) \
+                or self.n_components < 1:
+            raise ValueError(f"n_components: must be an integer >= 1, got {self.n_components!r}.")
+        if not (isinstance(self.reg_covar, (int, float, np.floating)) and self.reg_covar >= 0):
+            raise ValueError(f"reg_covar: must be a number >= 0, got {self.reg_covar!r}.")
+        x = prepare(X, "X", ndim=2, dtype=np.float64, allow_empty=False).numpy()
+        if x.shape[0] < self.n_components:
+            raise ValueError(f"X: {x.shape[0]} rows for n_components={self.n_components}; need at least as many rows.")
+        if domain is not None:
+            labels = domain.detach().cpu().numpy() if isinstance(domain, torch.Tensor) else np.asarray(domain)
+            if labels.ndim != 1 or labels.shape[0] != x.shape[0]:
+                raise ValueError(f"domain: expected {x.shape[0]} labels (one per row of X), got shape {labels.shape}.")
+        mixture = GaussianMixture(n_components=int(self.n_components), covariance_type="diag",
+                                  reg_covar=float(self.reg_covar), max_iter=int(self.max_iter),
+                                  random_state=self.random_state).fit(x)
+        self.weights_ = np.asarray(mixture.weights_, dtype=np.float64)
+        self.means_ = np.asarray(mixture.means_, dtype=np.float64)
+        self.variances_ = np.asarray(mixture.covariances_, dtype=np.float64)
+        self.converged_ = bool(mixture.converged_)
+        self.n_features_in_ = x.shape[1]
+        return self
+
+    def score_samples(self, X) -> np.ndarray:
+        """Negative log-likelihood, float64 (N,); higher = more anomalous."""
+        if not hasattr(self, "means_"):
+            raise ValueError("DiagGMMScorer: call fit(X) before score_samples(X).")
+        x = prepare(X, "X", ndim=2)
+        if x.shape[1] != self.n_features_in_:
+            raise ValueError(f"X: has {x.shape[1]} features, but the scorer was fitted with {self.n_features_in_}.")
+        loglik = gmm_diag_loglik(x.data, self.weights_, self.means_, self.variances_)
+        if isinstance(loglik, torch.Tensor):
+            loglik = loglik.detach().cpu().numpy()
+        return -np.asarray(loglik, dtype=np.float64)
