@@ -102,3 +102,17 @@ def match_device(x: Prepared, reference: Prepared):
         tensor = x.data if x.is_torch else torch.from_numpy(np.ascontiguousarray(x.data))
         return tensor.to(reference.data.device).contiguous()
     return x.numpy()
+
+
+def prepare_binary(x, name: str) -> np.ndarray:
+    """A 1-D array of 0/1 values (ints, bools or floats equal to 0 or 1; numpy or torch) as host int8."""
+    if isinstance(x, np.ndarray) and x.dtype == np.bool_:
+        x = x.astype(np.int8)
+    elif isinstance(x, torch.Tensor) and x.dtype == torch.bool:
+        x = x.to(torch.int8)
+    values = prepare(x, name, ndim=1, dtype=np.float64).numpy()
+    bad = (values != 0) & (values != 1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{name}: values must be 0 or 1, found {values[i]!r} at index {i}.")
+    return values.astype(np.int8)

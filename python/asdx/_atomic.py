@@ -1,0 +1,36 @@
+"""Atomic file output: readers never see a half-written file (DEVELOPERS.md, "temp file then rename")."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def atomic_write_text(path, text: str, encoding: str = "utf-8") -> Path:
+    """Writes `text` to a temporary file in the destination folder, then `os.replace`s it onto `path`.
+
+    The temp file lives in the same folder so the rename stays on one file
+    system (atomic on POSIX and Windows). On any error the temp file is removed
+    and an existing `path` is left untouched. The folder must exist.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path}: folder {path.parent} does not exist.")
+    # mkstemp creates the file 0600; keep an existing file's mode, else use the usual 0644.
+    mode = path.stat().st_mode & 0o777 if path.is_file() else 0o644
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding=encoding, newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp_name, mode)
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    return path

@@ -1,0 +1,377 @@
+"""Scoring a submission folder against ground truth, as the official DCASE evaluator does (§6, §7).
+
+Ground truth comes from the evaluator's CSVs (`ground_truth_data/`,
+`ground_truth_domain/`, optional `ground_truth_attributes/`, §1.6) or, for the
+development set, from the labelled dev test file names. One deliberate
+difference: the official evaluator sorts submission and ground-truth rows by
+name and pairs them by position (§8 item 11), so a misnamed file silently
+misaligns scores; here rows are matched by name and any missing or extra name
+is an error that lists them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from asdx import metrics
+from asdx._atomic import atomic_write_text
+from asdx.submission import (decision_file_name, read_binary_csv, read_decisions, read_scores, score_file_name,
+                             submission_machines)
+
+GROUND_TRUTH_KINDS = ("ground_truth_data", "ground_truth_domain", "ground_truth_attributes")
+_GROUND_TRUTH_FILE = re.compile(r"ground_truth_(?P<machine>.+)_section_00_test\.csv")
+# Labelled test names: section_00_<domain>_test_<label>_<NNNN>[_attrs].wav; 2024 RoboticArm omits `_test`.
+_LABELLED_NAME = re.compile(r"section_(?P<section>\d\d)_(?P<domain>source|target)_(?:test_)?"
+                            r"(?P<label>normal|anomaly)_(?P<index>\d+)(?:_.*)?\.wav")
+_SHOWN_NAMES = 20
+
+
+@dataclass(frozen=True)
+class MachineTruth:
+    """Ground truth of one machine type's test section 00, sorted by clip name."""
+
+    names: tuple[str, ...]
+    labels: np.ndarray             # int8, 1 = anomaly
+    domains: np.ndarray            # int8, 1 = target
+    renamed: dict[str, str] = field(default_factory=dict)  # renamed wav name -> clip name (§1.6)
+    origin: str = ""               # where it was read, for messages
+
+
+def _ground_truth_file(directory: Path, kind: str, machine: str) -> Path:
+    return directory / kind / f"ground_truth_{machine}_section_00_test.csv"
+
+
+def load_ground_truth(directory) -> dict[str, MachineTruth]:
+    """Reads evaluator-format ground truth: one machine per `ground_truth_data/ground_truth_<m>_section_00_test.csv`.
+
+    Each machine also needs the `ground_truth_domain/` file with the same names;
+    `ground_truth_attributes/` (anonymised name -> renamed name without `.wav`)
+    is optional and lets submissions use the renamed names.
+    """
+    directory = Path(directory)
+    data_dir = directory / "ground_truth_data"
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"{data_dir}: not found (expected the evaluator's ground_truth_data/ folder).")
+    machines = sorted(m.group("machine") for m in (_GROUND_TRUTH_FILE.fullmatch(p.name) for p in data_dir.iterdir())
+                      if m)
+    if not machines:
+        raise ValueError(f"{data_dir}: no ground_truth_<machine>_section_00_test.csv files.")
+    return {machine: _load_machine_truth(directory, machine) for machine in machines}
+
+
+def _load_machine_truth(directory: Path, machine: str) -> MachineTruth:
+    data_path = _ground_truth_file(directory, "ground_truth_data", machine)
+    domain_path = _ground_truth_file(directory, "ground_truth_domain", machine)
+    labels = read_binary_csv(data_path, "label").as_dict()
+    domains = read_binary_csv(domain_path, "domain").as_dict()
+    if labels.keys() != domains.keys():
+        raise ValueError(f"{domain_path}: clip names differ from {data_path.name}: "
+                         + _describe_difference(sorted(labels.keys() - domains.keys()),
+                                                sorted(domains.keys() - labels.keys())))
+    renamed = {}
+    attributes_path = _ground_truth_file(directory, "ground_truth_attributes", machine)
+    if attributes_path.is_file():
+        renamed = _read_attributes(attributes_path, labels.keys())
+    names = tuple(sorted(labels))
+    return MachineTruth(names, np.array([labels[n] for n in names], dtype=np.int8),
+                        np.array([domains[n] for n in names], dtype=np.int8), renamed, str(directory))
+
+
+def _read_attributes(path: Path, known: set[str]) -> dict[str, str]:
+    """`<anonymised name>,<renamed name without .wav>` rows -> {renamed name + '.wav': anonymised name}."""
+    mapping: dict[str, str] = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        for row in reader:
+            where = f"{path}, line {reader.line_num}"
+            if len(row) != 2 or not row[0] or not row[1]:
+                raise ValueError(f"{where}: expected '<anonymised name>,<renamed name>', got {row!r}.")
+            anonymised, renamed = row[0], f"{row[1]}.wav"
+            if anonymised not in known:
+                raise ValueError(f"{where}: {anonymised!r} is not in the ground_truth_data file.")
+            if renamed in mapping:
+                raise ValueError(f"{where}: renamed name {renamed!r} appears twice.")
+            mapping[renamed] = anonymised
+    return mapping
+
+
+def labels_from_name(name: str) -> tuple[int, int]:
+    """(label, domain) of a labelled test clip name (§1.2): 1 = anomaly, 1 = target.
+
+    A private stand-in for the data package's name parser; only what the
+    evaluation needs.
+    """
+    match = _LABELLED_NAME.fullmatch(name)
+    if not match:
+        raise ValueError(f"{name}: not a labelled test clip name "
+                         "(section_00_<source|target>_test_<normal|anomaly>_<NNNN>[_<attributes>].wav).")
+    if match.group("section") != "00":
+        raise ValueError(f"{name}: section {match.group('section')}; only section 00 is evaluated.")
+    return int(match.group("label") == "anomaly"), int(match.group("domain") == "target")
+
+
+def dev_ground_truth(root) -> dict[str, MachineTruth]:
+    """Ground truth of the development set from its labelled names: `root/dev_data/raw/<machine>/test/*.wav`."""
+    raw = Path(root) / "dev_data" / "raw"
+    if not raw.is_dir():
+        raise FileNotFoundError(f"{raw}: not found (expected <root>/dev_data/raw/<machine>/test/).")
+    truth = {}
+    for machine_dir in sorted(p for p in raw.iterdir() if (p / "test").is_dir()):
+        names = tuple(sorted(p.name for p in (machine_dir / "test").glob("*.wav")))
+        if not names:
+            continue
+        parsed = []
+        for name in names:
+            try:
+                parsed.append(labels_from_name(name))
+            except ValueError as error:
+                raise ValueError(f"{machine_dir / 'test'}/{error}") from None
+        labels, domains = (np.array(column, dtype=np.int8) for column in zip(*parsed))
+        truth[machine_dir.name] = MachineTruth(names, labels, domains, {}, str(machine_dir / "test"))
+    if not truth:
+        raise ValueError(f"{raw}: no <machine>/test/*.wav files.")
+    return truth
+
+
+def dataset_ground_truth(root, split: str = "dev") -> dict[str, MachineTruth]:
+    """Ground truth under a dataset root: dev from names, eval from `root/eval_data/ground_truth/`."""
+    if split == "dev":
+        return dev_ground_truth(root)
+    if split == "eval":
+        return load_ground_truth(Path(root) / "eval_data" / "ground_truth")
+    raise ValueError(f"split: must be 'dev' or 'eval', got {split!r}.")
+
+
+# ----------------------------------------------------------------------------- matching a submission
+
+def _describe_difference(missing: list[str], extra: list[str]) -> str:
+    def shown(names: list[str]) -> str:
+        more = f", … (+{len(names) - _SHOWN_NAMES} more)" if len(names) > _SHOWN_NAMES else ""
+        return ", ".join(names[:_SHOWN_NAMES]) + more
+
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing: {shown(missing)}")
+    if extra:
+        parts.append(f"{len(extra)} extra: {shown(extra)}")
+    return "; ".join(parts)
+
+
+class SubmissionMismatchError(ValueError):
+    """The submission's clip names differ from the ground truth.
+
+    problems: {file path: (missing names, extra names)}, names sorted.
+    """
+
+    def __init__(self, problems: dict[str, tuple[list[str], list[str]]]):
+        self.problems = problems
+        lines = ["submission clip names do not match the ground truth "
+                 "(rows are matched by name, never by position):"]
+        lines += [f"  {path}: {_describe_difference(missing, extra)}" for path, (missing, extra) in problems.items()]
+        super().__init__("\n".join(lines))
+
+
+def _aligned(file, truth: MachineTruth, problems: dict) -> np.ndarray | None:
+    """The file's values in ground-truth order, or None after recording missing/extra names."""
+    values: dict[str, float] = {}
+    for name, value in zip(file.names, file.values.tolist()):
+        key = truth.renamed.get(name, name)
+        if key in values:
+            raise ValueError(f"{file.path}: {name!r} and another row both name the clip {key!r}.")
+        values[key] = value
+    known = set(truth.names)
+    extra = sorted(n for n, k in zip(file.names, (truth.renamed.get(n, n) for n in file.names)) if k not in known)
+    missing = sorted(n for n in truth.names if n not in values)
+    if missing or extra:
+        problems[str(file.path)] = (missing, extra)
+        return None
+    return np.array([values[n] for n in truth.names])
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Per-machine metrics, the official score and its CI, for one submission."""
+
+    machines: dict[str, metrics.MachineMetrics]
+    summary: metrics.Summary
+    ci: metrics.ConfidenceInterval | None   # None when the pooled clips hold < 2 of a class
+    counts: dict[str, dict[str, int]]
+    max_fpr: float = metrics.MAX_FPR
+
+
+def evaluate(submission_dir, ground_truth: dict[str, MachineTruth], machines=None,
+             max_fpr: float = metrics.MAX_FPR) -> Evaluation:
+    """Scores `submission_dir` on every ground-truth machine (or on `machines` only).
+
+    Refuses: a missing score/decision file; score files for machines without
+    ground truth (unless `machines` restricts the set); any clip-name mismatch
+    (SubmissionMismatchError, listing missing and extra names per file).
+    """
+    submission_dir = Path(submission_dir)
+    submitted = submission_machines(submission_dir)
+    if machines is None:
+        machines = sorted(ground_truth)
+        unknown = sorted(set(submitted) - set(ground_truth))
+        if unknown:
+            raise ValueError(f"{submission_dir}: score files for machine types without ground truth: "
+                             f"{', '.join(unknown)} (known: {', '.join(sorted(ground_truth))}).")
+    else:
+        machines = list(machines)
+        if not machines:
+            raise ValueError("machines: is empty.")
+        unknown = [m for m in machines if m not in ground_truth]
+        if unknown:
+            raise ValueError(f"machines: no ground truth for {', '.join(unknown)} "
+                             f"(known: {', '.join(sorted(ground_truth))}).")
+    absent = [p for m in machines for p in (submission_dir / score_file_name(m), submission_dir / decision_file_name(m))
+              if not p.is_file()]
+    if absent:
+        raise FileNotFoundError(f"{submission_dir}: missing submission files: {', '.join(p.name for p in absent)}.")
+
+    problems: dict[str, tuple[list[str], list[str]]] = {}
+    aligned = {}
+    for machine in machines:
+        truth = ground_truth[machine]
+        scores = _aligned(read_scores(submission_dir / score_file_name(machine)), truth, problems)
+        decisions = _aligned(read_decisions(submission_dir / decision_file_name(machine)), truth, problems)
+        aligned[machine] = (truth, scores, decisions)
+    if problems:
+        raise SubmissionMismatchError(problems)
+
+    results, counts = {}, {}
+    for machine, (truth, scores, decisions) in aligned.items():
+        try:
+            results[machine] = metrics.machine_metrics(truth.labels, scores, truth.domains,
+                                                       decisions.astype(np.int8), max_fpr)
+        except ValueError as error:
+            raise ValueError(f"{machine} (ground truth {truth.origin}): {error}") from None
+        counts[machine] = {
+            "clips": len(truth.names),
+            "anomalies": int(truth.labels.sum()),
+            "source": int(np.sum(truth.domains == 0)),
+            "target": int(np.sum(truth.domains == 1)),
+        }
+    y_pooled = np.concatenate([aligned[m][0].labels for m in machines])
+    s_pooled = np.concatenate([aligned[m][1] for m in machines])
+    try:
+        ci = metrics.official_ci95(y_pooled, s_pooled, max_fpr)
+    except ValueError:
+        ci = None
+    return Evaluation(results, metrics.summarize(results.values()), ci, counts, float(max_fpr))
+
+
+# ----------------------------------------------------------------------------- reporting
+
+_PERFORMANCE = (("AUC", "auc"), ("pAUC", "pauc"), ("precision", "precision"), ("recall", "recall"),
+                ("F1 score", "f1"))
+
+
+def _number(value: float) -> str:
+    return repr(float(value))
+
+
+def _performance(machines: list[metrics.MachineMetrics]) -> np.ndarray:
+    """The evaluator's 5 x 2n table: per metric, every source value then every target value (pAUC twice)."""
+    rows = []
+    for _, key in _PERFORMANCE:
+        if key == "pauc":
+            rows.append([m.pauc for m in machines] * 2)
+        else:
+            rows.append([getattr(m, f"{key}_source") for m in machines] + [getattr(m, f"{key}_target") for m in machines])
+    return np.array(rows, dtype=np.float64)
+
+
+def _mean_rows(performance: np.ndarray, suffix: str) -> list[list[str]]:
+    half = performance.shape[1] // 2
+    rows = [["arithmetic mean" + suffix, ""] + [_number(np.mean(r)) for r in performance]]
+    for label, part in (("harmonic mean", performance), ("source harmonic mean", performance[:, :half]),
+                        ("target harmonic mean", performance[:, half:])):
+        rows.append([label + suffix, ""] + [_number(metrics.harmonic_mean(r)) for r in part])
+    return rows
+
+
+def result_csv_rows(evaluation: Evaluation) -> list[list[str]]:
+    """Rows of the evaluator's `teams_result/<system>_result.csv` (§7), floats in full repr."""
+    rows: list[list[str]] = []
+    header = [""] * 2 + [title for title, _ in _PERFORMANCE]
+    for machine, m in evaluation.machines.items():
+        rows.append([machine])
+        rows.append(["section"] + list(metrics.EVALUATOR_COLUMNS.values()))
+        rows.append(["00"] + [_number(v) for v in m.as_dict().values()])
+        rows.append(header)
+        rows += _mean_rows(_performance([m]), "")
+        rows.append([])
+    rows.append(header)
+    rows += _mean_rows(_performance(list(evaluation.machines.values())),
+                       " over all machine types, sections, and domains")
+    rows.append([])
+    rows.append(["official score", "", _number(evaluation.summary.official_score)])
+    rows.append(["official score ci95", "", _number(evaluation.ci.ci95) if evaluation.ci else "nan"])
+    rows.append([])
+    return rows
+
+
+def result_csv_text(evaluation: Evaluation) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(result_csv_rows(evaluation))
+    return buffer.getvalue()
+
+
+def result_json(evaluation: Evaluation) -> dict:
+    """Machine-readable results; the same numbers as the CSV plus the per-metric means and clip counts."""
+    s = evaluation.summary
+    ci = evaluation.ci
+    return {
+        "official_score": s.official_score,
+        "official_score_ci95": ci.ci95 if ci else None,
+        "arithmetic_mean": s.arithmetic_mean,
+        "hmean": dict(s.hmean),
+        "amean": dict(s.amean),
+        "jackknife": None if ci is None else {"auc": ci.auc, "auc_ci95": ci.auc_ci95,
+                                              "pauc": ci.pauc, "pauc_ci95": ci.pauc_ci95},
+        "machines": {name: {**m.as_dict(), "counts": evaluation.counts[name]}
+                     for name, m in evaluation.machines.items()},
+        "eps": metrics.EPS,
+        "max_fpr": evaluation.max_fpr,
+    }
+
+
+def format_report(evaluation: Evaluation) -> str:
+    """The per-machine table, the per-metric means and the official score, as printed by `asdx evaluate`."""
+    keys = list(metrics.EVALUATOR_COLUMNS)[1:]  # AUC (all) is informational; the table shows the rest
+    titles = ["AUC(s)", "AUC(t)", "pAUC", "P(s)", "P(t)", "R(s)", "R(t)", "F1(s)", "F1(t)"]
+    width = max([len("machine")] + [len(m) for m in evaluation.machines])
+    lines = [f"{'machine':<{width}}  " + "  ".join(f"{t:>6}" for t in titles)]
+    for machine, m in evaluation.machines.items():
+        values = m.as_dict()
+        lines.append(f"{machine:<{width}}  " + "  ".join(f"{values[k]:6.4f}" for k in keys))
+    s = evaluation.summary
+    lines.append("")
+    lines.append(f"{'':<14}{'h-mean':>8}{'a-mean':>8}")
+    for title, key in (("AUC (source)", "auc_source"), ("AUC (target)", "auc_target"), ("pAUC", "pauc")):
+        lines.append(f"{title:<14}{s.hmean[key]:8.4f}{s.amean[key]:8.4f}")
+    n_values = 3 * len(evaluation.machines)
+    ci = f"{evaluation.ci.ci95:.4f}" if evaluation.ci else "n/a"
+    lines.append("")
+    lines.append(f"official score Ω = {s.official_score:.4f}  (harmonic mean of {n_values} AUC/pAUC values; "
+                 f"arithmetic mean {s.arithmetic_mean:.4f}; ci95 {ci})")
+    return "\n".join(lines)
+
+
+def write_results(evaluation: Evaluation, out_dir, system: str) -> tuple[Path, Path]:
+    """Writes `<system>_result.csv` (evaluator layout) and `<system>_result.json`, each atomically."""
+    if not system or system != Path(system).name or system in (".", ".."):
+        raise ValueError(f"system: {system!r} must be a plain file-name stem.")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = atomic_write_text(out_dir / f"{system}_result.csv", result_csv_text(evaluation))
+    json_path = atomic_write_text(out_dir / f"{system}_result.json",
+                                  json.dumps(result_json(evaluation), indent=2) + "\n")
+    return csv_path, json_path
