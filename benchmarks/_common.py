@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -14,6 +13,7 @@ import numpy as np
 import torch
 
 import asdx
+from asdx._atomic import atomic_write_text
 
 try:
     import torchaudio
@@ -80,18 +80,6 @@ def machine_lines(threads: int, gpu_name: str | None) -> list[str]:
 
 
 def record(section: list[str]) -> None:
-    """Appends the section to RESULTS.md, atomically (temp file in the same folder, then os.replace)."""
+    """Appends the section to RESULTS.md, atomically."""
     old = RESULTS.read_text() if RESULTS.exists() else RESULTS_HEADER
-    text = old.rstrip("\n") + "\n\n" + "\n".join(section).rstrip("\n") + "\n"
-    mode = RESULTS.stat().st_mode & 0o777 if RESULTS.exists() else 0o644  # mkstemp would leave 0600
-    fd, tmp = tempfile.mkstemp(dir=RESULTS.parent, prefix=".RESULTS.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, RESULTS)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write_text(RESULTS, old.rstrip("\n") + "\n\n" + "\n".join(section).rstrip("\n") + "\n")

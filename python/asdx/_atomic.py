@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 
-def atomic_write_text(path, text: str, encoding: str = "utf-8") -> Path:
-    """Writes `text` to a temporary file in the destination folder, then `os.replace`s it onto `path`.
+def atomic_write(path, write: Callable[[Path], None]) -> Path:
+    """Calls write(temp_path) for a temporary file in the destination folder, then `os.replace`s it onto `path`.
 
     The temp file lives in the same folder so the rename stays on one file
-    system (atomic on POSIX and Windows). On any error the temp file is removed
-    and an existing `path` is left untouched. The folder must exist.
+    system (atomic on POSIX and Windows). On any error, Ctrl-C included, the temp
+    file is removed and an existing `path` is left untouched. The folder must exist.
     """
     path = Path(path)
     if not path.parent.is_dir():
@@ -20,11 +21,9 @@ def atomic_write_text(path, text: str, encoding: str = "utf-8") -> Path:
     # mkstemp creates the file 0600; keep an existing file's mode, else use the usual 0644.
     mode = path.stat().st_mode & 0o777 if path.is_file() else 0o644
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding=encoding, newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+        write(Path(tmp_name))
         os.chmod(tmp_name, mode)
         os.replace(tmp_name, path)
     except BaseException:
@@ -34,3 +33,15 @@ def atomic_write_text(path, text: str, encoding: str = "utf-8") -> Path:
             pass
         raise
     return path
+
+
+def atomic_write_text(path, text: str, encoding: str = "utf-8") -> Path:
+    """Writes `text` atomically (see atomic_write), flushed to disk before the rename."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding=encoding, newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    return atomic_write(path, write)

@@ -23,8 +23,6 @@ tensor batched by index, not a per-row DataLoader.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,6 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from asdx._atomic import atomic_write
 from asdx.features import logmel_dcase, stack_frames
 from asdx.models.ae import AENet
 from asdx.scoring.mahalanobis import ae_mahalanobis_scores, stable_precision
@@ -110,7 +109,7 @@ class AESystem:
             self.epochs_done = epoch + 1
             epochs.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
             if checkpoint is not None:
-                save_atomic(self.state_dict(), Path(checkpoint))
+                atomic_write(checkpoint, lambda tmp: torch.save(self.state_dict(), tmp))
         self._fit_covariances(flat, is_target, train_idx, generator)
         self.train_scores_ = self.score_vectors(vectors)
         return self
@@ -168,7 +167,7 @@ class AESystem:
         cov_target = scatter[True] / (counts[True] - 1) if counts[True] >= 2 else cov_source
         self.model.cov_source.copy_(cov_source.float())
         self.model.cov_target.copy_(cov_target.float())
-        self.precisions_ = np.stack([stable_precision(c.cpu().numpy()) for c in (cov_source, cov_target)])
+        self.precisions_ = np.stack([stable_precision(c.cpu().numpy())[0] for c in (cov_source, cov_target)])
 
     # ------------------------------------------------------------------ scoring
     @torch.no_grad()
@@ -204,16 +203,3 @@ class AESystem:
         self.history = list(state["history"])
         if state.get("precisions") is not None:
             self.precisions_ = state["precisions"]
-
-
-def save_atomic(obj, path: Path) -> None:
-    """torch.save to a temp file beside `path`, then rename: an interrupt never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
