@@ -83,3 +83,13 @@ def record(section: list[str]) -> None:
     """Appends the section to RESULTS.md, atomically."""
     old = RESULTS.read_text() if RESULTS.exists() else RESULTS_HEADER
     atomic_write_text(RESULTS, old.rstrip("\n") + "\n\n" + "\n".join(section).rstrip("\n") + "\n")
+
+
+def publish(section: list[str], record_it: bool) -> None:
+    """Prints the section and, unless asked not to, appends it to RESULTS.md."""
+    print("\n".join(section))
+    if record_it:
+        record(section)
+        print(f"\nappended to {RESULTS}")
+    else:
+        print("\n(not recorded: --no-record or --quick)")

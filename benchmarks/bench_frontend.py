@@ -36,7 +36,7 @@ import asdx.reference as reference
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import RESULTS, machine_lines, record, timeit_best
+from benchmarks._common import machine_lines, publish, timeit_best
 
 try:
     import torchaudio
@@ -396,12 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         *warnings,
     ]
     print()
-    print("\n".join(section))
-    if args.no_record:
-        print("\n(not recorded: --no-record or --quick)")
-    else:
-        record(section)
-        print(f"\nappended to {RESULTS}")
+    publish(section, record_it=not args.no_record)
     return 0
 
 

@@ -25,7 +25,7 @@ import asdx
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import RESULTS, machine_lines, record, timeit_best
+from benchmarks._common import machine_lines, publish, timeit_best
 
 # kernel -> minimum reference_ms / asdx_ms
 GOALS = {"mahalanobis": 1.5, "gmm_diag": 3.0, "gamma_fit": 100.0, "knn_cpu": 1.0, "knn_gpu": 50.0}
@@ -110,12 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     section += [f"- {p}" for p in problems]
     if not gpu:
         section.append("GPU rows skipped: torch sees no CUDA device.")
-    print("\n".join(section))
-    if args.quick or args.no_record:
-        print("\n(not recorded: --no-record or --quick)")
-    else:
-        record(section)
-        print(f"\nappended to {RESULTS}")
+    publish(section, record_it=not (args.quick or args.no_record))
     return 0
 
 
