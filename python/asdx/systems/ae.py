@@ -86,6 +86,9 @@ class AESystem:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
         self.epochs_done = 0
         self.history: list[dict] = []
+        # One generator drives every shuffle; its state is checkpointed, so a resumed
+        # run continues the same sequence and ends with the same weights.
+        self.generator = torch.Generator().manual_seed(self.config.seed)
 
     # ------------------------------------------------------------------ training
     def fit(self, waveforms: np.ndarray, domains, checkpoint: Path | None = None, progress: bool = True):
@@ -97,26 +100,25 @@ class AESystem:
         order = rng.permutation(flat.shape[0])
         n_val = math.ceil(self.config.validation_split * flat.shape[0])
         train_idx, val_idx = torch.from_numpy(order[n_val:]), torch.from_numpy(order[:n_val])
-        generator = torch.Generator().manual_seed(self.config.seed)
-        if checkpoint is not None and Path(checkpoint).exists():
-            self.load_state_dict(torch.load(checkpoint, weights_only=False))
+        if checkpoint is not None and Path(checkpoint).exists():  # resume where the last run stopped
+            self.load_state_dict(torch.load(checkpoint, weights_only=True))
         epochs = tqdm(range(self.epochs_done, self.config.epochs), desc="AE epochs", disable=not progress,
                       initial=self.epochs_done, total=self.config.epochs)
         for epoch in epochs:
-            train_loss = self._train_epoch(flat, train_idx, generator)
+            train_loss = self._train_epoch(flat, train_idx)
             val_loss = self._mean_loss(flat, val_idx)
             self.history.append({"epoch": epoch + 1, "loss": train_loss, "val_loss": val_loss})
             self.epochs_done = epoch + 1
             epochs.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
             if checkpoint is not None:
                 atomic_write(checkpoint, lambda tmp: torch.save(self.state_dict(), tmp))
-        self._fit_covariances(flat, is_target, train_idx, generator)
+        self._fit_covariances(flat, is_target, train_idx)
         self.train_scores_ = self.score_vectors(vectors)
         return self
 
-    def _train_epoch(self, flat, train_idx, generator) -> float:
+    def _train_epoch(self, flat, train_idx) -> float:
         self.model.train()
-        permuted = train_idx[torch.randperm(len(train_idx), generator=generator)]
+        permuted = train_idx[torch.randperm(len(train_idx), generator=self.generator)]
         total, count = 0.0, 0
         for start in range(0, len(permuted), self.config.batch_size):
             batch = flat[permuted[start : start + self.config.batch_size]]
@@ -140,14 +142,14 @@ class AESystem:
         return torch.cat(errors).mean().item()
 
     @torch.no_grad()
-    def _fit_covariances(self, flat, is_target, train_idx, generator) -> None:
+    def _fit_covariances(self, flat, is_target, train_idx) -> None:
         """The official "epoch 101" pass (official baseline §3.4), quirks included."""
         self.model.eval()
         n_mels = self.config.n_mels
         scatter = {False: torch.zeros(n_mels, n_mels, dtype=torch.float64, device=self.device),
                    True: torch.zeros(n_mels, n_mels, dtype=torch.float64, device=self.device)}
         counts = {False: 0, True: 0}
-        permuted = train_idx[torch.randperm(len(train_idx), generator=generator)]
+        permuted = train_idx[torch.randperm(len(train_idx), generator=self.generator)]
         for start in range(0, len(permuted), self.config.batch_size):
             rows = permuted[start : start + self.config.batch_size]
             if len(rows) <= 1:
@@ -194,12 +196,14 @@ class AESystem:
     def state_dict(self) -> dict:
         return {"config": asdict(self.config), "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "epochs_done": self.epochs_done, "history": self.history,
-                "precisions": getattr(self, "precisions_", None)}
+                "generator": self.generator.get_state(),
+                "precisions": torch.from_numpy(self.precisions_) if hasattr(self, "precisions_") else None}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epochs_done = int(state["epochs_done"])
         self.history = list(state["history"])
+        self.generator.set_state(state["generator"])
         if state.get("precisions") is not None:
-            self.precisions_ = state["precisions"]
+            self.precisions_ = state["precisions"].numpy()
