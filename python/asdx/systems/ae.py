@@ -76,6 +76,11 @@ class AESystem:
 
     name = "ae"
 
+    @property
+    def input_channels(self) -> int:
+        """Channels the runner must load: the near mic only, unless the far one is used."""
+        return self.config.channel + 1
+
     def __init__(self, config: AEConfig | None = None):
         self.config = config or AEConfig()
         self.device = torch.device(self.config.device)

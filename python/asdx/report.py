@@ -1,0 +1,124 @@
+"""report.html for a run directory: per machine, ROC curves, score histograms with the
+fitted gamma and its threshold, and the metrics table with the official score.
+
+Reads only the run directory's files (see asdx.runner for the layout), so
+`asdx report RUN_DIR` can regenerate it at any time.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+
+from asdx._atomic import atomic_write, atomic_write_text
+
+
+def read_scores_csv(path: Path) -> dict[str, np.ndarray]:
+    """name,score[,label,domain] rows -> columns (label -1 and domain "" where unknown)."""
+    names, scores, labels, domains = [], [], [], []
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            names.append(row["name"])
+            scores.append(float(row["score"]))
+            labels.append(int(row["label"]) if row.get("label") not in (None, "") else -1)
+            domains.append(row.get("domain") or "")
+    return {"name": np.array(names), "score": np.array(scores), "label": np.array(labels, dtype=int),
+            "domain": np.array(domains)}
+
+
+def _plot_roc(ax, test: dict) -> None:
+    from sklearn.metrics import roc_curve
+
+    anomalies = test["label"] == 1
+    for domain, style in (("source", "-"), ("target", "--")):
+        keep = anomalies | ((test["label"] == 0) & (test["domain"] == domain))
+        if (test["label"][keep] == 0).any() and anomalies.any():
+            fpr, tpr, _ = roc_curve(test["label"][keep], test["score"][keep])
+            ax.plot(fpr, tpr, style, label=f"{domain} normals + all anomalies")
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.axvline(0.1, color="grey", lw=0.5)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
+    ax.legend(fontsize=7, loc="lower right")
+
+
+def _plot_scores(ax, train: dict, test: dict, threshold: dict) -> None:
+    from scipy import stats
+
+    everything = np.concatenate([train["score"], test["score"]])
+    bins = np.linspace(everything.min(), everything.max(), 40)
+    ax.hist(train["score"], bins=bins, density=True, alpha=0.4, label="train normal")
+    if (test["label"] >= 0).any():
+        for label, name in ((0, "test normal"), (1, "test anomaly")):
+            ax.hist(test["score"][test["label"] == label], bins=bins, density=True, histtype="step", label=name)
+    else:
+        ax.hist(test["score"], bins=bins, density=True, histtype="step", label="test")
+    if all(np.isfinite(threshold.get(k, np.nan)) for k in ("shape", "loc", "scale")):
+        grid = np.linspace(bins[0], bins[-1], 400)
+        ax.plot(grid, stats.gamma.pdf(grid, threshold["shape"], threshold["loc"], threshold["scale"]), "k-", lw=1,
+                label="gamma fit (train)")
+    ax.axvline(threshold["threshold"], color="red", lw=1, label=f"threshold (q = {threshold.get('q', 0.9):g})")
+    ax.set(xlabel="anomaly score", ylabel="density", title="scores")
+    ax.legend(fontsize=7)
+
+
+def _machine_figure(path: Path, machine: str, train: dict, test: dict, threshold: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    has_labels = (test["label"] >= 0).any()
+    fig, axes = plt.subplots(1, 2 if has_labels else 1, figsize=(10 if has_labels else 5, 3.6), squeeze=False)
+    _plot_scores(axes[0, -1], train, test, threshold)
+    if has_labels:
+        _plot_roc(axes[0, 0], test)
+    fig.suptitle(machine)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    plt.close(fig)
+
+
+def _metrics_table(metrics: dict) -> str:
+    columns = [("auc_source", "AUC (source)"), ("auc_target", "AUC (target)"), ("pauc", "pAUC"),
+               ("f1_source", "F1 (source)"), ("f1_target", "F1 (target)")]
+    rows = ["<tr><th>machine</th>" + "".join(f"<th>{t}</th>" for _, t in columns) + "</tr>"]
+    for machine, values in metrics["machines"].items():
+        cells = "".join(f"<td>{values.get(key, float('nan')):.4f}</td>" for key, _ in columns)
+        rows.append(f"<tr><td>{html.escape(machine)}</td>{cells}</tr>")
+    return "<table>" + "".join(rows) + "</table>" + (
+        f"<p><b>Official score Ω = {metrics['official_score']:.4f}</b> (harmonic mean of AUC source, AUC target "
+        f"and pAUC over machines; arithmetic mean {metrics['arithmetic_mean']:.4f})</p>")
+
+
+def write_report(run_dir) -> Path:
+    """Writes run_dir/report.html and run_dir/report/<machine>.png; returns the HTML path."""
+    run_dir = Path(run_dir)
+    machines_dir = run_dir / "machines"
+    if not machines_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no machines/ folder); run `asdx run` first.")
+    config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else {}
+    figures = run_dir / "report"
+    figures.mkdir(exist_ok=True)
+    sections = []
+    for machine_dir in sorted(p for p in machines_dir.iterdir() if (p / "done.json").exists()):
+        machine = machine_dir.name
+        train = read_scores_csv(machine_dir / "train_scores.csv")
+        test = read_scores_csv(machine_dir / "test_scores.csv")
+        threshold = json.loads((machine_dir / "threshold.json").read_text())
+        _machine_figure(figures / f"{machine}.png", machine, train, test, threshold)
+        sections.append(f"<h2>{html.escape(machine)}</h2><img src='report/{html.escape(machine)}.png'>"
+                        f"<p>threshold {threshold['threshold']:.6g}; {len(train['score'])} train, "
+                        f"{len(test['score'])} test clips</p>")
+    metrics_path = run_dir / "metrics.json"
+    table = _metrics_table(json.loads(metrics_path.read_text())) if metrics_path.exists() else (
+        "<p>No ground truth for these machines: no metrics.</p>")
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in config.get("notes", []))
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>asdx {html.escape(config.get('system', ''))}"
+            f"</title><style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 8px;text-align:right}}"
+            f"</style></head><body><h1>asdx run: {html.escape(config.get('system', '?'))}</h1>"
+            f"<ul>{notes}</ul>{table}{''.join(sections)}</body></html>")
+    return atomic_write_text(run_dir / "report.html", page)
