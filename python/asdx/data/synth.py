@@ -34,7 +34,7 @@ import soundfile as sf
 from asdx.data._files import PARTIAL_SUFFIX, atomic_path, write_text_atomic
 from asdx.data.audio import check_wav_complete
 from asdx.data.dataset import ground_truth_dir, ground_truth_file, raw_dir
-from asdx.data.machines import MachineType, resolve_registry
+from asdx.data.machines import MachineType, registry_names, resolve_registry
 from asdx.data.names import anonymised_name, labelled_name
 from asdx.data.sounds import ANOMALY_KINDS, SAMPLE_RATE, SOUNDS, name_code, render
 
@@ -149,6 +149,7 @@ def _check_manifest(out: Path, settings: dict, machines: list[str]) -> None:
         machines = list(dict.fromkeys([*recorded.get("machines", []), *machines]))
     elif out.exists() and any(out.iterdir()):
         raise ValueError(f"out: {out} is not empty and has no {MANIFEST}; choose a new or empty folder.")
+    machines = [name for name in registry_names() if name in machines]  # registry order: reproducible
     write_text_atomic(manifest, json.dumps({"generator": "asdx.data.synth", "settings": settings,
                                             "machines": machines}, indent=2) + "\n")
 
