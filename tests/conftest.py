@@ -49,3 +49,15 @@ def signal_batch(kind: str, batch: int, channels: int, length: int, seed: int = 
     else:
         raise ValueError(kind)
     return (amplitude * x).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory):
+    """One small synthetic DCASE 2026 set (all 12 machines) shared by the data tests."""
+    from asdx.data import generate
+
+    return generate(tmp_path_factory.mktemp("synth") / "data", seconds=1.0, n_source=20, n_target=4, n_test=8,
+                    seed=3, progress=False)
+
+
+SYNTH_SIZES = {"n_source": 20, "n_target": 4, "n_test": 8, "samples": 16000}

@@ -1,10 +1,18 @@
-"""The `asdx` command line. Parses arguments and calls library functions; no logic lives here."""
+"""The `asdx` command line. Parses arguments and calls library functions; no logic lives here.
+
+Errors the user can fix (bad paths, unknown machines, bad config keys, mismatched
+submissions) print one line `asdx <command>: error: ...` and exit with status 1.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
+
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -15,25 +23,29 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from asdx.data.synth import generate
 
+    root = generate(args.out, machines=args.machines, seconds=args.seconds, n_source=args.n_source,
+                    n_target=args.n_target, n_test=args.n_test, seed=args.seed, full=args.full,
+                    progress=not args.quiet)
+    print(f"synthetic DCASE 2026 Task 2 data in {root}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
     from asdx.evaluation import dataset_ground_truth, evaluate, format_report, load_ground_truth, result_json, \
         write_results
 
-    try:
-        if args.ground_truth is not None:
-            if args.split is not None:
-                raise ValueError("--split: only applies with --data (a ground-truth folder is one set).")
-            truth = load_ground_truth(args.ground_truth)
-        else:
-            truth = dataset_ground_truth(args.data, args.split or "dev")
-        result = evaluate(args.submission, truth, machines=args.machines)
-        submission = Path(args.submission).resolve()
-        csv_path, json_path = write_results(result, args.out or submission, args.name or submission.name)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"asdx evaluate: error: {error}", file=sys.stderr)
-        return 1
+    if args.ground_truth is not None:
+        if args.split is not None:
+            raise ValueError("--split: only applies with --data (a ground-truth folder is one set).")
+        truth = load_ground_truth(args.ground_truth)
+    else:
+        truth = dataset_ground_truth(args.data, args.split or "dev")
+    result = evaluate(args.submission, truth, machines=args.machines)
+    submission = Path(args.submission).resolve()
+    csv_path, json_path = write_results(result, args.out or submission, args.name or submission.name)
     if args.json:
         print(json.dumps(result_json(result), indent=2))
     else:
@@ -42,13 +54,73 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from asdx.config import build_config, read_config_file
+    from asdx.evaluation import format_report
+    from asdx.runner import RunOptions, run
+    from asdx.systems import SYSTEMS
+
+    entry = SYSTEMS[args.system]
+    file_values = read_config_file(args.config, args.system) if args.config else {}
+    config = build_config(entry.config, file_values, vars(args), source=str(args.config or "config"))
+    options = RunOptions(system=args.system, machines=args.machine, data=Path(args.data), out=Path(args.out),
+                         name=args.name, resume=args.resume, progress=not args.quiet)
+    run_dir, evaluation = run(options, config)
+    if evaluation is not None:
+        print(format_report(evaluation))
+    print(f"\nrun directory: {run_dir}\nreport: {run_dir / 'report.html'}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from asdx.report import write_report
+
+    print(write_report(args.run_dir))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from asdx.demo import demo
+
+    demo(out=args.out, progress=not args.quiet)
+    return 0
+
+
+def _add_run_parser(sub) -> None:
+    from asdx.config import add_config_arguments
+    from asdx.systems import SYSTEMS
+
+    p_run = sub.add_parser("run", help="train and score a system per machine, threshold, write and evaluate",
+                           description="Runs a system on DCASE-layout data; see `asdx run <system> --help`.")
+    systems = p_run.add_subparsers(dest="system", metavar="SYSTEM", required=True)
+    for name, entry in SYSTEMS.items():
+        p = systems.add_parser(name, help=entry.summary)
+        p.add_argument("--machine", default="all", help="a machine type, dev, eval or all (default all); "
+                                                        "comma-separated for several")
+        p.add_argument("--data", default=os.environ.get("ASDX_DATA", "data"),
+                       help="dataset root (default $ASDX_DATA or ./data)")
+        p.add_argument("--out", default="runs", help="runs folder (default runs/)")
+        p.add_argument("--name", default=None, help="run name (default <machines>-seed<seed>)")
+        p.add_argument("--config", default=None, help="TOML or YAML file whose keys mirror the flags below")
+        p.add_argument("--resume", action="store_true", help="continue a run: finished machines are skipped and "
+                                                             "training restarts from the last checkpoint")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        add_config_arguments(p, entry.config)
+        p.set_defaults(handler=_cmd_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asdx", description="Anomalous sound detection (DCASE Task 2) toolkit.")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for asdx kernels (default: all cores)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    p_info = sub.add_parser("info", help="show versions, the compiled kernels and the visible hardware")
-    p_info.add_argument("--json", action="store_true", help="print as JSON")
-    p_info.set_defaults(handler=_cmd_info)
+
+    p_demo = sub.add_parser("demo", help="the main job on a built-in default: synthesise data, run ae, report")
+    p_demo.add_argument("--out", default=None, help="folder for the data and runs (default: a cache folder)")
+    p_demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    p_demo.set_defaults(handler=_cmd_demo)
+
+    _add_run_parser(sub)
+
     p_eval = sub.add_parser("evaluate", help="score a submission folder with the official DCASE metrics",
                             description="Scores anomaly_score_/decision_result_<machine>_section_00_test.csv files "
                                         "like the official evaluator (AUC per domain, pAUC, harmonic-mean official "
@@ -67,6 +139,27 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("--name", help="system name for the output files (default: the submission folder's name)")
     p_eval.add_argument("--json", action="store_true", help="print the JSON results instead of the table")
     p_eval.set_defaults(handler=_cmd_evaluate)
+
+    p_report = sub.add_parser("report", help="regenerate report.html of a run directory")
+    p_report.add_argument("run_dir", help="runs/<system>/<name>")
+    p_report.set_defaults(handler=_cmd_report)
+
+    p_synth = sub.add_parser("synth", help="write a synthetic DCASE 2026 Task 2 stereo dataset (resumable)")
+    p_synth.add_argument("--out", required=True, help="dataset root to create (or to complete)")
+    p_synth.add_argument("--machines", default="all", help="all, dev, eval or comma-separated machine types")
+    p_synth.add_argument("--seconds", type=float, default=None, help="clip length (default 2, --full: 10)")
+    p_synth.add_argument("--n-source", type=int, default=None, help="source train clips (default 30, --full: 990)")
+    p_synth.add_argument("--n-target", type=int, default=None, help="target train clips (default 6, --full: 10)")
+    p_synth.add_argument("--n-test", type=int, default=None,
+                         help="test clips per domain x label cell (default 12, --full: 50)")
+    p_synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p_synth.add_argument("--full", action="store_true", help="DCASE sizes: 10 s, 990/10 train, 50 per test cell")
+    p_synth.add_argument("--quiet", action="store_true", help="no progress bar")
+    p_synth.set_defaults(handler=_cmd_synth)
+
+    p_info = sub.add_parser("info", help="show versions, the compiled kernels and the visible hardware")
+    p_info.add_argument("--json", action="store_true", help="print as JSON")
+    p_info.set_defaults(handler=_cmd_info)
     return parser
 
 
@@ -80,7 +173,15 @@ def main(argv: list[str] | None = None) -> int:
         import asdx
 
         asdx.set_num_threads(args.threads)
-    return int(args.handler(args) or 0)
+    try:
+        return int(args.handler(args) or 0)
+    except USER_ERRORS as error:
+        print(f"asdx {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"asdx {args.command}: interrupted; finished files and checkpoints are kept (rerun with --resume).",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,166 @@
+"""Clip loading: soundfile -> float32 (channels, samples), validated, at a fixed length.
+
+DCASE 2026 clips are 16 kHz stereo, channel 0 the near and channel 1 the far
+microphone (beats-and-asd-systems.md §C); the official baseline uses channel 0
+only. Every error names the file.
+"""
+
+from __future__ import annotations
+
+import struct
+import warnings
+from math import gcd
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+
+SAMPLE_RATE = 16000
+DEFAULT_SECONDS = 10.0  # the system report's fixed clip length
+
+
+class AudioWarning(UserWarning):
+    """Suspicious but usable audio: mono files, all-zero clips."""
+
+
+def _path_of(item) -> Path:
+    return Path(item.path if hasattr(item, "path") else item)
+
+
+def check_wav_complete(path: Path) -> None:
+    """Raises ValueError if a RIFF/WAVE file's data chunk is cut short.
+
+    libsndfile silently returns the frames present in a truncated file, so the
+    declared chunk size is compared with the bytes on disk. Non-RIFF files and
+    streaming headers (size 0 or 0xFFFFFFFF) are left to soundfile.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        header = handle.read(12)
+        if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+            return
+        offset = 12
+        while offset + 8 <= size:
+            handle.seek(offset)
+            chunk_id, chunk_size = struct.unpack("<4sI", handle.read(8))
+            if chunk_id == b"data":
+                if chunk_size in (0, 0xFFFFFFFF):
+                    return
+                available = size - offset - 8
+                if chunk_size > available:
+                    raise ValueError(
+                        f"{path}: truncated WAV: the header declares {chunk_size} bytes of audio, "
+                        f"the file holds {available}."
+                    )
+                return
+            offset += 8 + chunk_size + (chunk_size & 1)
+    raise ValueError(f"{path}: truncated WAV: no complete 'data' chunk.")
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """Reads a file as float32 (channels, samples) at its native rate; ValueError if unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such audio file.")
+    check_wav_complete(path)
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.SoundFileError, RuntimeError) as error:
+        raise ValueError(f"{path}: unreadable audio file ({error}).") from error
+    return np.ascontiguousarray(data.T), int(rate)
+
+
+def fit_length(audio: np.ndarray, n_samples: int) -> np.ndarray:
+    """Crops the end off or zero-pads the end to n_samples."""
+    if audio.shape[-1] >= n_samples:
+        return np.ascontiguousarray(audio[..., :n_samples])
+    pad = np.zeros((*audio.shape[:-1], n_samples - audio.shape[-1]), dtype=audio.dtype)
+    return np.concatenate([audio, pad], axis=-1)
+
+
+def _prepare(path: Path, channels: int, sample_rate: int, resample: bool) -> np.ndarray:
+    """Reads and validates one file; returns (channels, native-length samples) at sample_rate."""
+    audio, rate = read_audio(path)
+    if rate != sample_rate:
+        if not resample:
+            raise ValueError(f"{path}: sample rate {rate} Hz, expected {sample_rate} Hz "
+                             f"(pass resample=True to convert).")
+        common = gcd(sample_rate, rate)
+        audio = resample_poly(audio, sample_rate // common, rate // common, axis=-1).astype(np.float32)
+    if audio.shape[0] == 1:
+        if channels == 2:
+            raise ValueError(f"{path}: mono file, but stereo (near, far) is expected; "
+                             f"load with channels=1 for a channel-0 system.")
+        warnings.warn(f"{path}: mono file used as channel 0 (near); DCASE 2026 clips are stereo.",
+                      AudioWarning, stacklevel=3)
+    elif audio.shape[0] != 2:
+        raise ValueError(f"{path}: {audio.shape[0]} channels, expected 2 (near, far).")
+    if channels == 1:
+        audio = audio[:1]
+    bad = ~np.isfinite(audio)
+    if bad.any():
+        channel, sample = (int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{path}: contains NaN or inf (first at channel {channel}, sample {sample}).")
+    if audio.shape[-1] == 0:
+        raise ValueError(f"{path}: empty audio (0 samples).")
+    if not audio.any():
+        warnings.warn(f"{path}: the clip is all zeros.", AudioWarning, stacklevel=3)
+    return audio
+
+
+def load_clip(path, *, channels: int = 2, seconds: float | None = DEFAULT_SECONDS,
+              sample_rate: int = SAMPLE_RATE, resample: bool = False) -> np.ndarray:
+    """One clip as float32 (channels, samples).
+
+    path: a path or a record with ``.path`` (asdx.data.Clip).
+    channels: 2 for near/far stereo; 1 for channel-0 systems (official baseline),
+        which also accept mono files with an AudioWarning.
+    seconds: crop or zero-pad to this length (default 10 s, the system report's);
+        None keeps the native length.
+    resample: convert other rates with scipy.signal.resample_poly instead of failing.
+    """
+    if channels not in (1, 2):
+        raise ValueError(f"channels: expected 1 or 2, got {channels!r}.")
+    n_samples = None if seconds is None else _n_samples(seconds, sample_rate)
+    audio = _prepare(_path_of(path), channels, sample_rate, resample)
+    return audio if n_samples is None else fit_length(audio, n_samples)
+
+
+def load_clips(paths: Iterable, *, channels: int = 2, seconds: float | None = DEFAULT_SECONDS,
+               sample_rate: int = SAMPLE_RATE, resample: bool = False,
+               same_length: bool = True, progress: bool = False) -> np.ndarray:
+    """Several clips of one split as float32 (batch, channels, samples); see load_clip.
+
+    same_length: the clips of a split must share one native length (the official
+    loader assumes it, baseline §8 quirk 7); a differing clip raises ValueError
+    naming it and the first clip, even when cropping/padding would hide it.
+    """
+    if channels not in (1, 2):
+        raise ValueError(f"channels: expected 1 or 2, got {channels!r}.")
+    items = [_path_of(p) for p in paths]
+    if not items:
+        raise ValueError("paths: no clips given.")
+    if seconds is None and not same_length:
+        raise ValueError("seconds: None (native length) needs same_length=True to stack clips.")
+    from tqdm.auto import tqdm
+
+    n_samples = None if seconds is None else _n_samples(seconds, sample_rate)
+    first_length = None
+    out = []
+    for path in tqdm(items, desc="loading clips", unit="clip", disable=not progress):
+        audio = _prepare(path, channels, sample_rate, resample)
+        if first_length is None:
+            first_length = audio.shape[-1]
+        elif same_length and audio.shape[-1] != first_length:
+            raise ValueError(f"{path}: {audio.shape[-1]} samples, but {items[0]} has {first_length}; "
+                             f"clips of one split must have the same length.")
+        out.append(audio if n_samples is None else fit_length(audio, n_samples))
+    return np.stack(out)
+
+
+def _n_samples(seconds: float, sample_rate: int) -> int:
+    if not seconds > 0:
+        raise ValueError(f"seconds: must be > 0 or None, got {seconds!r}.")
+    return int(round(seconds * sample_rate))

@@ -1,0 +1,193 @@
+"""The synthetic DCASE 2026 set: layout, formats, determinism, resuming, and difficulty."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import SYNTH_SIZES
+from sklearn.covariance import LedoitWolf
+from sklearn.metrics import roc_auc_score
+
+from asdx.cli import main
+from asdx.data import generate, list_machines, load_clips, machine_clips, parse_name, resolve_machines
+from asdx.data.dataset import ground_truth_file, ground_truth_dir
+from asdx.data.sounds import SOUNDS
+from asdx.features import logmel_dcase
+
+HIDDEN = {"bearingEmu", "sliderEmu", "ToothBrush", "BlowerDustCollector"}
+SMALL = dict(seconds=0.25, n_source=3, n_target=2, n_test=2, progress=False)
+
+
+def _read_rows(path):
+    return [line.split(",") for line in path.read_text().splitlines()]
+
+
+def test_layout_and_formats(synth_root):
+    n_src, n_tgt, n_test = SYNTH_SIZES["n_source"], SYNTH_SIZES["n_target"], SYNTH_SIZES["n_test"]
+    machines = list_machines(synth_root)
+    assert len(machines) == 12
+    for machine in machines:
+        train = sorted((machine.path / "train").glob("*.wav"))
+        test = sorted((machine.path / "test").glob("*.wav"))
+        assert len(train) == n_src + n_tgt and len(test) == 4 * n_test
+        assert not list(machine.path.rglob("*.partial"))
+        for path in train + test:
+            info = sf.info(str(path))
+            assert (info.samplerate, info.channels, info.frames, info.subtype) == (
+                16000, 2, SYNTH_SIZES["samples"], "PCM_16")
+        parsed = [parse_name(p) for p in train]
+        assert sorted(p.index for p in parsed if p.domain == "source") == list(range(n_src))  # 0-based
+        assert sorted(p.index for p in parsed if p.domain == "target") == list(range(n_tgt))
+        assert all(p.hidden_attributes == (machine.name in HIDDEN) for p in parsed)
+        assert (machine.path / "attributes_00.csv").is_file()
+        if machine.dataset == "dev":
+            assert {parse_name(p).form for p in test} == {"labelled"}
+            continue
+        assert sorted(parse_name(p).index for p in test) == list(range(4 * n_test))
+        assert {parse_name(p).form for p in test} == {"anonymised"}
+        gt = ground_truth_dir(synth_root)
+        data = _read_rows(ground_truth_file(gt, "data", machine.name))
+        domain = _read_rows(ground_truth_file(gt, "domain", machine.name))
+        renamed = _read_rows(ground_truth_file(gt, "attributes", machine.name))
+        names = [p.name for p in test]
+        assert [r[0] for r in data] == names and [r[0] for r in domain] == names and [r[0] for r in renamed] == names
+        assert sorted(int(r[1]) for r in data) == [0] * (2 * n_test) + [1] * (2 * n_test)
+        for (name, label), (_, dom), (_, stem) in zip(data, domain, renamed):
+            ref = parse_name(stem + ".wav")
+            assert ref.index == parse_name(name).index and ref.split == "test"
+            assert (ref.label, ref.domain) == (("normal", "anomaly")[int(label)], ("source", "target")[int(dom)])
+
+
+def test_target_domain_uses_shifted_attribute_values(synth_root):
+    for machine in resolve_machines(synth_root, "dev"):
+        if machine.name in HIDDEN:
+            continue
+        spec = SOUNDS[machine.name]
+        for clip in machine_clips(machine, "train") + machine_clips(machine, "test"):
+            for attribute in spec.attributes:
+                allowed = attribute.source if clip.domain == "source" else attribute.target
+                assert clip.attributes[attribute.key] in allowed
+
+
+def test_far_channel_is_the_delayed_near_source(synth_root):
+    """GCC-PHAT of near and far peaks at a positive lag of 1-3 ms (the far microphone)."""
+    for machine in resolve_machines(synth_root, "dev"):
+        clip = [c for c in machine_clips(machine, "train") if c.domain == "source"][0]
+        near, far = load_clips([clip], seconds=None)[0].astype(np.float64)
+        cross = np.fft.rfft(far, 2 * near.size) * np.conj(np.fft.rfft(near, 2 * near.size))
+        gcc = np.fft.irfft(cross / (np.abs(cross) + 1e-12))
+        lag = int(np.argmax(np.concatenate([gcc[-200:], gcc[:200]]))) - 200
+        assert 16 <= lag <= 48, (machine.name, lag)
+        assert np.sqrt(np.mean(far**2)) > 0 and np.sqrt(np.mean(near**2)) > 0
+
+
+def test_deterministic_per_seed(tmp_path):
+    a = generate(tmp_path / "a", machines="fan,Sander", seed=5, **SMALL)
+    b = generate(tmp_path / "b", machines=["Sander", "fan"], seed=5, **SMALL)
+    c = generate(tmp_path / "c", machines="fan,Sander", seed=6, **SMALL)
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files_a == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    for rel in files_a:
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+    wav = next(r for r in files_a if r.name == "section_00_0000.wav")  # same name under every seed
+    assert (a / wav).read_bytes() != (c / wav).read_bytes()
+
+
+def test_resume_and_idempotence(tmp_path):
+    root = generate(tmp_path / "d", machines="ToyDrone", **SMALL)
+    wavs = sorted(root.rglob("*.wav"))
+    snapshot = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in wavs}
+    generate(root, machines="toy-drone", **SMALL)
+    assert {p: p.stat().st_mtime_ns for p in wavs} == {p: v[0] for p, v in snapshot.items()}
+    # an interrupted run: one clip missing, one cut short, a stale temp file
+    wavs[0].unlink()
+    wavs[1].write_bytes(snapshot[wavs[1]][1][:100])
+    stale = wavs[2].parent / f".{wavs[2].name}.abc.partial"
+    stale.write_bytes(b"x")
+    generate(root, machines="ToyDrone", **SMALL)
+    assert all(p.read_bytes() == snapshot[p][1] for p in wavs) and not stale.exists()
+    assert snapshot[wavs[3]][0] == wavs[3].stat().st_mtime_ns
+    # more machines may be added to the same set; other settings may not
+    generate(root, machines="fan", **SMALL)
+    assert {m.name for m in list_machines(root)} == {"ToyDrone", "fan"}
+    with pytest.raises(ValueError, match="made with"):
+        generate(root, machines="fan", seed=1, **SMALL)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not empty"):
+        generate(foreign, machines="fan", **SMALL)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(machines="pump"), "unknown machine type"),
+    (dict(seconds=0.01), "seconds"),
+    (dict(n_source=0), "n_source"),
+    (dict(n_test=2.5), "n_test"),
+    (dict(seed=-1), "seed"),
+])
+def test_bad_arguments(tmp_path, kwargs, message):
+    args = {**SMALL, "machines": "fan", **kwargs}
+    with pytest.raises(ValueError, match=message):
+        generate(tmp_path / "x", **args)
+
+
+def test_full_sizes_are_dcase_sizes(tmp_path, monkeypatch):
+    from asdx.data import synth
+
+    planned = synth.plan(tmp_path, synth.resolve_registry("ToyCar")[0], 0, synth.FULL_SIZES)
+    cells = {}
+    for clip in planned:
+        cells[(clip.split, clip.domain, clip.label)] = cells.get((clip.split, clip.domain, clip.label), 0) + 1
+    assert cells == {("train", "source", "normal"): 990, ("train", "target", "normal"): 10,
+                     ("test", "source", "normal"): 50, ("test", "source", "anomaly"): 50,
+                     ("test", "target", "normal"): 50, ("test", "target", "anomaly"): 50}
+    assert synth.FULL_SIZES["seconds"] == 10.0
+
+
+def test_cli(tmp_path, capsys):
+    out = tmp_path / "cli"
+    args = ["synth", "--out", str(out), "--machines", "valveEmu", "--seconds", "0.25", "--n-source", "2",
+            "--n-target", "1", "--n-test", "1", "--seed", "2", "--quiet"]
+    assert main(args) == 0
+    assert len(list((out / "dev_data" / "raw" / "valveEmu" / "test").glob("*.wav"))) == 4
+    assert main(args) == 0  # resumable
+    assert main(["synth", "--out", str(tmp_path / "bad"), "--machines", "pump", "--quiet"]) == 1
+    assert "unknown machine type 'pump'" in capsys.readouterr().err
+
+
+def _mahalanobis_scores(train, test, feature):
+    model = LedoitWolf().fit(feature(train))
+    return model.mahalanobis(feature(test))
+
+
+def _near_logmel(x):
+    return logmel_dcase(x[:, :1])[:, 0].mean(axis=1)
+
+
+def _ild(x):
+    return (logmel_dcase(x[:, :1])[:, 0] - logmel_dcase(x[:, 1:])[:, 0]).mean(axis=1)
+
+
+def test_neither_trivial_nor_impossible(synth_root):
+    """An energy detector is near chance; Mahalanobis on mean log-mel (channel 0) beats it."""
+    rms_auc, maha_auc, spatial_near, spatial_ild = {}, {}, [], []
+    for machine in list_machines(synth_root):
+        train, test = machine_clips(machine, "train"), machine_clips(machine, "test")
+        x_train, x_test = load_clips(train, seconds=None), load_clips(test, seconds=None)
+        y = np.array([c.is_anomaly for c in test], dtype=int)
+        rms = np.sqrt(np.mean(x_test[:, 0].astype(np.float64) ** 2, axis=-1))
+        auc = roc_auc_score(y, rms)
+        rms_auc[machine.name] = max(auc, 1.0 - auc)  # either orientation
+        maha_auc[machine.name] = roc_auc_score(y, _mahalanobis_scores(x_train, x_test, _near_logmel))
+        if machine.dataset == "dev":  # dev names carry the index that fixes the anomaly kind
+            spatial = np.array([(not c.is_anomaly) or c.index % 4 == 3 for c in test])
+            spatial_near.append(roc_auc_score(y[spatial], _mahalanobis_scores(x_train, x_test[spatial], _near_logmel)))
+            spatial_ild.append(roc_auc_score(y[spatial], _mahalanobis_scores(x_train, x_test[spatial], _ild)))
+    assert sum(a >= 0.99 for a in rms_auc.values()) <= 2, rms_auc
+    assert sum(a > 0.55 for a in maha_auc.values()) >= 9, maha_auc
+    assert sum(a >= 0.99 for a in maha_auc.values()) < 6, maha_auc
+    assert np.mean(list(maha_auc.values())) > np.mean(list(rms_auc.values()))
+    # spatial anomalies mostly change the inter-channel cues, not channel 0
+    assert np.mean(spatial_ild) > np.mean(spatial_near) + 0.1, (spatial_ild, spatial_near)
