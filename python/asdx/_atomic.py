@@ -7,6 +7,10 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+# Temp files are hidden (".<name>.") and end in this suffix, so resume logic can find
+# and delete leftovers of an interrupted writer.
+PARTIAL_SUFFIX = ".partial"
+
 
 def atomic_write(path, write: Callable[[Path], None]) -> Path:
     """Calls write(temp_path) for a temporary file in the destination folder, then `os.replace`s it onto `path`.
@@ -20,7 +24,7 @@ def atomic_write(path, write: Callable[[Path], None]) -> Path:
         raise FileNotFoundError(f"{path}: folder {path.parent} does not exist.")
     # mkstemp creates the file 0600; keep an existing file's mode, else use the usual 0644.
     mode = path.stat().st_mode & 0o777 if path.is_file() else 0o644
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp_name))

@@ -22,14 +22,12 @@ import numpy as np
 
 from asdx import metrics
 from asdx._atomic import atomic_write_text
+from asdx.data import list_machines, machine_clips, parse_name
 from asdx.submission import (decision_file_name, read_binary_csv, read_decisions, read_scores, score_file_name,
                              submission_machines)
 
 GROUND_TRUTH_KINDS = ("ground_truth_data", "ground_truth_domain", "ground_truth_attributes")
 _GROUND_TRUTH_FILE = re.compile(r"ground_truth_(?P<machine>.+)_section_00_test\.csv")
-# Labelled test names: section_00_<domain>_test_<label>_<NNNN>[_attrs].wav; 2024 RoboticArm omits `_test`.
-_LABELLED_NAME = re.compile(r"section_(?P<section>\d\d)_(?P<domain>source|target)_(?:test_)?"
-                            r"(?P<label>normal|anomaly)_(?P<index>\d+)(?:_.*)?\.wav")
 _SHOWN_NAMES = 20
 
 
@@ -103,40 +101,29 @@ def _read_attributes(path: Path, known: set[str]) -> dict[str, str]:
 
 
 def labels_from_name(name: str) -> tuple[int, int]:
-    """(label, domain) of a labelled test clip name (§1.2): 1 = anomaly, 1 = target.
-
-    A private stand-in for the data package's name parser; only what the
-    evaluation needs.
-    """
-    match = _LABELLED_NAME.fullmatch(name)
-    if not match:
+    """(label, domain) of a labelled test clip name (§1.2): 1 = anomaly, 1 = target."""
+    parsed = parse_name(name)
+    if parsed.form != "labelled" or parsed.split == "train":
         raise ValueError(f"{name}: not a labelled test clip name "
                          "(section_00_<source|target>_test_<normal|anomaly>_<NNNN>[_<attributes>].wav).")
-    if match.group("section") != "00":
-        raise ValueError(f"{name}: section {match.group('section')}; only section 00 is evaluated.")
-    return int(match.group("label") == "anomaly"), int(match.group("domain") == "target")
+    if parsed.section != "00":
+        raise ValueError(f"{name}: section {parsed.section}; only section 00 is evaluated.")
+    return int(parsed.label == "anomaly"), int(parsed.domain == "target")
 
 
 def dev_ground_truth(root) -> dict[str, MachineTruth]:
-    """Ground truth of the development set from its labelled names: `root/dev_data/raw/<machine>/test/*.wav`."""
-    raw = Path(root) / "dev_data" / "raw"
-    if not raw.is_dir():
-        raise FileNotFoundError(f"{raw}: not found (expected <root>/dev_data/raw/<machine>/test/).")
+    """Ground truth of the development set from its labelled test names (asdx.data)."""
     truth = {}
-    for machine_dir in sorted(p for p in raw.iterdir() if (p / "test").is_dir()):
-        names = tuple(sorted(p.name for p in (machine_dir / "test").glob("*.wav")))
-        if not names:
+    for machine in (m for m in list_machines(root) if m.dataset == "dev"):
+        clips = sorted(machine_clips(machine, "test"), key=lambda clip: clip.name)
+        if not clips:
             continue
-        parsed = []
-        for name in names:
-            try:
-                parsed.append(labels_from_name(name))
-            except ValueError as error:
-                raise ValueError(f"{machine_dir / 'test'}/{error}") from None
+        parsed = [labels_from_name(clip.name) for clip in clips]
         labels, domains = (np.array(column, dtype=np.int8) for column in zip(*parsed))
-        truth[machine_dir.name] = MachineTruth(names, labels, domains, {}, str(machine_dir / "test"))
+        truth[machine.name] = MachineTruth(tuple(c.name for c in clips), labels, domains, {},
+                                           str(clips[0].path.parent))
     if not truth:
-        raise ValueError(f"{raw}: no <machine>/test/*.wav files.")
+        raise ValueError(f"{root}: no dev_data/raw/<machine>/test/*.wav files.")
     return truth
 
 

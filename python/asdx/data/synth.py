@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from asdx.data._files import PARTIAL_SUFFIX, atomic_path, write_text_atomic
+from asdx._atomic import PARTIAL_SUFFIX, atomic_write, atomic_write_text
 from asdx.data.audio import check_wav_complete
 from asdx.data.dataset import ground_truth_dir, ground_truth_file, raw_dir
 from asdx.data.machines import MachineType, registry_names, resolve_registry
@@ -106,8 +106,13 @@ def _write_clip(clip: PlannedClip, seed: int, n_samples: int) -> None:
     rng = np.random.default_rng([seed, name_code(clip.machine), 2, *codes])
     audio = render(clip.machine, clip.attributes, clip.domain, clip.anomaly, n_samples, seed, rng)
     pcm = np.clip(np.round(audio.T * 32768.0), -32768, 32767).astype(np.int16)
-    with atomic_path(clip.path) as temp:
-        sf.write(str(temp), pcm, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    clip.path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(clip.path, lambda temp: sf.write(str(temp), pcm, SAMPLE_RATE, subtype="PCM_16", format="WAV"))
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
 
 
 def _attributes_csv(machine: MachineType, planned: list[PlannedClip]) -> str:
@@ -134,7 +139,7 @@ def _write_ground_truth(out: Path, machine: MachineType, planned: list[PlannedCl
         "attributes": [f"{c.path.name},{c.labelled_stem}" for c in tests],
     }
     for kind, lines in rows.items():
-        write_text_atomic(ground_truth_file(ground_truth_dir(out), kind, machine.name, SECTION), "\n".join(lines) + "\n")
+        _write_text(ground_truth_file(ground_truth_dir(out), kind, machine.name, SECTION), "\n".join(lines) + "\n")
 
 
 def _check_manifest(out: Path, settings: dict, machines: list[str]) -> None:
@@ -150,7 +155,7 @@ def _check_manifest(out: Path, settings: dict, machines: list[str]) -> None:
     elif out.exists() and any(out.iterdir()):
         raise ValueError(f"out: {out} is not empty and has no {MANIFEST}; choose a new or empty folder.")
     machines = [name for name in registry_names() if name in machines]  # registry order: reproducible
-    write_text_atomic(manifest, json.dumps({"generator": "asdx.data.synth", "settings": settings,
+    _write_text(manifest, json.dumps({"generator": "asdx.data.synth", "settings": settings,
                                             "machines": machines}, indent=2) + "\n")
 
 
@@ -201,7 +206,7 @@ def generate(out: str | Path, machines=None, seconds: float | None = None, n_sou
         for _ in pool.map(lambda clip: _write_clip(clip, settings["seed"], n_samples), todo):
             bar.update(1)
     for machine in chosen:
-        write_text_atomic(raw_dir(out, machine.dataset) / machine.name / "attributes_00.csv",
+        _write_text(raw_dir(out, machine.dataset) / machine.name / "attributes_00.csv",
                           _attributes_csv(machine, plans[machine.name]))
         if machine.dataset == "eval":
             _write_ground_truth(out, machine, plans[machine.name])

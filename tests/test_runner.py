@@ -1,0 +1,108 @@
+"""`asdx run ae` end to end on synthetic data, the run directory, the report, the CLI's errors."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from asdx.cli import main
+from asdx.runner import RunOptions, run
+from asdx.submission import read_decisions, read_scores
+from asdx.systems.ae import AEConfig
+
+MACHINES = "fan,valveEmu,ToyDrone,Sander"
+
+
+@pytest.fixture(scope="module")
+def ae_run(synth_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    options = RunOptions(system="ae", machines=MACHINES, data=synth_root, out=out, name="e2e", progress=False)
+    return run(options, AEConfig(epochs=30))
+
+
+def test_every_output_file_exists(ae_run):
+    run_dir, evaluation = ae_run
+    for name in ("config.json", "environment.json", "run.log", "metrics.json", "metrics.csv", "report.html"):
+        assert (run_dir / name).is_file(), name
+    for machine in MACHINES.split(","):
+        machine_dir = run_dir / "machines" / machine
+        for name in ("checkpoint.pt", "train_scores.csv", "test_scores.csv", "threshold.json", "done.json"):
+            assert (machine_dir / name).is_file(), f"{machine}/{name}"
+        assert (run_dir / "submission" / f"anomaly_score_{machine}_section_00_test.csv").is_file()
+        assert (run_dir / "submission" / f"decision_result_{machine}_section_00_test.csv").is_file()
+        assert (run_dir / "report" / f"{machine}.png").stat().st_size > 1000
+    assert not list(run_dir.rglob("*.partial"))
+    assert set(json.loads((run_dir / "metrics.json").read_text())["machines"]) == set(MACHINES.split(","))
+
+
+def test_threshold_is_stored_and_applied_strictly(ae_run):
+    run_dir, _ = ae_run
+    for machine in MACHINES.split(","):
+        threshold = json.loads((run_dir / "machines" / machine / "threshold.json").read_text())["threshold"]
+        scores = read_scores(run_dir / "submission" / f"anomaly_score_{machine}_section_00_test.csv")
+        decisions = read_decisions(run_dir / "submission" / f"decision_result_{machine}_section_00_test.csv")
+        assert list(scores.names) == list(decisions.names)
+        np.testing.assert_array_equal(decisions.values, (np.asarray(scores.values) > threshold).astype(int))
+        with open(run_dir / "machines" / machine / "train_scores.csv") as handle:
+            train = np.array([float(row["score"]) for row in csv.DictReader(handle)])
+        assert 0.5 < np.mean(train <= threshold) < 1.0  # a q = 0.9 gamma quantile of these scores
+
+
+def test_auc_is_above_chance(ae_run):
+    _, evaluation = ae_run
+    aucs = [m.auc_source for m in evaluation.machines.values()] + [m.auc_target for m in evaluation.machines.values()]
+    # A model that learned nothing scores ~0.5 everywhere; the synthetic anomalies are audible on channel 0.
+    assert np.mean(aucs) > 0.6
+    assert sum(a > 0.5 for a in aucs) >= 6
+
+
+def test_resume_skips_finished_machines_and_refuses_a_silent_overwrite(ae_run, synth_root):
+    run_dir, evaluation = ae_run
+    options = RunOptions(system="ae", machines=MACHINES, data=synth_root, out=run_dir.parents[1], name="e2e",
+                         progress=False)
+    with pytest.raises(FileExistsError, match="--resume"):
+        run(options, AEConfig(epochs=30))
+    before = {p: p.stat().st_mtime_ns for p in run_dir.glob("machines/*/checkpoint.pt")}
+    options.resume = True
+    _, again = run(options, AEConfig(epochs=30))
+    assert {p: p.stat().st_mtime_ns for p in run_dir.glob("machines/*/checkpoint.pt")} == before
+    assert again.summary.official_score == evaluation.summary.official_score
+
+
+def test_cli_run_report_and_errors(synth_root, tmp_path, capsys):
+    assert main(["run", "ae", "--machine", "fan", "--data", str(synth_root), "--out", str(tmp_path),
+                 "--epochs", "2", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "official score" in out and "report.html" in out
+    run_dir = tmp_path / "ae" / "fan-seed13711"
+    (run_dir / "report.html").unlink()
+    assert main(["report", str(run_dir)]) == 0 and (run_dir / "report.html").is_file()
+
+    assert main(["run", "ae", "--machine", "fan", "--data", str(tmp_path / "nowhere")]) == 1
+    assert "asdx synth" in capsys.readouterr().err
+    assert main(["run", "ae", "--machine", "pump", "--data", str(synth_root), "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "pump" in err and "fan" in err and "ToyDrone" in err
+    config = tmp_path / "bad.toml"
+    config.write_text("epochs = 2\nlearning_rate = 0.1\n")
+    assert main(["run", "ae", "--machine", "fan", "--data", str(synth_root), "--out", str(tmp_path),
+                 "--name", "bad", "--config", str(config)]) == 1
+    assert "learning_rate" in capsys.readouterr().err
+
+
+def test_config_file_values_and_cli_precedence(synth_root, tmp_path):
+    config = tmp_path / "ae.toml"
+    config.write_text("epochs = 1\nscore = 'MSE'\n[ae]\nbatch_size = 64\n")
+    assert main(["run", "ae", "--machine", "Sander", "--data", str(synth_root), "--out", str(tmp_path),
+                 "--config", str(config), "--batch-size", "32", "--quiet"]) == 0
+    resolved = json.loads((tmp_path / "ae" / "Sander-seed13711" / "config.json").read_text())["config"]
+    assert resolved["epochs"] == 1 and resolved["score"] == "MSE" and resolved["batch_size"] == 32
+
+
+def test_help_lists_the_subcommands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for command in ("demo", "run", "evaluate", "report", "synth", "info"):
+        assert command in text

@@ -1,0 +1,73 @@
+"""The AE_baseline system: the official model, its MAHALA score, resume."""
+
+import numpy as np
+import pytest
+import torch
+
+from asdx.models import AENet
+from asdx.systems.ae import AEConfig, AESystem, clip_vectors
+
+
+def test_model_shapes_and_parameter_count():
+    net = AENet()
+    assert sum(p.numel() for p in net.parameters() if p.requires_grad) == 267_928
+    assert net.cov_source.shape == net.cov_target.shape == (128, 128)
+    assert not net.cov_source.requires_grad
+    reconstruction, code = net(torch.randn(7, 640))
+    assert reconstruction.shape == (7, 640) and code.shape == (7, 8)
+    assert torch.all(code >= 0)  # the bottleneck goes through ReLU
+    batchnorms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(batchnorms) == 9 and all(bn.eps == 1e-3 and bn.momentum == 0.01 for bn in batchnorms)
+    assert isinstance(list(net.decoder)[-1], torch.nn.Linear)  # linear output
+
+
+def small_training_set(seed=0, clips=12, samples=24000):
+    rng = np.random.default_rng(seed)
+    waveforms = (0.1 * rng.standard_normal((clips, 2, samples))).astype(np.float32)
+    domains = np.array(["source"] * (clips - 2) + ["target"] * 2)
+    return waveforms, domains
+
+
+def test_mahala_equals_a_direct_numpy_computation():
+    waveforms, domains = small_training_set()
+    system = AESystem(AEConfig(epochs=2)).fit(waveforms, domains, progress=False)
+    vectors = clip_vectors(waveforms[:3], system.config)
+    with torch.no_grad():
+        system.model.eval()
+        errors = (system.model(vectors.reshape(-1, 640))[0].reshape(vectors.shape) - vectors).double().numpy()
+    mean_error = errors.reshape(3, -1, 128).mean(axis=1)  # the clip-mean of the per-frame errors
+    expected = []
+    for d in mean_error:
+        per_domain = [d @ np.linalg.inv(system.model.cov_source.double().numpy()) @ d,
+                      d @ np.linalg.inv(system.model.cov_target.double().numpy()) @ d]
+        expected.append(min(per_domain))
+    np.testing.assert_allclose(system.score_vectors(vectors), expected, rtol=1e-4)
+
+
+def test_mse_score_is_the_clip_mean_squared_error():
+    waveforms, domains = small_training_set(1)
+    system = AESystem(AEConfig(epochs=1, score="MSE")).fit(waveforms, domains, progress=False)
+    vectors = clip_vectors(waveforms[:2], system.config)
+    with torch.no_grad():
+        system.model.eval()
+        reconstruction = system.model(vectors.reshape(-1, 640))[0].reshape(vectors.shape)
+    expected = ((reconstruction - vectors) ** 2).mean(dim=(1, 2)).double().numpy()
+    np.testing.assert_allclose(system.score_vectors(vectors), expected, rtol=1e-6)
+
+
+def test_resume_gives_the_same_scores_as_an_uninterrupted_run(tmp_path):
+    waveforms, domains = small_training_set(2)
+    uninterrupted = AESystem(AEConfig(epochs=4)).fit(waveforms, domains, progress=False)
+    checkpoint = tmp_path / "checkpoint.pt"
+    AESystem(AEConfig(epochs=2)).fit(waveforms, domains, checkpoint=checkpoint, progress=False)  # "interrupted"
+    resumed = AESystem(AEConfig(epochs=4)).fit(waveforms, domains, checkpoint=checkpoint, progress=False)
+    assert resumed.history[:2] == uninterrupted.history[:2]
+    np.testing.assert_array_equal(resumed.score(waveforms), uninterrupted.score(waveforms))
+    np.testing.assert_array_equal(resumed.train_scores_, uninterrupted.train_scores_)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="score"):
+        AEConfig(score="L1")
+    with pytest.raises(ValueError, match="channel"):
+        AEConfig(channel=2)
