@@ -280,13 +280,14 @@ ASDX_HD double incomplete_gamma_inverse(double a, double p, double q) {
     if (!is_finite(step)) step = f < 0.0 ? 30.0 : -30.0;
     step = fmax(-30.0, fmin(30.0, step));
     double next = x * exp(step);
+    // Quadratic convergence: after a Newton step below 1e-10 in ln x the error is ~1e-20.
+    if (fabs(step) <= 1e-10) return next;
     if (!(next > lo && next < hi)) {
       if (hi == kInf) next = x * 16.0;
       else if (lo == 0.0) next = hi / 16.0;
       else next = sqrt(lo) * sqrt(hi);
     }
-    // Quadratic convergence: after a Newton step below 1e-10 in ln x the error is ~1e-20.
-    if (fabs(step) <= 1e-10 || hi - lo <= 4.0 * kEps * x) return next;
+    if (hi - lo <= 4.0 * kEps * x) return next;
     x = next;
   }
   return x;
