@@ -299,13 +299,17 @@ ASDX_HD double gammainccinv(double a, double q) { return incomplete_gamma_invers
 
 // ------------------------------------------------------------------ distribution
 
+// Below this shape the plain log-pdf loses < ~1e-11 to cancellation (a ln z ~ 1e5 at
+// most) and is much cheaper than the Stirling arrangement.
+constexpr double kStirlingShape = 1e4;
+
 // log pdf of Gamma(shape a, loc, scale) at x; -inf outside the support, NaN for invalid parameters.
 ASDX_HD double log_pdf(double x, double a, double loc, double scale) {
   if (!(a > 0.0) || !(scale > 0.0) || !is_finite(a) || !is_finite(scale) || !is_finite(loc) || x != x) return kNaN;
   const double z = (x - loc) / scale;
   if (z < 0.0 || z == kInf) return -kInf;
   if (z == 0.0) return a == 1.0 ? -log(scale) : (a < 1.0 ? kInf : -kInf);
-  if (a < 10.0) return (a - 1.0) * log(z) - z - lgamma(a) - log(scale);
+  if (a < kStirlingShape) return (a - 1.0) * log(z) - z - lgamma(a) - log(scale);
   // Same quantity, arranged so that a ln z and lgamma(a) do not cancel for large a.
   return a * log1pmx((z - a) / a) + 0.5 * log(a) - kHalfLog2Pi - stirling_remainder(a) - log(z) - log(scale);
 }
@@ -372,7 +376,7 @@ ASDX_HD void loc_terms(double x, double xbar, double base, double gap, double in
 }
 
 // Log-likelihood of Gamma(a, loc, scale) split as sum_i term(x_i) + n * constant, so
-// the per-score work is one log: for a < 10, term = (a - 1) ln z - z and constant =
+// the per-score work is one log: for a < kStirlingShape, term = (a - 1) ln z - z and constant =
 // -lgamma(a) - ln scale; above, the Stirling arrangement of log_pdf.
 struct LoglikForm {
   double a;
@@ -383,7 +387,7 @@ struct LoglikForm {
 };
 
 ASDX_HD LoglikForm loglik_form(double a, double loc, double scale) {
-  if (a < 10.0) return {a, loc, 1.0 / scale, -lgamma(a) - log(scale), false};
+  if (a < kStirlingShape) return {a, loc, 1.0 / scale, -lgamma(a) - log(scale), false};
   return {a, loc, 1.0 / scale, 0.5 * log(a) - kHalfLog2Pi - stirling_remainder(a) - log(scale), true};
 }
 
