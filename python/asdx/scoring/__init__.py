@@ -1,10 +1,19 @@
-"""Scorers over embeddings or reconstruction errors, scikit-learn style.
+"""Scorers over embeddings or reconstruction errors, scikit-learn style, and the gamma threshold.
 
 fit(X, domain=None) returns self; score_samples(X) returns float64 (N,),
 higher meaning more anomalous. Scorers know nothing about files or machines.
 """
 
 from asdx.scoring.fusion import mean_fusion, min_fusion, rank_normalize
+from asdx.scoring.gamma import (
+    GammaFit,
+    GammaFitBatch,
+    GammaFitWarning,
+    GammaThreshold,
+    fit_gamma,
+    fit_gamma_batch,
+    gamma_ppf,
+)
 from asdx.scoring.gmm import DiagGMMScorer, gmm_diag_loglik
 from asdx.scoring.knn import KNNScorer
 from asdx.scoring.mahalanobis import (
@@ -17,10 +26,17 @@ from asdx.scoring.mahalanobis import (
 
 __all__ = [
     "DiagGMMScorer",
+    "GammaFit",
+    "GammaFitBatch",
+    "GammaFitWarning",
+    "GammaThreshold",
     "KNNScorer",
     "MahalanobisScorer",
     "ae_mahalanobis_scores",
     "covariance",
+    "fit_gamma",
+    "fit_gamma_batch",
+    "gamma_ppf",
     "gmm_diag_loglik",
     "mahalanobis",
     "mean_fusion",
