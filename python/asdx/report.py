@@ -56,10 +56,10 @@ def _plot_scores(ax, train: dict, test: dict, threshold: dict) -> None:
             ax.hist(test["score"][test["label"] == label], bins=bins, density=True, histtype="step", label=name)
     else:
         ax.hist(test["score"], bins=bins, density=True, histtype="step", label="test")
-    if all(threshold.get(k) is not None and np.isfinite(threshold[k]) for k in ("shape", "loc", "scale")):
+    shape, loc, scale = (threshold.get(k) for k in ("shape", "loc_fitted", "scale"))  # GammaThreshold.to_dict()
+    if all(v is not None and np.isfinite(v) for v in (shape, loc, scale)):
         grid = np.linspace(bins[0], bins[-1], 400)
-        ax.plot(grid, stats.gamma.pdf(grid, threshold["shape"], threshold["loc"], threshold["scale"]), "k-", lw=1,
-                label="gamma fit (train)")
+        ax.plot(grid, stats.gamma.pdf(grid, shape, loc, scale), "k-", lw=1, label="gamma fit (train)")
     ax.axvline(threshold["threshold"], color="red", lw=1, label=f"threshold (q = {threshold.get('q', 0.9):g})")
     ax.set(xlabel="anomaly score", ylabel="density", title="scores")
     ax.legend(fontsize=7)
