@@ -12,9 +12,8 @@ Standalone: python benchmarks/_scoring_gamma.py [--repeat 5]
 from __future__ import annotations
 
 import argparse
-import math
-import time
-from typing import Callable
+import sys
+from pathlib import Path
 
 import numpy as np
 import scipy.stats as stats
@@ -22,21 +21,13 @@ import torch
 
 from asdx.scoring.gamma import fit_gamma, fit_gamma_batch
 
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import timeit_best
+
 REFERENCE = "scipy.stats.gamma.fit"
 N_SCORES = 1000
 N_SETS = 100
-
-
-def _best_ms(fn: Callable[[], object], repeat: int, sync: Callable[[], None] = lambda: None) -> float:
-    fn()
-    sync()
-    best = math.inf
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - start)
-    return best * 1e3
 
 
 def _score_sets(n_sets: int, n_scores: int, seed: int = 0) -> np.ndarray:
@@ -61,21 +52,21 @@ def gamma_rows(repeat: int = 5) -> list[dict]:
     many = _score_sets(N_SETS, N_SCORES, seed=1)
     rows = []
 
-    ours_one = _best_ms(lambda: fit_gamma(one), repeat)
-    ref_one = _best_ms(lambda: stats.gamma.fit(one), repeat)
+    ours_one = timeit_best(lambda: fit_gamma(one), repeat)
+    ref_one = timeit_best(lambda: stats.gamma.fit(one), repeat)
     rows.append({"kernel": "gamma_fit (3 free)", "input": f"1 set x {N_SCORES}", "asdx_ms": ours_one,
                  "reference": REFERENCE, "reference_ms": ref_one,
                  "note": _quality_note(one[None], np.array([fit_gamma(one).loglik]))})
 
-    ours_many = _best_ms(lambda: fit_gamma_batch(many), repeat)
+    ours_many = timeit_best(lambda: fit_gamma_batch(many), repeat)
     ref_repeat = max(1, min(repeat, 2))  # scipy over 100 sets takes ~1 s per run
-    ref_many = _best_ms(lambda: [stats.gamma.fit(x) for x in many], ref_repeat)
+    ref_many = timeit_best(lambda: [stats.gamma.fit(x) for x in many], ref_repeat)
     rows.append({"kernel": "gamma_fit (3 free)", "input": f"{N_SETS} sets x {N_SCORES}", "asdx_ms": ours_many,
                  "reference": f"{REFERENCE} (loop)", "reference_ms": ref_many,
                  "note": _quality_note(many, fit_gamma_batch(many).loglik)})
 
-    ours_fixed = _best_ms(lambda: fit_gamma_batch(many, loc=0.0), repeat)
-    ref_fixed = _best_ms(lambda: [stats.gamma.fit(x, floc=0.0) for x in many], ref_repeat)
+    ours_fixed = timeit_best(lambda: fit_gamma_batch(many, loc=0.0), repeat)
+    ref_fixed = timeit_best(lambda: [stats.gamma.fit(x, floc=0.0) for x in many], ref_repeat)
     rows.append({"kernel": "gamma_fit (floc=0)", "input": f"{N_SETS} sets x {N_SCORES}", "asdx_ms": ours_fixed,
                  "reference": f"{REFERENCE}(floc=0) (loop)", "reference_ms": ref_fixed,
                  "note": "scipy solves the same 1-D equation; its loop is the cost"})
@@ -84,7 +75,7 @@ def gamma_rows(repeat: int = 5) -> list[dict]:
 
     if torch.cuda.is_available() and cuda_kernels_compiled():
         device_sets = torch.from_numpy(many).cuda()
-        ours_gpu = _best_ms(lambda: fit_gamma_batch(device_sets), repeat, torch.cuda.synchronize)
+        ours_gpu = timeit_best(lambda: fit_gamma_batch(device_sets), repeat, torch.cuda.synchronize)
         rows.append({"kernel": "gamma_fit (3 free) CUDA", "input": f"{N_SETS} sets x {N_SCORES}",
                      "asdx_ms": ours_gpu, "reference": f"{REFERENCE} (loop, CPU)", "reference_ms": ref_many,
                      "note": f"{torch.cuda.get_device_name()}, one block per set"})
@@ -95,7 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    print(f"| kernel | input | asdx ms | reference | reference ms | speed-up | note |")
+    print("| kernel | input | asdx ms | reference | reference ms | speed-up | note |")
     print("|---|---|---:|---|---:|---:|---|")
     for row in gamma_rows(args.repeat):
         ratio = row["reference_ms"] / row["asdx_ms"]

@@ -16,30 +16,22 @@ Times are best-of-`repeat` after one warm-up run. Standalone:
 
 from __future__ import annotations
 
-import math
 import sys
-import time
 import warnings
-from typing import Callable
+from pathlib import Path
 
 import numpy as np
 
-
-def _best_ms(fn: Callable[[], object], repeat: int) -> float:
-    fn()
-    best = math.inf
-    for _ in range(max(1, repeat)):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best * 1e3
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import timeit_best
 
 
 def _gemm_peak_gflops(dtype, repeat: int, size: int = 4000) -> float:
     rng = np.random.default_rng(0)
     a = rng.standard_normal((size, size)).astype(dtype)
     b = rng.standard_normal((size, size)).astype(dtype)
-    return 2.0 * size**3 / (_best_ms(lambda: a @ b, repeat) * 1e-3) / 1e9
+    return 2.0 * size**3 / (timeit_best(lambda: a @ b, repeat) * 1e-3) / 1e9
 
 
 def mahalanobis_rows(repeat: int = 3, n: int = 100_000, d: int = 640, k: int = 2) -> list[dict]:
@@ -65,8 +57,8 @@ def mahalanobis_rows(repeat: int = 3, n: int = 100_000, d: int = 640, k: int = 2
                 out[:, c] = ((centred @ precisions_t[c]) * centred).sum(1)
             return out
 
-        ours_ms = _best_ms(lambda: mahalanobis(queries, means, precisions), repeat)
-        reference_ms = _best_ms(reference, repeat)
+        ours_ms = timeit_best(lambda: mahalanobis(queries, means, precisions), repeat)
+        reference_ms = timeit_best(reference, repeat)
         peak = _gemm_peak_gflops(dtype, repeat)
         gflops = n * k * d * (d + 1) / (ours_ms * 1e-3) / 1e9
         name = np.dtype(dtype).name
@@ -93,11 +85,11 @@ def gmm_rows(repeat: int = 3, n: int = 100_000, d: int = 768, k: int = 16) -> li
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model = GaussianMixture(k, covariance_type="diag", max_iter=5, random_state=0).fit(queries64[:4000])
-    reference_ms = _best_ms(lambda: model.score_samples(queries64), repeat)
+    reference_ms = timeit_best(lambda: model.score_samples(queries64), repeat)
     rows = []
     for dtype in (np.float64, np.float32):
         queries = queries64.astype(dtype)
-        ours_ms = _best_ms(lambda: gmm_diag_loglik(queries, model.weights_, model.means_, model.covariances_), repeat)
+        ours_ms = timeit_best(lambda: gmm_diag_loglik(queries, model.weights_, model.means_, model.covariances_), repeat)
         rows.append({
             "kernel": "gmm_diag_loglik",
             "input": f"{n}x{d} {np.dtype(dtype).name}, K={k}",
