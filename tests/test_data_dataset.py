@@ -120,7 +120,7 @@ def test_incomplete_ground_truth(synth_root, tmp_path):
     data_file = gt / "ground_truth_data" / "ground_truth_Sander_section_00_test.csv"
     lines = data_file.read_text().splitlines()
     data_file.write_text("\n".join(lines[1:]) + "\n")
-    with pytest.raises(ValueError, match="different clips"):
+    with pytest.raises(ValueError, match="clip names differ"):
         clips(root, "Sander", "test")
     domain_file = gt / "ground_truth_domain" / "ground_truth_Sander_section_00_test.csv"
     domain_file.write_text("\n".join(domain_file.read_text().splitlines()[1:]) + "\n")

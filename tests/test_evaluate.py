@@ -12,6 +12,7 @@ import pytest
 
 from asdx import evaluation, metrics
 from asdx.cli import main
+from asdx.data.ground_truth import GROUND_TRUTH_KINDS
 from asdx.submission import write_submission
 
 CELLS = [(domain, label) for domain in ("source", "target") for label in ("normal", "anomaly")]
@@ -39,8 +40,8 @@ def _eval_ground_truth(folder, machines=("Sander", "ToothBrush"), per_cell=25, s
     """Evaluator-format CSVs with shuffled anonymised names; returns {machine: (names, y, d)}."""
     rng = np.random.default_rng(seed)
     truth = {}
-    for kind in evaluation.GROUND_TRUTH_KINDS[: 3 if renamed else 2]:
-        (folder / kind).mkdir(parents=True, exist_ok=True)
+    for kind in GROUND_TRUTH_KINDS[: 3 if renamed else 2]:
+        (folder / f"ground_truth_{kind}").mkdir(parents=True, exist_ok=True)
     for machine in machines:
         n = 4 * per_cell
         y = np.repeat([0, 1, 0, 1], per_cell)

@@ -14,8 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,81 +22,10 @@ import numpy as np
 from asdx import metrics
 from asdx._atomic import atomic_write_text
 from asdx.data import list_machines, machine_clips, parse_name
-from asdx.submission import (decision_file_name, read_binary_csv, read_decisions, read_scores, score_file_name,
-                             submission_machines)
+from asdx.data.ground_truth import MachineTruth, ground_truth_dir, load_ground_truth
+from asdx.submission import (decision_file_name, describe_name_difference, read_decisions, read_scores,
+                             score_file_name, submission_machines)
 
-GROUND_TRUTH_KINDS = ("ground_truth_data", "ground_truth_domain", "ground_truth_attributes")
-_GROUND_TRUTH_FILE = re.compile(r"ground_truth_(?P<machine>.+)_section_00_test\.csv")
-_SHOWN_NAMES = 20
-
-
-@dataclass(frozen=True)
-class MachineTruth:
-    """Ground truth of one machine type's test section 00, sorted by clip name."""
-
-    names: tuple[str, ...]
-    labels: np.ndarray             # int8, 1 = anomaly
-    domains: np.ndarray            # int8, 1 = target
-    renamed: dict[str, str] = field(default_factory=dict)  # renamed wav name -> clip name (§1.6)
-    origin: str = ""               # where it was read, for messages
-
-
-def _ground_truth_file(directory: Path, kind: str, machine: str) -> Path:
-    return directory / kind / f"ground_truth_{machine}_section_00_test.csv"
-
-
-def load_ground_truth(directory) -> dict[str, MachineTruth]:
-    """Reads evaluator-format ground truth: one machine per `ground_truth_data/ground_truth_<m>_section_00_test.csv`.
-
-    Each machine also needs the `ground_truth_domain/` file with the same names;
-    `ground_truth_attributes/` (anonymised name -> renamed name without `.wav`)
-    is optional and lets submissions use the renamed names.
-    """
-    directory = Path(directory)
-    data_dir = directory / "ground_truth_data"
-    if not data_dir.is_dir():
-        raise FileNotFoundError(f"{data_dir}: not found (expected the evaluator's ground_truth_data/ folder).")
-    machines = sorted(m.group("machine") for m in (_GROUND_TRUTH_FILE.fullmatch(p.name) for p in data_dir.iterdir())
-                      if m)
-    if not machines:
-        raise ValueError(f"{data_dir}: no ground_truth_<machine>_section_00_test.csv files.")
-    return {machine: _load_machine_truth(directory, machine) for machine in machines}
-
-
-def _load_machine_truth(directory: Path, machine: str) -> MachineTruth:
-    data_path = _ground_truth_file(directory, "ground_truth_data", machine)
-    domain_path = _ground_truth_file(directory, "ground_truth_domain", machine)
-    labels = read_binary_csv(data_path, "label").as_dict()
-    domains = read_binary_csv(domain_path, "domain").as_dict()
-    if labels.keys() != domains.keys():
-        raise ValueError(f"{domain_path}: clip names differ from {data_path.name}: "
-                         + _describe_difference(sorted(labels.keys() - domains.keys()),
-                                                sorted(domains.keys() - labels.keys())))
-    renamed = {}
-    attributes_path = _ground_truth_file(directory, "ground_truth_attributes", machine)
-    if attributes_path.is_file():
-        renamed = _read_attributes(attributes_path, labels.keys())
-    names = tuple(sorted(labels))
-    return MachineTruth(names, np.array([labels[n] for n in names], dtype=np.int8),
-                        np.array([domains[n] for n in names], dtype=np.int8), renamed, str(directory))
-
-
-def _read_attributes(path: Path, known: set[str]) -> dict[str, str]:
-    """`<anonymised name>,<renamed name without .wav>` rows -> {renamed name + '.wav': anonymised name}."""
-    mapping: dict[str, str] = {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        for row in reader:
-            where = f"{path}, line {reader.line_num}"
-            if len(row) != 2 or not row[0] or not row[1]:
-                raise ValueError(f"{where}: expected '<anonymised name>,<renamed name>', got {row!r}.")
-            anonymised, renamed = row[0], f"{row[1]}.wav"
-            if anonymised not in known:
-                raise ValueError(f"{where}: {anonymised!r} is not in the ground_truth_data file.")
-            if renamed in mapping:
-                raise ValueError(f"{where}: renamed name {renamed!r} appears twice.")
-            mapping[renamed] = anonymised
-    return mapping
 
 
 def labels_from_name(name: str) -> tuple[int, int]:
@@ -132,24 +60,11 @@ def dataset_ground_truth(root, split: str = "dev") -> dict[str, MachineTruth]:
     if split == "dev":
         return dev_ground_truth(root)
     if split == "eval":
-        return load_ground_truth(Path(root) / "eval_data" / "ground_truth")
+        return load_ground_truth(ground_truth_dir(root))
     raise ValueError(f"split: must be 'dev' or 'eval', got {split!r}.")
 
 
 # ----------------------------------------------------------------------------- matching a submission
-
-def _describe_difference(missing: list[str], extra: list[str]) -> str:
-    def shown(names: list[str]) -> str:
-        more = f", … (+{len(names) - _SHOWN_NAMES} more)" if len(names) > _SHOWN_NAMES else ""
-        return ", ".join(names[:_SHOWN_NAMES]) + more
-
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing: {shown(missing)}")
-    if extra:
-        parts.append(f"{len(extra)} extra: {shown(extra)}")
-    return "; ".join(parts)
-
 
 class SubmissionMismatchError(ValueError):
     """The submission's clip names differ from the ground truth.
@@ -161,7 +76,7 @@ class SubmissionMismatchError(ValueError):
         self.problems = problems
         lines = ["submission clip names do not match the ground truth "
                  "(rows are matched by name, never by position):"]
-        lines += [f"  {path}: {_describe_difference(missing, extra)}" for path, (missing, extra) in problems.items()]
+        lines += [f"  {path}: {describe_name_difference(missing, extra)}" for path, (missing, extra) in problems.items()]
         super().__init__("\n".join(lines))
 
 

@@ -193,3 +193,21 @@ def submission_machines(directory) -> list[str]:
         raise FileNotFoundError(f"{directory}: submission folder not found.")
     found = (_SCORE_FILE.fullmatch(p.name) for p in directory.iterdir() if p.is_file())
     return sorted(m.group("machine") for m in found if m)
+
+
+SHOWN_NAMES = 20
+
+
+def describe_name_difference(missing: list[str], extra: list[str]) -> str:
+    """"3 missing: a, b, c; 1 extra: d", at most SHOWN_NAMES names per list."""
+
+    def shown(names: list[str]) -> str:
+        more = f", … (+{len(names) - SHOWN_NAMES} more)" if len(names) > SHOWN_NAMES else ""
+        return ", ".join(names[:SHOWN_NAMES]) + more
+
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing: {shown(missing)}")
+    if extra:
+        parts.append(f"{len(extra)} extra: {shown(extra)}")
+    return "; ".join(parts)

@@ -1,7 +1,7 @@
 """DCASE Task 2 data: clip names, the machine registry, discovery, audio loading and a synthetic set.
 
 The layout and naming follow the official baseline (dcase-baseline-and-evaluator.md §1);
-see asdx.data.dataset for where asdx keeps the evaluator ground truth.
+asdx.data.ground_truth reads the evaluator's ground-truth CSVs.
 """
 
 from asdx.data.audio import AudioWarning, DEFAULT_SECONDS, SAMPLE_RATE, load_clip, load_clips, read_audio
@@ -9,8 +9,6 @@ from asdx.data.dataset import (
     Clip,
     MachineDir,
     clips,
-    ground_truth_dir,
-    ground_truth_file,
     list_machines,
     machine_clips,
     read_attributes_csv,
@@ -18,14 +16,15 @@ from asdx.data.dataset import (
     resolve_machines,
     split_dir,
 )
+from asdx.data.ground_truth import MachineTruth, ground_truth_dir, ground_truth_file, load_ground_truth
 from asdx.data.machines import MACHINES_2026, MachineType, canonical_name, machine_type, registry_names
 from asdx.data.names import ClipName, anonymised_name, labelled_name, parse_name
 from asdx.data.synth import generate
 
 __all__ = [
-    "AudioWarning", "Clip", "ClipName", "DEFAULT_SECONDS", "MACHINES_2026", "MachineDir", "MachineType",
+    "AudioWarning", "Clip", "ClipName", "DEFAULT_SECONDS", "MACHINES_2026", "MachineDir", "MachineTruth", "MachineType",
     "SAMPLE_RATE", "anonymised_name", "canonical_name", "clips", "generate", "ground_truth_dir",
-    "ground_truth_file", "labelled_name", "list_machines", "load_clip", "load_clips", "machine_clips",
+    "ground_truth_file", "labelled_name", "list_machines", "load_clip", "load_clips", "load_ground_truth", "machine_clips",
     "machine_type", "parse_name", "read_attributes_csv", "read_audio", "read_ground_truth", "registry_names",
     "resolve_machines", "split_dir",
 ]

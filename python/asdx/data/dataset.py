@@ -23,9 +23,9 @@ from types import MappingProxyType
 from typing import Iterable, Mapping
 
 from asdx.data.machines import DATASETS, MachineType, canonical_name, machine_type
+from asdx.data.ground_truth import ground_truth_dir, ground_truth_file, load_machine_truth
 from asdx.data.names import parse_name
 
-GROUND_TRUTH_KINDS = ("data", "domain", "attributes")
 SYNTH_HINT = "create a synthetic stand-in with `asdx synth --out DIR`"
 
 
@@ -77,18 +77,6 @@ def raw_dir(root: str | Path, dataset: str) -> Path:
     if dataset not in DATASETS:
         raise ValueError(f"dataset: expected 'dev' or 'eval', got {dataset!r}.")
     return Path(root) / f"{dataset}_data" / "raw"
-
-
-def ground_truth_dir(root: str | Path) -> Path:
-    """Where asdx keeps the evaluator ground truth: ``<root>/eval_data/ground_truth``."""
-    return Path(root) / "eval_data" / "ground_truth"
-
-
-def ground_truth_file(gt_dir: str | Path, kind: str, machine: str, section: str = "00") -> Path:
-    """``<gt_dir>/ground_truth_<kind>/ground_truth_<machine>_section_<SS>_test.csv`` (evaluator §1.6)."""
-    if kind not in GROUND_TRUTH_KINDS:
-        raise ValueError(f"kind: expected one of {GROUND_TRUTH_KINDS}, got {kind!r}.")
-    return Path(gt_dir) / f"ground_truth_{kind}" / f"ground_truth_{machine}_section_{section}_test.csv"
 
 
 def list_machines(root: str | Path) -> list[MachineDir]:
@@ -203,40 +191,14 @@ def clips(root: str | Path, machines: str | Iterable[str] | None = "all", split:
 def read_ground_truth(gt_dir: str | Path, machine: str, section: str = "00") -> dict[str, tuple[str, str, str | None]]:
     """Evaluator ground truth of one machine: {anonymised name: (label, domain, renamed name or None)}.
 
-    Returns {} when the data file is absent. The data and domain files must list the
-    same names; the attributes file is optional (§1.6).
+    Returns {} when the machine has no ground-truth data file (§1.6; read by asdx.data.ground_truth).
     """
-    data_file = ground_truth_file(gt_dir, "data", machine, section)
-    if not data_file.is_file():
+    if not ground_truth_file(gt_dir, "data", machine, section).is_file():
         return {}
-    labels = _read_pairs(data_file, {"0": "normal", "1": "anomaly"})
-    domains = _read_pairs(ground_truth_file(gt_dir, "domain", machine, section), {"0": "source", "1": "target"})
-    if set(labels) != set(domains):
-        raise ValueError(f"{data_file} and its ground_truth_domain file list different clips.")
-    attr_file = ground_truth_file(gt_dir, "attributes", machine, section)
-    renamed = _read_pairs(attr_file, None) if attr_file.is_file() else {}
-    return {name: (labels[name], domains[name], renamed.get(name)) for name in sorted(labels)}
-
-
-def _read_pairs(path: Path, codes: dict[str, str] | None) -> dict[str, str]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: ground-truth file missing.")
-    out: dict[str, str] = {}
-    with open(path, newline="") as handle:
-        for line_no, row in enumerate(csv.reader(handle), start=1):
-            if not row:
-                continue
-            if len(row) != 2:
-                raise ValueError(f"{path}:{line_no}: expected 'name,value', got {row!r}.")
-            name, value = row[0].strip(), row[1].strip()
-            if codes is not None:
-                if value not in codes:
-                    raise ValueError(f"{path}:{line_no}: value {value!r} is not one of {sorted(codes)}.")
-                value = codes[value]
-            if name in out:
-                raise ValueError(f"{path}:{line_no}: {name!r} listed twice.")
-            out[name] = value
-    return out
+    truth = load_machine_truth(gt_dir, machine, section)
+    renamed = {clip: name.removesuffix(".wav") for name, clip in truth.renamed.items()}
+    return {name: ("anomaly" if label else "normal", "target" if domain else "source", renamed.get(name))
+            for name, label, domain in zip(truth.names, truth.labels, truth.domains)}
 
 
 def read_attributes_csv(path: str | Path) -> dict[str, dict[str, str]]:
