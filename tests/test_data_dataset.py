@@ -124,6 +124,10 @@ def test_incomplete_ground_truth(synth_root, tmp_path):
         clips(root, "Sander", "test")
     domain_file = gt / "ground_truth_domain" / "ground_truth_Sander_section_00_test.csv"
     domain_file.write_text("\n".join(domain_file.read_text().splitlines()[1:]) + "\n")
+    with pytest.raises(ValueError, match="not in the ground_truth_data file"):  # the attributes file still has it
+        clips(root, "Sander", "test")
+    attributes_file = gt / "ground_truth_attributes" / "ground_truth_Sander_section_00_test.csv"
+    attributes_file.write_text("\n".join(attributes_file.read_text().splitlines()[1:]) + "\n")
     with pytest.raises(ValueError, match="not listed in the ground truth"):
         clips(root, "Sander", "test")
 
