@@ -100,10 +100,12 @@ def write_decisions(directory, machine: str, names, decisions) -> Path:
 
 
 def write_submission(directory, machine: str, names, scores, decisions) -> tuple[Path, Path]:
-    """Writes both files of one machine; everything is validated before either file is touched."""
+    """Writes both files of one machine (creating `directory`); everything is validated before
+    either file is touched."""
     names_s, score_values = _prepared_scores(names, scores)
     names_d, decision_values = _prepared_decisions(names_s, decisions)
     directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
     return (_write(directory / score_file_name(machine), names_s, score_values),
             _write(directory / decision_file_name(machine), names_d, decision_values))
 
