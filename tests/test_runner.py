@@ -114,5 +114,5 @@ def test_help_lists_the_subcommands(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     text = capsys.readouterr().out
-    for command in ("demo", "run", "evaluate", "report", "synth", "info"):
+    for command in ("demo", "run", "evaluate", "report", "beats", "synth", "info"):
         assert command in text

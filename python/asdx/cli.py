@@ -79,6 +79,26 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_beats(args: argparse.Namespace) -> int:
+    import torch
+
+    from asdx.data import load_clip
+    from asdx.models.beats_checkpoint import load_beats
+
+    model = load_beats(args.beats)
+    n_parameters = sum(p.numel() for p in model.parameters())
+    print(f"BEATs: {model.cfg.encoder_layers} layers x {model.cfg.encoder_embed_dim} dims, {n_parameters:,} parameters, "
+          f"fingerprint {model.fingerprint()[:16]}")
+    for wav in args.wav or []:
+        waveform = torch.from_numpy(load_clip(wav, channels=1, seconds=None))
+        with torch.no_grad():
+            tokens = model.extract(waveform).tokens
+        print(f"{wav}: tokens {tuple(tokens.shape)}, mean {tokens.mean().item():.4f}, std {tokens.std().item():.4f}")
+    for note in model.notes:
+        print(f"NOTE: {note}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from asdx.demo import demo
 
@@ -143,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_report = sub.add_parser("report", help="regenerate report.html of a run directory")
     p_report.add_argument("run_dir", help="runs/<system>/<name>")
     p_report.set_defaults(handler=_cmd_report)
+
+    p_beats = sub.add_parser("beats", help="load a BEATs checkpoint strictly and describe it (optionally embed WAVs)")
+    p_beats.add_argument("--beats", default=None, help="checkpoint path, or random-tiny (tests/demo only); "
+                                                       "default $ASDX_BEATS")
+    p_beats.add_argument("--wav", nargs="*", help="clips to run through the encoder (near channel)")
+    p_beats.set_defaults(handler=_cmd_beats)
 
     p_synth = sub.add_parser("synth", help="write a synthetic DCASE 2026 Task 2 stereo dataset (resumable)")
     p_synth.add_argument("--out", required=True, help="dataset root to create (or to complete)")
