@@ -127,10 +127,12 @@ def test_incomplete_gamma(a, offsets):
 @given(SHAPES, st.lists(st.floats(1e-12, 1.0 - 1e-12), min_size=1, max_size=30))
 def test_incomplete_gamma_inverse(a, probabilities):
     p = np.array(probabilities)
+    # Subnormal quantiles (tiny a) carry only a few significant bits: compare those absolutely.
+    tiny = np.finfo(np.float64).tiny
     x = G.gammaincinv(a, p)
-    np.testing.assert_allclose(x, ref.gammaincinv(a, p), rtol=1e-9)
+    np.testing.assert_allclose(x, ref.gammaincinv(a, p), rtol=1e-9, atol=tiny)
     xc = G.gammainccinv(a, p)
-    np.testing.assert_allclose(xc, ref.gammainccinv(a, p), rtol=1e-9)
+    np.testing.assert_allclose(xc, ref.gammainccinv(a, p), rtol=1e-9, atol=tiny)
     # Round trip through our own P and Q where x is a normal double (for a = 1e-3 the
     # lower quantiles underflow to 0, as scipy's do).
     np.testing.assert_allclose(G.gammainc(a, x[x > 1e-300]), p[x > 1e-300], rtol=1e-10)
