@@ -11,8 +11,8 @@ The model is always built from the checkpoint's `cfg` (never from code defaults)
 a post-LN model loaded without DeepNorm loads silently and gives near-random
 embeddings (§A.2 pitfall, avex PR #162), so such configurations are refused.
 
-No padding mask: asdx feeds fixed-length clips (the runner crops or tiles every
-clip to one length), so every token is real and pooling over all tokens is exact.
+No padding mask: asdx feeds fixed-length clips (the clips of a split share one length,
+checked on loading, and the runner crops them to one length), so every token is real and pooling over all tokens is exact.
 The official sample -> token mask mapping is also wrong for the 2-D patch layout
 (tokens are ordered time * bands + band; §A.7, unilm #1427), a second reason not
 to reproduce it.
