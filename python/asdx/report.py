@@ -17,17 +17,50 @@ import numpy as np
 from asdx._atomic import atomic_write, atomic_write_text
 
 
+TRUTH_COLUMNS = ("label", "domain")
+
+
 def read_scores_csv(path: Path) -> dict[str, np.ndarray]:
-    """name,score[,label,domain] rows -> columns (label -1 and domain "" where unknown)."""
-    names, scores, labels, domains = [], [], [], []
+    """name,score,<sub-scores...>[,label,domain] rows -> columns (label -1 and domain "" where unknown).
+
+    The sub-score column names are in the result's "sub_scores" entry, in file order.
+    """
     with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            names.append(row["name"])
-            scores.append(float(row["score"]))
-            labels.append(int(row["label"]) if row.get("label") not in (None, "") else -1)
-            domains.append(row.get("domain") or "")
-    return {"name": np.array(names), "score": np.array(scores), "label": np.array(labels, dtype=int),
-            "domain": np.array(domains)}
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+        header = reader.fieldnames or []
+    sub_names = [c for c in header if c not in ("name", "score", *TRUTH_COLUMNS)]
+    out = {"name": np.array([row["name"] for row in rows]),
+           "score": np.array([float(row["score"]) for row in rows]),
+           "label": np.array([int(row["label"]) if row.get("label") not in (None, "") else -1 for row in rows],
+                             dtype=int),
+           "domain": np.array([row.get("domain") or "" for row in rows])}
+    for name in sub_names:
+        out[name] = np.array([float(row[name]) if row[name] != "" else np.nan for row in rows])
+    out["sub_scores"] = sub_names
+    return out
+
+
+def _sub_score_table(train: dict, test: dict) -> str:
+    """Per score column: train-normal mean, and with labels the AUC of source and target normals vs anomalies."""
+    from sklearn.metrics import roc_auc_score
+
+    columns = ["score", *[c for c in test["sub_scores"] if c in train]]
+    if len(columns) == 1:
+        return ""
+    labelled = (test["label"] >= 0).all() and (test["label"] == 1).any()
+    rows = ["<tr><th>score column</th><th>train mean</th><th>test mean</th>"
+            + ("<th>AUC (source)</th><th>AUC (target)</th>" if labelled else "") + "</tr>"]
+    for column in columns:
+        cells = f"<td>{np.nanmean(train[column]):.4g}</td><td>{np.nanmean(test[column]):.4g}</td>"
+        if labelled:
+            for domain in ("source", "target"):
+                keep = (test["label"] == 1) | ((test["label"] == 0) & (test["domain"] == domain))
+                ok = len(set(test["label"][keep])) == 2 and np.isfinite(test[column][keep]).all()
+                auc = roc_auc_score(test["label"][keep], test[column][keep]) if ok else float("nan")
+                cells += f"<td>{auc:.4f}</td>"
+        rows.append(f"<tr><td>{html.escape(column)}</td>{cells}</tr>")
+    return "<table>" + "".join(rows) + "</table>"
 
 
 def _plot_roc(ax, test: dict) -> None:
@@ -111,12 +144,15 @@ def write_report(run_dir) -> Path:
         threshold = json.loads((machine_dir / "threshold.json").read_text())
         _machine_figure(figures / f"{machine}.png", machine, train, test, threshold)
         sections.append(f"<h2>{html.escape(machine)}</h2><img src='report/{html.escape(machine)}.png'>"
-                        f"<p>threshold {threshold['threshold']:.6g}; {len(train['score'])} train, "
-                        f"{len(test['score'])} test clips</p>")
+                        f"<p>threshold {threshold['threshold']:.6g} (q = {threshold.get('q', 0.9):g}); "
+                        f"{len(train['score'])} train, {len(test['score'])} test clips</p>"
+                        + _sub_score_table(train, test))
     metrics_path = run_dir / "metrics.json"
     table = _metrics_table(json.loads(metrics_path.read_text())) if metrics_path.exists() else (
         "<p>No ground truth for these machines: no metrics.</p>")
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in config.get("notes", []))
+    notes_path = run_dir / "notes.json"
+    all_notes = [*config.get("notes", []), *(json.loads(notes_path.read_text()) if notes_path.exists() else [])]
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in dict.fromkeys(all_notes))
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>asdx {html.escape(config.get('system', ''))}"
             f"</title><style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 8px;text-align:right}}"
             f"</style></head><body><h1>asdx run: {html.escape(config.get('system', '?'))}</h1>"

@@ -1,41 +1,52 @@
-"""`asdx run`: train a system per machine, score the test clips, threshold, write and evaluate.
+"""`asdx run`: check everything, run a system's global and per-machine stages, threshold, write, evaluate.
 
 Run directory (runs/<system>/<name>/):
-  config.json, environment.json, run.log
-  machines/<machine>/checkpoint.pt       written every epoch (resumable)
-  machines/<machine>/train_scores.csv    name,score of the train-normal clips
-  machines/<machine>/threshold.json      gamma fit and threshold (q = 0.9)
-  machines/<machine>/test_scores.csv     name,score,label,domain (blank where unknown)
-  machines/<machine>/done.json           written last: the machine is finished
+  config.json, environment.json, run.log, notes.json
+  global/                               the global stage (systems that have one) and its done.json
+  machines/<machine>/                   the system's own files (checkpoints, banks)
+  machines/<machine>/train_scores.csv   name,score,<sub-scores...> of the held-out train-normal scores
+  machines/<machine>/threshold.json     gamma fit and threshold (q, default 0.9)
+  machines/<machine>/test_scores.csv    name,score,<sub-scores...>,label,domain (blank where unknown)
+  machines/<machine>/done.json          written last: the machine is finished
   submission/anomaly_score_<m>_section_00_test.csv, decision_result_<m>_section_00_test.csv
-  metrics.json, metrics.csv              official metrics of the machines with ground truth
+  metrics.json, metrics.csv             official metrics of the machines with ground truth
   report.html, report/<machine>.png
-Every file is written atomically; Ctrl-C leaves finished files and checkpoints only.
-The runner reads files and hands systems arrays: systems never touch the disk
-except through the checkpoint path they are given.
+Every file is written atomically. Everything that can be checked is checked
+before the first folder is made: the config, the device, the machines, every
+selected clip's WAV header. A failure is written to run.log; rerunning a run
+that finished no machine starts it afresh, a run with finished machines needs
+--resume, and --resume with another config is refused naming the keys.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 import logging
-from dataclasses import dataclass
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from asdx._atomic import atomic_write_text
-from asdx.data import load_clips, machine_clips, resolve_machines
+from asdx.data import machine_clips, resolve_machines
+from asdx.data.dataset import MachineDir, list_machines, split_dir
+from asdx.data.loader import ClipSet, check_headers
 from asdx.evaluation import MachineTruth, evaluate, result_csv_text, result_json
 from asdx.scoring.gamma import GammaThreshold
 from asdx.submission import write_submission
 from asdx.systems import SYSTEMS
+from asdx.systems.base import MachineScores, SystemContext
 
 DEFAULT_SECONDS = 10.0  # system report §1: clips cropped to 10 s
-THRESHOLD_Q = 0.9
+THRESHOLD_Q = 0.9  # system report §1: gamma fit, 90th percentile
+GLOBAL_DIR = "global"
 
 
 @dataclass
@@ -49,6 +60,28 @@ class RunOptions:
     seconds: float = DEFAULT_SECONDS
     progress: bool = True
     notes: tuple[str, ...] = ()
+    threshold_q: float = THRESHOLD_Q
+    workers: int = 0
+    cache_dir: Path | None = None  # default: <out>/cache
+
+    def __post_init__(self):
+        if not 0.0 < float(self.threshold_q) < 1.0:
+            raise ValueError(f"threshold_q: expected a quantile in (0, 1), got {self.threshold_q!r}.")
+        if not float(self.seconds) > 0:
+            raise ValueError(f"seconds: expected > 0, got {self.seconds!r}.")
+        if int(self.workers) != self.workers or self.workers < 0:
+            raise ValueError(f"workers: expected an integer >= 0, got {self.workers!r}.")
+
+
+@dataclass
+class _Plan:
+    """Everything run() checked before making a folder."""
+
+    machines: list[MachineDir]
+    train: dict[str, list]
+    test: dict[str, list]
+    lengths: dict[tuple[str, str], np.ndarray]
+    global_machines: list[MachineDir] = field(default_factory=list)
 
 
 def run_dir_for(options: RunOptions, config) -> Path:
@@ -56,58 +89,201 @@ def run_dir_for(options: RunOptions, config) -> Path:
     return Path(options.out) / options.system / name
 
 
-def _scores_csv(names, scores, labels=None, domains=None) -> str:
+# ---------------------------------------------------------------------- checks before any folder
+def _check_split(machine: MachineDir, split: str) -> list:
+    clips = machine_clips(machine, split)
+    if not clips:
+        raise ValueError(f"{split_dir(machine, split)}: no WAV files in the {split} folder of machine {machine.name}.")
+    return clips
+
+
+def _plan(options: RunOptions, system) -> _Plan:
+    data = Path(options.data)
+    if not data.is_dir():
+        raise FileNotFoundError(f"{data}: data directory not found. Point --data (or $ASDX_DATA) at a DCASE-layout "
+                                f"root, or make a synthetic one with `asdx synth --out {data}`.")
+    machines = resolve_machines(data, options.machines)
+    global_machines = system.global_machines(list_machines(data)) if system.uses_global_stage else []
+    plan = _Plan(machines, {}, {}, {}, global_machines)
+    channels = system.input_channels
+    for machine in {m.name: m for m in [*machines, *global_machines]}.values():
+        plan.train[machine.name] = _check_split(machine, "train")
+        plan.lengths[machine.name, "train"] = check_headers(plan.train[machine.name], channels)
+    for machine in machines:
+        plan.test[machine.name] = _check_split(machine, "test")
+        plan.lengths[machine.name, "test"] = check_headers(plan.test[machine.name], channels)
+    return plan
+
+
+def _resolved_config(options: RunOptions, config) -> dict:
+    return {"system": options.system, "config": json.loads(json.dumps(dataclasses.asdict(config), default=str)),
+            "seconds": float(options.seconds), "threshold_q": float(options.threshold_q)}
+
+
+def _differing_keys(stored: dict, wanted: dict) -> list[str]:
+    keys = []
+    for key in sorted(set(stored) | set(wanted)):
+        if key == "config":
+            inner_stored, inner_wanted = stored.get("config", {}), wanted.get("config", {})
+            keys += [f"{k} ({inner_stored.get(k)!r} -> {inner_wanted.get(k)!r})"
+                     for k in sorted(set(inner_stored) | set(inner_wanted)) if inner_stored.get(k) != inner_wanted.get(k)]
+        elif key in ("system", "seconds", "threshold_q") and stored.get(key) != wanted.get(key):
+            keys.append(f"{key} ({stored.get(key)!r} -> {wanted.get(key)!r})")
+    return keys
+
+
+def _prepare_run_dir(run_dir: Path, options: RunOptions, resolved: dict) -> str:
+    """Decides how an existing run directory is used: 'new', 'restart' (it finished nothing) or 'resume'."""
+    config_path = run_dir / "config.json"
+    if not config_path.exists():
+        return "new"
+    stored = json.loads(config_path.read_text())
+    finished = list((run_dir / "machines").glob("*/done.json"))
+    if not finished:
+        return "restart"
+    if not options.resume:
+        raise FileExistsError(f"{run_dir}: a run with this name has finished machines; pass --resume to continue "
+                              "it or --name for a new one.")
+    differing = _differing_keys(stored, resolved)
+    if differing:
+        raise ValueError(f"{run_dir}: --resume with a different config than the stored one; differing keys: "
+                         f"{', '.join(differing)}. Use --name for a new run.")
+    return "resume"
+
+
+# ---------------------------------------------------------------------- logging and progress
+def _logger(run_dir: Path) -> logging.Logger:
+    log = logging.getLogger(f"asdx.run.{run_dir.resolve()}")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    handler = logging.FileHandler(run_dir / "run.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    return log
+
+
+class _Stages:
+    """`machine k/N: <name>: <stage>` lines on stderr (with --quiet: only in run.log)."""
+
+    def __init__(self, log: logging.Logger, show: bool):
+        self.log, self.show = log, show
+
+    def __call__(self, text: str) -> None:
+        self.log.info(text)
+        if self.show:
+            print(f"asdx: {text}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------- score files
+def scores_csv(names, scores: MachineScores, labels=None, domains=None) -> str:
+    """name,score,<sub-scores>[,label,domain] rows (label 1 = anomaly, blank where unknown)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["name", "score", "label", "domain"])
-    for i, (name, score) in enumerate(zip(names, scores)):
-        label = "" if labels is None or labels[i] is None else int(labels[i] == "anomaly")
-        domain = "" if domains is None or domains[i] is None else domains[i]
-        writer.writerow([name, repr(float(score)), label, domain])
+    columns = scores.columns()
+    with_truth = labels is not None
+    writer.writerow(["name", *columns, *(["label", "domain"] if with_truth else [])])
+    for i, name in enumerate(names):
+        row = [name, *(repr(float(values[i])) for values in columns.values())]
+        if with_truth:
+            row.append("" if labels[i] is None else int(labels[i] == "anomaly"))
+            row.append("" if domains[i] is None else domains[i])
+        writer.writerow(row)
     return buffer.getvalue()
 
 
-def _crop(waveforms: np.ndarray, seconds: float, sample_rate: int = 16000) -> np.ndarray:
-    """Crops clips longer than `seconds`; shorter clips keep their length (zero padding
-    would teach reconstruction models silence)."""
-    return waveforms[..., : int(round(seconds * sample_rate))]
+def _check_scores(scores: MachineScores, n: int, what: str) -> MachineScores:
+    if not isinstance(scores, MachineScores):
+        raise TypeError(f"{what}: a system must return MachineScores, got {type(scores).__name__}.")
+    if len(scores) != n:
+        raise ValueError(f"{what}: {len(scores)} scores for {n} clips.")
+    if not np.all(np.isfinite(scores.scores)):
+        raise ValueError(f"{what}: the system produced non-finite scores.")
+    return scores
 
 
-def _load(clips, channels: int, options: RunOptions) -> np.ndarray:
-    return _crop(load_clips(clips, channels=channels, seconds=None, progress=options.progress), options.seconds)
+# ---------------------------------------------------------------------- the global stage
+def _global_key(options: RunOptions, system, clips: list, lengths: np.ndarray) -> str:
+    files = [(str(Path(c.path).resolve()), int(Path(c.path).stat().st_size), int(n)) for c, n in zip(clips, lengths)]
+    description = {"system": options.system, "config": system.global_config(), "seconds": float(options.seconds),
+                   "files": sorted(files)}
+    return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def run_machine(system_class, config, machine, machine_dir: Path, submission_dir: Path, options: RunOptions,
-                log: logging.Logger) -> None:
-    train = machine_clips(machine, "train")
-    test = machine_clips(machine, "test")
-    log.info("%s: %d train clips, %d test clips", machine.name, len(train), len(test))
-    system = system_class(config)
-    domains = np.array([clip.domain or "source" for clip in train])
-    system.fit(_load(train, system.input_channels, options), domains, checkpoint=machine_dir / "checkpoint.pt",
-               progress=options.progress)
-    train_scores = np.asarray(system.train_scores_, dtype=np.float64)
-    atomic_write_text(machine_dir / "train_scores.csv", _scores_csv([c.name for c in train], train_scores))
-    threshold = GammaThreshold(q=THRESHOLD_Q).fit(train_scores)
+def _finished_global(folder: Path, key: str) -> bool:
+    marker = folder / "done.json"
+    try:
+        return json.loads(marker.read_text()).get("key") == key
+    except (OSError, ValueError):
+        return False
+
+
+def _run_global_stage(system, plan: _Plan, options: RunOptions, run_dir: Path, stage: _Stages) -> dict:
+    clips = [c for m in plan.global_machines for c in plan.train[m.name]]
+    lengths = np.concatenate([plan.lengths[m.name, "train"] for m in plan.global_machines])
+    key = _global_key(options, system, clips, lengths)
+    folder = run_dir / GLOBAL_DIR
+    info = {"key": key, "machines": [m.name for m in plan.global_machines], "clips": len(clips)}
+    if _finished_global(folder, key):
+        stage(f"global stage: finished earlier in this run (key {key[:12]}), loaded")
+        system.load_global(folder)
+        return {**info, "reused_from": str(folder)}
+    for other in sorted(Path(options.out, options.system).glob(f"*/{GLOBAL_DIR}")):
+        if other != folder and _finished_global(other, key):
+            if folder.exists():
+                shutil.rmtree(folder)
+            shutil.copytree(other, folder)
+            stage(f"global stage: reused the model of {other.parent} (same system, config and training files; "
+                  f"key {key[:12]}); not retrained")
+            system.load_global(folder)
+            return {**info, "reused_from": str(other)}
+    folder.mkdir(exist_ok=True)
+    stage(f"global stage: training on {len(clips)} train clips of {len(plan.global_machines)} machines "
+          f"({', '.join(info['machines'])})")
+    train = ClipSet(clips, lengths, options.seconds, options.workers, options.progress, "global train clips")
+    system.fit_global(train, folder)
+    atomic_write_text(folder / "done.json", json.dumps(info, indent=2))
+    system.load_global(folder)  # the per-machine stage always starts from what is on disk
+    return {**info, "reused_from": None}
+
+
+# ---------------------------------------------------------------------- one machine
+def run_machine(system, machine: MachineDir, plan: _Plan, options: RunOptions, run_dir: Path, stage) -> None:
+    machine_dir = run_dir / "machines" / machine.name
+    machine_dir.mkdir(exist_ok=True)
+    train_clips, test_clips = plan.train[machine.name], plan.test[machine.name]
+    stage(f"{machine.name}: {len(train_clips)} train clips, {len(test_clips)} test clips; training")
+    train = ClipSet(train_clips, plan.lengths[machine.name, "train"], options.seconds, options.workers,
+                    options.progress, f"{machine.name} train")
+    train_scores = _check_scores(system.fit_machine(machine.name, train, machine_dir), len(train_clips),
+                                 f"{machine.name} train scores")
+    atomic_write_text(machine_dir / "train_scores.csv", scores_csv([c.name for c in train_clips], train_scores))
+    threshold = GammaThreshold(q=options.threshold_q).fit(train_scores.scores)
     atomic_write_text(machine_dir / "threshold.json", json.dumps(threshold.to_dict(), indent=2))
-    test_scores = np.asarray(system.score(_load(test, system.input_channels, options)), dtype=np.float64)
-    decisions = threshold.decide(test_scores)
-    names = [clip.name for clip in test]
+    stage(f"{machine.name}: scoring")
+    test = ClipSet(test_clips, plan.lengths[machine.name, "test"], options.seconds, options.workers,
+                   options.progress, f"{machine.name} test")
+    test_scores = _check_scores(system.score_machine(test), len(test_clips), f"{machine.name} test scores")
+    decisions = threshold.decide(test_scores.scores)
+    names = [clip.name for clip in test_clips]
     atomic_write_text(machine_dir / "test_scores.csv",
-                      _scores_csv(names, test_scores, [c.label for c in test], [c.domain for c in test]))
-    write_submission(submission_dir, machine.name, names, test_scores, decisions)
+                      scores_csv(names, test_scores, [c.label for c in test_clips], [c.domain for c in test_clips]))
+    write_submission(run_dir / "submission", machine.name, names, test_scores.scores, decisions)
     atomic_write_text(machine_dir / "done.json", json.dumps({"machine": machine.name, "threshold": threshold.threshold_}))
-    log.info("%s: done (threshold %.6g, %d of %d test clips flagged)", machine.name, threshold.threshold_,
-             int(decisions.sum()), len(decisions))
+    stage(f"{machine.name}: done (threshold {threshold.threshold_:.6g}, {int(decisions.sum())} of {len(decisions)} "
+          "test clips flagged)")
 
 
+# ---------------------------------------------------------------------- evaluation
 def _ground_truth(run_dir: Path) -> dict[str, MachineTruth]:
     """Machines whose every test clip has a known label and domain, from test_scores.csv."""
     truth = {}
     for done in sorted((run_dir / "machines").glob("*/done.json")):
         with open(done.parent / "test_scores.csv", newline="") as handle:
             rows = sorted(csv.DictReader(handle), key=lambda row: row["name"])
-        if rows and all(row["label"] != "" and row["domain"] != "" for row in rows):
+        if rows and all(row.get("label") not in (None, "") and row.get("domain") not in (None, "") for row in rows):
             truth[done.parent.name] = MachineTruth(
                 names=tuple(row["name"] for row in rows),
                 labels=np.array([int(row["label"]) for row in rows], dtype=np.int8),
@@ -116,25 +292,45 @@ def _ground_truth(run_dir: Path) -> dict[str, MachineTruth]:
     return truth
 
 
+def read_notes(run_dir: Path) -> list[str]:
+    path = Path(run_dir) / "notes.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
 def evaluate_run(run_dir: Path):
     """Official metrics of the finished machines that have ground truth; None if there are none."""
     truth = _ground_truth(run_dir)
     if not truth:
         return None
     evaluation = evaluate(run_dir / "submission", truth, machines=sorted(truth))
-    atomic_write_text(run_dir / "metrics.json", json.dumps(result_json(evaluation), indent=2))
+    metrics = result_json(evaluation)
+    metrics["notes"] = read_notes(run_dir)
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     atomic_write_text(run_dir / "metrics.csv", result_csv_text(evaluation))
     return evaluation
 
 
-def _logger(run_dir: Path) -> logging.Logger:
-    log = logging.getLogger(f"asdx.run.{run_dir}")
-    log.setLevel(logging.INFO)
-    if not log.handlers:
-        handler = logging.FileHandler(run_dir / "run.log")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        log.addHandler(handler)
-    return log
+# ---------------------------------------------------------------------- the run
+def _clear_unfinished(run_dir: Path) -> None:
+    """A restart of a run that finished no machine: its partial outputs go, the global stage stays (it is keyed)."""
+    for name in ("machines", "submission", "report"):
+        if (run_dir / name).exists():
+            shutil.rmtree(run_dir / name)
+    for name in ("metrics.json", "metrics.csv", "report.html", "notes.json"):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def make_system(options: RunOptions, config, progress: bool | None = None, log: logging.Logger | None = None):
+    """The system object for options.system with its context (device resolved, cache folder, notes)."""
+    from asdx.config import resolve_device
+
+    entry = SYSTEMS[options.system]
+    device = resolve_device(getattr(config, "device", "cpu"))
+    cache = Path(options.cache_dir) if options.cache_dir is not None else Path(options.out) / "cache"
+    context = SystemContext(device=device, progress=options.progress if progress is None else progress,
+                            workers=options.workers, cache_dir=cache, log=log or logging.getLogger("asdx.system"),
+                            notes=list(options.notes))
+    return entry.system(config, context)
 
 
 def run(options: RunOptions, config):
@@ -144,33 +340,56 @@ def run(options: RunOptions, config):
 
     if options.system not in SYSTEMS:
         raise ValueError(f"system: unknown {options.system!r}; available: {', '.join(sorted(SYSTEMS))}.")
-    system_class = SYSTEMS[options.system].system
-    data = Path(options.data)
-    if not data.is_dir():
-        raise FileNotFoundError(f"{data}: data directory not found. Point --data (or $ASDX_DATA) at a DCASE-layout "
-                                f"root, or make a synthetic one with `asdx synth --out {data}`.")
-    machines = resolve_machines(data, options.machines)
+    system = make_system(options, config)
+    plan = _plan(options, system)
     run_dir = run_dir_for(options, config)
-    if (run_dir / "config.json").exists() and not options.resume:
-        raise FileExistsError(f"{run_dir}: a run with this name exists; pass --resume to continue it "
-                              "or --name for a new one.")
+    resolved = _resolved_config(options, config)
+    mode = _prepare_run_dir(run_dir, options, resolved)
+    if options.cache_dir is not None and Path(options.cache_dir).exists() and not os.access(options.cache_dir, os.W_OK):
+        raise PermissionError(f"{options.cache_dir}: the feature cache folder is not writable.")
+
     (run_dir / "machines").mkdir(parents=True, exist_ok=True)
+    log = _logger(run_dir)
+    system.context.log = log
+    stage = _Stages(log, options.progress)
+    if mode == "restart":
+        _clear_unfinished(run_dir)
+        (run_dir / "machines").mkdir(exist_ok=True)
+        log.info("rerun of a run that finished no machine: starting afresh")
     (run_dir / "submission").mkdir(exist_ok=True)
-    resolved = {"system": options.system, "config": dataclasses.asdict(config), "machines": [m.name for m in machines],
-                "data": str(data.resolve()), "seconds": options.seconds, "threshold_q": THRESHOLD_Q,
-                "notes": list(options.notes)}
+    resolved.update(machines=[m.name for m in plan.machines], data=str(Path(options.data).resolve()),
+                    notes=list(options.notes))
     atomic_write_text(run_dir / "config.json", json.dumps(resolved, indent=2))
     atomic_write_text(run_dir / "environment.json", json.dumps(asdx.info(), indent=2))
-    log = _logger(run_dir)
-    log.info("run %s: %s on %s", run_dir, options.system, ", ".join(m.name for m in machines))
-    for machine in machines:
-        machine_dir = run_dir / "machines" / machine.name
-        if (machine_dir / "done.json").exists():
-            log.info("%s: finished in an earlier run, skipped", machine.name)
-            continue
-        machine_dir.mkdir(exist_ok=True)
-        run_machine(system_class, config, machine, machine_dir, run_dir / "submission", options, log)
-    evaluation = evaluate_run(run_dir)
-    write_report(run_dir)
+    log.info("run %s (%s): %s on %s", run_dir, mode, options.system, ", ".join(m.name for m in plan.machines))
+    try:
+        if system.uses_global_stage:
+            resolved["global_stage"] = _run_global_stage(system, plan, options, run_dir, stage)
+            atomic_write_text(run_dir / "config.json", json.dumps(resolved, indent=2))
+        _save_notes(run_dir, system)
+        for k, machine in enumerate(plan.machines, start=1):
+            prefix = f"machine {k}/{len(plan.machines)}: "
+            if (run_dir / "machines" / machine.name / "done.json").exists():
+                stage(f"{prefix}{machine.name}: finished in an earlier run, skipped")
+                continue
+            run_machine(system, machine, plan, options, run_dir, lambda text: stage(prefix + text))
+            _save_notes(run_dir, system)
+        evaluation = evaluate_run(run_dir)
+        write_report(run_dir)
+    except BaseException as error:
+        log.error("run failed: %s: %s", type(error).__name__, error)
+        raise
+    finally:
+        _save_notes(run_dir, system)
     log.info("run finished")
     return run_dir, evaluation
+
+
+def _save_notes(run_dir: Path, system) -> None:
+    notes = list(dict.fromkeys(system.context.notes))
+    if notes != read_notes(run_dir):
+        atomic_write_text(run_dir / "notes.json", json.dumps(notes, indent=2))
+
+
+__all__ = ["DEFAULT_SECONDS", "RunOptions", "THRESHOLD_Q", "evaluate_run", "make_system", "read_notes", "run",
+           "run_dir_for", "run_machine", "scores_csv"]

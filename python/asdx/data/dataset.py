@@ -155,6 +155,7 @@ def machine_clips(machine: MachineDir, split: str, ground_truth: str | Path | No
     if ground_truth is None:
         ground_truth = ground_truth_dir(machine.path.parents[2])
     truth_cache: dict[str, dict[str, tuple[str, str, str | None]]] = {}
+    listed = _listed_attributes(machine, folder)
     clips: list[Clip] = []
     for path in sorted(p for p in folder.iterdir() if p.suffix.lower() == ".wav" and not p.name.startswith(".")):
         parsed = parse_name(path)
@@ -173,11 +174,27 @@ def machine_clips(machine: MachineDir, split: str, ground_truth: str | Path | No
                 if reference is not None:
                     ref = parse_name(reference + ".wav")
                     attributes, hidden = ref.attributes, ref.hidden_attributes
+        if listed.get(path.name):  # attributes_00.csv completes what the name says (the name wins on a clash)
+            attributes = {**listed[path.name], **dict(attributes)}
         clips.append(Clip(path=path, machine=machine.name, dataset=machine.dataset, split=split,
                           section=parsed.section, index=parsed.index, domain=domain, label=label,
                           attributes=MappingProxyType(dict(attributes)), hidden_attributes=hidden,
                           reference_name=reference))
     return clips
+
+
+def _listed_attributes(machine: MachineDir, folder: Path) -> dict[str, dict[str, str]]:
+    """{wav name: attributes} of one split folder from the machine's attributes_00.csv ({} without the file)."""
+    path = machine.path / "attributes_00.csv"
+    if not path.is_file():
+        return {}
+    prefix = f"{folder.name}/"
+    out = {}
+    for file_name, values in read_attributes_csv(path).items():
+        parts = file_name.split("/")
+        if len(parts) >= 2 and f"{parts[-2]}/" == prefix:
+            out[parts[-1]] = values
+    return out
 
 
 def clips(root: str | Path, machines: str | Iterable[str] | None = "all", split: str = "train") -> list[Clip]:

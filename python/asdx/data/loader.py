@@ -1,0 +1,169 @@
+"""Streaming clip audio to the models: DataLoader workers decode WAVs while the model runs.
+
+DCASE 2026 at full size is about 18 GB of float32 stereo, so no split is ever
+held in memory whole. Clips are 6, 10 or 16 s; they are cropped to `seconds`
+(10 s, system report §1) and never padded, so batches group clips of one
+cropped length: no model sees zero padding it was not trained on.
+
+`check_headers` reads only the WAV headers: it is cheap enough to run over every
+selected machine before the first training step, and it gives the lengths the
+batches are grouped by. Full decoding (NaN/inf checks) happens while streaming.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from asdx.data.audio import SAMPLE_RATE, _path_of, check_wav_complete, load_clip
+
+DEFAULT_BATCH_SIZE = 16
+
+
+def check_headers(clips: Sequence, channels: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Native lengths (samples) of every clip, from the headers; ValueError naming the first bad file.
+
+    Checks that each file is a readable, complete audio file at `sample_rate` with at
+    least `channels` channels (mono counts for one) and at least one sample.
+    """
+    lengths = np.zeros(len(clips), dtype=np.int64)
+    for i, clip in enumerate(clips):
+        path = _path_of(clip)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such audio file.")
+        check_wav_complete(path)
+        try:
+            header = sf.info(str(path))
+        except (sf.SoundFileError, RuntimeError) as error:
+            raise ValueError(f"{path}: unreadable audio file ({error}).") from error
+        if header.samplerate != sample_rate:
+            raise ValueError(f"{path}: sample rate {header.samplerate} Hz, expected {sample_rate} Hz.")
+        if header.channels < channels:
+            raise ValueError(f"{path}: {header.channels} channel(s), this system needs {channels} (near, far).")
+        if header.channels > 2:
+            raise ValueError(f"{path}: {header.channels} channels, expected 2 (near, far).")
+        if header.frames <= 0:
+            raise ValueError(f"{path}: empty audio (0 samples).")
+        lengths[i] = header.frames
+    return lengths
+
+
+class _ClipAudio(torch.utils.data.Dataset):
+    """Item i -> (i, cropped float32 audio, None) or (i, None, error message): errors cross processes as text."""
+
+    def __init__(self, clips: Sequence, channels: int, crop: np.ndarray):
+        self.clips, self.channels, self.crop = list(clips), channels, crop
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int):
+        try:
+            audio = load_clip(self.clips[i], channels=self.channels, seconds=None)
+        except (ValueError, FileNotFoundError) as error:
+            return i, None, str(error)
+        if audio.shape[-1] < self.crop[i]:
+            return i, None, f"{_path_of(self.clips[i])}: {audio.shape[-1]} samples, the header said {self.crop[i]}."
+        return i, np.ascontiguousarray(audio[..., : self.crop[i]]), None
+
+
+def _collate(items):
+    for _, _, error in items:
+        if error is not None:
+            return error
+    indices = np.array([i for i, _, _ in items], dtype=np.int64)
+    return indices, torch.from_numpy(np.stack([audio for _, audio, _ in items]))
+
+
+def _worker_init(_worker_id: int) -> None:
+    """One thread per worker process: the workers decode, the main process computes."""
+    torch.set_num_threads(1)
+    try:
+        from asdx import set_num_threads
+
+        set_num_threads(1)
+    except ImportError:  # pragma: no cover - the compiled module is always there when asdx is installed
+        pass
+
+
+@dataclass
+class ClipSet:
+    """Clip records (asdx.data.Clip) of one split, with their native lengths, streamed in equal-length batches."""
+
+    clips: list
+    lengths: np.ndarray  # native samples from check_headers
+    seconds: float | None = 10.0
+    workers: int = 0
+    progress: bool = False
+    label: str = "clips"
+
+    @classmethod
+    def from_clips(cls, clips: Sequence, channels: int, **kwargs) -> "ClipSet":
+        clips = list(clips)
+        return cls(clips, check_headers(clips, channels), **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __post_init__(self):
+        self.lengths = np.asarray(self.lengths, dtype=np.int64)
+        if len(self.lengths) != len(self.clips):
+            raise ValueError(f"lengths: {len(self.lengths)} for {len(self.clips)} clips.")
+        if self.seconds is not None and not self.seconds > 0:
+            raise ValueError(f"seconds: must be > 0 or None, got {self.seconds!r}.")
+
+    @property
+    def cropped_lengths(self) -> np.ndarray:
+        if self.seconds is None:
+            return self.lengths.copy()
+        return np.minimum(self.lengths, int(round(self.seconds * SAMPLE_RATE)))
+
+    def subset(self, indices) -> "ClipSet":
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        return ClipSet([self.clips[i] for i in indices], self.lengths[indices], self.seconds, self.workers,
+                       self.progress, self.label)
+
+    def batch_plan(self, batch_size: int) -> list[list[int]]:
+        """Index batches: clips of one cropped length together, in file order within a length."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size: expected >= 1, got {batch_size}.")
+        crop = self.cropped_lengths
+        plan = []
+        for length in sorted(set(crop.tolist()), reverse=True):
+            members = np.flatnonzero(crop == length).tolist()
+            plan.extend(members[s : s + batch_size] for s in range(0, len(members), batch_size))
+        return plan
+
+    def batches(self, channels: int, batch_size: int = DEFAULT_BATCH_SIZE, desc: str | None = None) \
+            -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """Yields (indices into this set, float32 audio (batch, channels, samples)) until every clip was seen once."""
+        if channels not in (1, 2):
+            raise ValueError(f"channels: expected 1 or 2, got {channels!r}.")
+        if len(self) == 0:
+            return
+        from tqdm.auto import tqdm
+
+        dataset = _ClipAudio(self.clips, channels, self.cropped_lengths)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=self.batch_plan(batch_size), collate_fn=_collate, num_workers=self.workers,
+            worker_init_fn=_worker_init if self.workers else None, prefetch_factor=2 if self.workers else None,
+            persistent_workers=False)
+        with tqdm(total=len(self), desc=desc or self.label, unit="clip", disable=not self.progress,
+                  leave=False) as bar:
+            for item in loader:
+                if isinstance(item, str):
+                    raise ValueError(item)
+                yield item
+                bar.update(len(item[0]))
+
+    def load_all(self, channels: int, batch_size: int = DEFAULT_BATCH_SIZE) -> list[np.ndarray]:
+        """Every clip's audio in order, (channels, samples) each: for small sets and tests only."""
+        out: list = [None] * len(self)
+        for indices, audio in self.batches(channels, batch_size):
+            for i, clip_audio in zip(indices, audio.numpy()):
+                out[i] = clip_audio
+        return out

@@ -1,0 +1,130 @@
+"""The system protocol: what `asdx.runner` asks of every system (see the `asdx.systems` docstring).
+
+A system is a class with a config dataclass and up to two stages. The runner
+owns every file and folder; a system writes only inside the folder it is handed
+and reads audio only through the `ClipSet`s it is handed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from asdx.data.dataset import MachineDir
+from asdx.data.loader import ClipSet
+
+SCORE = "score"
+
+
+@dataclass
+class MachineScores:
+    """One score per clip (float64, higher = more anomalous) plus the sub-scores it was made from.
+
+    sub_scores keeps its order: it becomes the columns after `score` in
+    train_scores.csv / test_scores.csv (for sera: source and target distance).
+    threshold_scores (train scores only): the scores the runner fits the gamma
+    threshold on when they are not `scores` itself, e.g. only the held-out clips'
+    scores, or the official baseline's mini-batch scores (any length); None = `scores`.
+    """
+
+    scores: np.ndarray
+    sub_scores: dict[str, np.ndarray] = field(default_factory=dict)
+    threshold_scores: np.ndarray | None = None
+
+    def __post_init__(self):
+        self.scores = np.asarray(self.scores, dtype=np.float64).reshape(-1)
+        n = len(self.scores)
+        clean = {}
+        for name, values in self.sub_scores.items():
+            values = np.asarray(values, dtype=np.float64).reshape(-1)
+            if len(values) != n:
+                raise ValueError(f"sub_scores[{name!r}]: {len(values)} values for {n} clips.")
+            if name == SCORE:
+                raise ValueError(f"sub_scores: {SCORE!r} is the final score's column; pick another name.")
+            clean[name] = values
+        self.sub_scores = clean
+        if self.threshold_scores is not None:
+            self.threshold_scores = np.asarray(self.threshold_scores, dtype=np.float64).reshape(-1)
+
+    def for_threshold(self) -> np.ndarray:
+        """The scores the gamma threshold is fitted on: threshold_scores if given, else scores."""
+        return self.scores if self.threshold_scores is None else self.threshold_scores
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        return {SCORE: self.scores, **self.sub_scores}
+
+
+@dataclass
+class SystemContext:
+    """What the runner gives a system besides its config: where it runs and where its results go."""
+
+    device: torch.device
+    progress: bool = True
+    workers: int = 0
+    cache_dir: Path | None = None  # frozen-backbone feature cache (asdx.models.cache.FeatureCache)
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("asdx.system"))
+    notes: list[str] = field(default_factory=list)  # every note reaches run.log, metrics.json and the report
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+            self.log.info("note: %s", text)
+
+
+class System:
+    """Base class of the four systems; the stages a system does not use keep these defaults.
+
+    Global stage (trained once per run on the train splits of several machines):
+        uses_global_stage = True, global_machines(), fit_global(), load_global().
+        The runner keys the result on (system, global_config(), training files) and
+        reuses a finished one from any run of the same system under the same runs folder.
+    Per-machine stage:
+        fit_machine(machine, train, folder) -> MachineScores of the train clips, which
+        must be HONEST (held out: leave-one-out, out-of-fold, held-out clips), because
+        the gamma threshold is fitted on them; score_machine(test) -> MachineScores.
+    """
+
+    name: ClassVar[str] = ""
+    uses_global_stage: ClassVar[bool] = False
+    # config fields that do not change the global model (scoring options, device...), left out of its key
+    per_machine_config_fields: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, config, context: SystemContext):
+        self.config = config
+        self.context = context
+
+    @property
+    def input_channels(self) -> int:
+        """How many channels the runner must decode: 1 (near) or 2 (near, far)."""
+        return 1
+
+    # ------------------------------------------------------------------ global stage
+    def global_machines(self, available: Sequence[MachineDir]) -> list[MachineDir]:
+        """The machines whose train splits the global stage learns from (default: all found)."""
+        return list(available)
+
+    def global_config(self) -> Mapping:
+        from dataclasses import asdict
+
+        return {k: v for k, v in asdict(self.config).items() if k not in self.per_machine_config_fields}
+
+    def fit_global(self, train: ClipSet, folder: Path) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no global stage.")
+
+    def load_global(self, folder: Path) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no global stage.")
+
+    # ------------------------------------------------------------------ per-machine stage
+    def fit_machine(self, machine: str, train: ClipSet, folder: Path) -> MachineScores:
+        raise NotImplementedError
+
+    def score_machine(self, test: ClipSet) -> MachineScores:
+        raise NotImplementedError
