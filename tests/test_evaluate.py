@@ -258,7 +258,7 @@ def test_cli_module_entry_point_and_argument_errors(tmp_path, capsys):
                            "--data", str(tmp_path / "data"), "--json"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["official_score"] == 1.0
-    assert (tmp_path / "sub" / "sub_result.csv").is_file()
+    assert (tmp_path / "sub_result.csv").is_file() and not (tmp_path / "sub" / "sub_result.csv").exists()
     with pytest.raises(SystemExit) as caught:
         main(["evaluate", "--submission", "x", "--data", "y", "--ground-truth", "z"])
     assert caught.value.code == 2 and "not allowed with" in capsys.readouterr().err

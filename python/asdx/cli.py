@@ -10,9 +10,33 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
+from pydantic import Field
+
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+               PermissionError)
+
+
+def _default_workers() -> int:
+    """min(4, cores - 1): leave one core to the main process (training, kernels)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(4, cores - 1))
+
+
+@dataclass
+class RunFlags:
+    """`asdx run` options shared by every system, declared like a system config (asdx.config)."""
+
+    threshold_q: Annotated[float, Field(gt=0, lt=1)] = field(
+        default=0.9, metadata={"help": "decision threshold: this quantile of the gamma fit to the train-normal scores"})
+    workers: Annotated[int, Field(ge=0)] = field(
+        default_factory=_default_workers, metadata={"help": "DataLoader worker processes decoding audio "
+                                                            "(0 = in the main process)"})
+    seconds: Annotated[float, Field(gt=0)] = field(
+        default=10.0, metadata={"help": "crop every clip to this many seconds"})   # system report §1
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -36,18 +60,29 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from asdx.evaluation import dataset_ground_truth, evaluate, format_report, load_ground_truth, result_json, \
         write_results
+    from asdx.submission import submission_machines
 
+    submission = Path(args.submission)
+    machines = args.machines
     if args.ground_truth is not None:
         if args.split is not None:
             raise ValueError("--split: only applies with --data (a ground-truth folder is one set).")
         truth = load_ground_truth(args.ground_truth)
-    else:
-        truth = dataset_ground_truth(args.data, args.split or "dev")
-    result = evaluate(args.submission, truth, machines=args.machines)
-    submission = Path(args.submission).resolve()
-    csv_path, json_path = write_results(result, args.out or submission, args.name or submission.name)
+    elif args.split is not None:
+        truth = dataset_ground_truth(args.data, args.split)
+    else:  # the machines of the submission, each from the set (dev or eval) that has its ground truth
+        machines = machines or submission_machines(submission)
+        if not machines:
+            raise FileNotFoundError(f"{submission}: no anomaly_score_<machine>_section_00_test.csv files.")
+        truth = dataset_ground_truth(args.data, "all", machines=machines)
+    result = evaluate(submission, truth, machines=machines)
+    resolved = submission.resolve()
+    # Next to the submission, never inside it: the folder holds exactly what is submitted.
+    out = Path(args.out) if args.out else resolved.parent
+    csv_path, json_path = write_results(result, out, args.name or resolved.name)
     if args.json:
         print(json.dumps(result_json(result), indent=2))
+        print(f"wrote {csv_path}\nwrote {json_path}", file=sys.stderr)
     else:
         print(format_report(result))
         print(f"\nwrote {csv_path}\nwrote {json_path}")
@@ -55,21 +90,42 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from asdx.config import build_config, read_config_file
-    from asdx.evaluation import format_report
-    from asdx.runner import RunOptions, run
+    from asdx.config import build_config, read_config_file, resolve_device
     from asdx.systems import SYSTEMS
 
-    entry = SYSTEMS[args.system]
-    file_values = read_config_file(args.config, args.system) if args.config else {}
-    config = build_config(entry.config, file_values, vars(args), source=str(args.config or "config"))
+    # Everything the user gave is checked, and every problem reported, before the runner makes a folder.
+    problems = []
+    try:
+        flags = build_config(RunFlags, {}, vars(args))
+    except ValueError as error:
+        problems.append(str(error))
+    try:
+        file_values = read_config_file(args.config, args.system) if args.config else {}
+        config = build_config(SYSTEMS[args.system].config, file_values, vars(args), source=str(args.config))
+        if hasattr(config, "device"):
+            resolve_device(config.device)
+    except ValueError as error:
+        problems.append(str(error))
+    if problems:
+        raise ValueError("\n".join(problems))
+
+    from asdx.evaluation import format_report
+    from asdx.runner import RunOptions, run
+
     options = RunOptions(system=args.system, machines=args.machine, data=Path(args.data), out=Path(args.out),
-                         name=args.name, resume=args.resume, progress=not args.quiet)
+                         name=args.name, resume=args.resume, progress=not args.quiet,
+                         threshold_q=flags.threshold_q, workers=flags.workers, seconds=flags.seconds)
     run_dir, evaluation = run(options, config)
     if evaluation is not None:
         print(format_report(evaluation))
     print(f"\nrun directory: {run_dir}\nreport: {run_dir / 'report.html'}")
     return 0
+
+
+def _cmd_planned(args: argparse.Namespace) -> int:
+    from asdx.systems import SYSTEMS
+
+    raise ValueError(f"system {args.system!r} is planned, not built yet; available: {', '.join(SYSTEMS)}")
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -108,30 +164,40 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _add_run_parser(sub) -> None:
     from asdx.config import add_config_arguments
-    from asdx.systems import SYSTEMS
+    from asdx.systems import PLANNED, SYSTEMS
 
     p_run = sub.add_parser("run", help="train and score a system per machine, threshold, write and evaluate",
                            description="Runs a system on DCASE-layout data; see `asdx run <system> --help`.")
     systems = p_run.add_subparsers(dest="system", metavar="SYSTEM", required=True)
     for name, entry in SYSTEMS.items():
-        p = systems.add_parser(name, help=entry.summary)
+        p = systems.add_parser(name, help=entry.summary, description=f"{name}: {entry.summary}")
         p.add_argument("--machine", default="all", help="a machine type, dev, eval or all (default all); "
                                                         "comma-separated for several")
         p.add_argument("--data", default=os.environ.get("ASDX_DATA", "data"),
                        help="dataset root (default $ASDX_DATA or ./data)")
         p.add_argument("--out", default="runs", help="runs folder (default runs/)")
         p.add_argument("--name", default=None, help="run name (default <machines>-seed<seed>)")
-        p.add_argument("--config", default=None, help="TOML or YAML file whose keys mirror the flags below")
+        p.add_argument("--config", default=None, help="TOML or YAML file whose keys mirror the flags of the "
+                                                      f"{entry.config.__name__} group, at the top level or "
+                                                      f"under [{name}]")
         p.add_argument("--resume", action="store_true", help="continue a run: finished machines are skipped and "
                                                              "training restarts from the last checkpoint")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        add_config_arguments(p, RunFlags, title="run options (every system)")
         add_config_arguments(p, entry.config)
         p.set_defaults(handler=_cmd_run)
+    for name, summary in PLANNED.items():
+        if name in SYSTEMS:
+            continue
+        p = systems.add_parser(name, help=f"planned, not built yet: {summary}",
+                               description=f"{name}: {summary}. Planned, not built yet.")
+        p.set_defaults(handler=_cmd_planned, planned=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asdx", description="Anomalous sound detection (DCASE Task 2) toolkit.")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for asdx kernels (default: all cores)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for asdx kernels, >= 1 (default: all cores)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p_demo = sub.add_parser("demo", help="the main job on a built-in default: synthesise data, run ae, report")
@@ -151,11 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "names, eval labels from eval_data/ground_truth/")
     source.add_argument("--ground-truth", metavar="DIR", help="folder holding the evaluator's ground_truth_data/, "
                                                               "ground_truth_domain/ (and ground_truth_attributes/)")
-    p_eval.add_argument("--split", choices=("dev", "eval"), help="with --data: which set (default dev)")
+    p_eval.add_argument("--split", choices=("dev", "eval"), help="with --data: only this set (default: each "
+                                                                 "machine of the submission from the set that has "
+                                                                 "its ground truth)")
     p_eval.add_argument("--machines", nargs="+", metavar="M", help="only these machine types (default: every "
-                                                                   "machine type in the ground truth)")
+                                                                   "machine type of the submission; with "
+                                                                   "--split or --ground-truth, every one there)")
     p_eval.add_argument("--out", metavar="DIR", help="where to write <name>_result.csv/.json (default: the "
-                                                     "submission folder)")
+                                                     "folder that holds the submission folder)")
     p_eval.add_argument("--name", help="system name for the output files (default: the submission folder's name)")
     p_eval.add_argument("--json", action="store_true", help="print the JSON results instead of the table")
     p_eval.set_defaults(handler=_cmd_evaluate)
@@ -189,20 +258,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _print_error(command: str | None, error: BaseException) -> None:
+    """`asdx <command>: error: ...` on stderr; indented continuation lines (name lists) are kept as they are."""
+    prefix = f"asdx {command}: error: " if command else "asdx: error: "
+    text = str(error)
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:   # not "[Errno 17] ..."
+        text = f"{error.filename}: {error.strerror.lower()}."
+    for line in text.splitlines() or [type(error).__name__]:
+        print(line if line[:1].isspace() else prefix + line, file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "planned", False):   # a planned system's flags are not known yet
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
         parser.print_help()
         return 2
     if args.threads is not None:
+        if args.threads < 1:
+            _print_error(None, ValueError(f"--threads: must be >= 1, got {args.threads}"))
+            return 2
         import asdx
 
         asdx.set_num_threads(args.threads)
     try:
         return int(args.handler(args) or 0)
     except USER_ERRORS as error:
-        print(f"asdx {args.command}: error: {error}", file=sys.stderr)
+        _print_error(args.command, error)
         return 1
     except KeyboardInterrupt:
         print(f"asdx {args.command}: interrupted; finished files and checkpoints are kept (rerun with --resume).",

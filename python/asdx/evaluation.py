@@ -39,8 +39,8 @@ def labels_from_name(name: str) -> tuple[int, int]:
     return int(parsed.label == "anomaly"), int(parsed.domain == "target")
 
 
-def dev_ground_truth(root) -> dict[str, MachineTruth]:
-    """Ground truth of the development set from its labelled test names (asdx.data)."""
+def _labelled_dev_truth(root) -> dict[str, MachineTruth]:
+    """Dev machines with labelled test clips under `root`, {} when there are none."""
     truth = {}
     for machine in (m for m in list_machines(root) if m.dataset == "dev"):
         clips = sorted(machine_clips(machine, "test"), key=lambda clip: clip.name)
@@ -50,18 +50,66 @@ def dev_ground_truth(root) -> dict[str, MachineTruth]:
         labels, domains = (np.array(column, dtype=np.int8) for column in zip(*parsed))
         truth[machine.name] = MachineTruth(tuple(c.name for c in clips), labels, domains, {},
                                            str(clips[0].path.parent))
+    return truth
+
+
+def dev_ground_truth(root) -> dict[str, MachineTruth]:
+    """Ground truth of the development set from its labelled test names (asdx.data)."""
+    truth = _labelled_dev_truth(root)
     if not truth:
         raise ValueError(f"{root}: no dev_data/raw/<machine>/test/*.wav files.")
     return truth
 
 
-def dataset_ground_truth(root, split: str = "dev") -> dict[str, MachineTruth]:
-    """Ground truth under a dataset root: dev from names, eval from `root/eval_data/ground_truth/`."""
+def _any_set_ground_truth(root) -> dict[str, MachineTruth]:
+    """Dev truth from names and eval truth from the evaluator CSVs, whichever exist under `root`."""
+    root = Path(root)
+    gt_dir = ground_truth_dir(root)
+    has_eval = (gt_dir / "ground_truth_data").is_dir()
+    try:
+        truth = _labelled_dev_truth(root)
+    except FileNotFoundError:              # no raw data at all: only the eval ground truth can help
+        if not has_eval:
+            raise
+        truth = {}
+    if has_eval:
+        for machine, machine_truth in load_ground_truth(gt_dir).items():
+            if machine in truth:
+                raise ValueError(f"{machine}: ground truth both in {truth[machine].origin} and "
+                                 f"{machine_truth.origin}; pass --split dev or --split eval.")
+            truth[machine] = machine_truth
+    if not truth:
+        raise FileNotFoundError(f"{root}: no ground truth: neither labelled dev_data/raw/<machine>/test/*.wav "
+                                f"nor {gt_dir}/ground_truth_data/.")
+    return truth
+
+
+def dataset_ground_truth(root, split: str = "dev", machines=None) -> dict[str, MachineTruth]:
+    """Ground truth under a dataset root: dev from names, eval from `root/eval_data/ground_truth/`.
+
+    split "all": each machine from whichever set has it, so one call scores a submission
+    that mixes dev and eval machines (such as a run of `--machine all`). machines: keep
+    only these; a machine without ground truth is an error that says where it was looked for.
+    """
     if split == "dev":
-        return dev_ground_truth(root)
-    if split == "eval":
-        return load_ground_truth(ground_truth_dir(root))
-    raise ValueError(f"split: must be 'dev' or 'eval', got {split!r}.")
+        truth = dev_ground_truth(root)
+    elif split == "eval":
+        truth = load_ground_truth(ground_truth_dir(root))
+    elif split == "all":
+        truth = _any_set_ground_truth(root)
+    else:
+        raise ValueError(f"split: must be 'dev', 'eval' or 'all', got {split!r}.")
+    if machines is None:
+        return truth
+    machines = list(machines)
+    missing = [m for m in machines if m not in truth]
+    if missing:
+        where = {"dev": "labelled dev_data/raw/<machine>/test names",
+                 "eval": f"{ground_truth_dir(root)}/ground_truth_data/"}
+        looked = " or ".join(where[s] for s in (("dev", "eval") if split == "all" else (split,)))
+        raise ValueError(f"machines: no ground truth for {', '.join(missing)} under {root} (looked for {looked}); "
+                         f"known: {', '.join(sorted(truth))}.")
+    return {m: truth[m] for m in machines}
 
 
 # ----------------------------------------------------------------------------- matching a submission

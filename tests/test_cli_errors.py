@@ -1,0 +1,183 @@
+"""The CLI's answers to bad input: one `asdx <command>: error:` line per problem, no traceback, no folder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from asdx.cli import main
+from asdx.data import resolve_machines
+from asdx.data.dataset import machine_clips
+from asdx.submission import write_submission
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Runs in an empty folder, so that `runs/` (the default --out) would appear here if anything made it."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _fails(argv, capsys, *messages, code=1):
+    assert main(argv) == code
+    captured = capsys.readouterr()
+    err = captured.err
+    assert "Traceback" not in err + captured.out
+    for message in messages:
+        assert message in err, err
+    return err
+
+
+def _run(synth_root, *flags):
+    return ["run", "ae", "--machine", "fan", "--data", str(synth_root), *flags]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--hop-length", "0"], "asdx run: error: hop_length: must be >= 1, got 0 (from --hop-length)"),
+    (["--batch-size", "0"], "asdx run: error: batch_size: must be >= 1, got 0 (from --batch-size)"),
+    (["--epochs", "0"], "asdx run: error: epochs: must be >= 1, got 0 (from --epochs)"),
+    (["--epochs", "ten"], "asdx run: error: epochs: expected an integer >= 1, got ten (from --epochs)"),
+    (["--channel", "2"], "asdx run: error: channel: expected one of 0, 1, got 2 (from --channel)"),
+    (["--score", "mse"], "score: expected one of 'MSE', 'MAHALA', got mse"),
+    (["--threshold-q", "1"], "asdx run: error: threshold_q: must be > 0 and < 1, got 1 (from --threshold-q)"),
+    (["--threshold-q", "0"], "threshold_q: must be > 0 and < 1, got 0"),
+    (["--workers", "-1"], "asdx run: error: workers: must be >= 0, got -1 (from --workers)"),
+    (["--seconds", "0"], "asdx run: error: seconds: must be > 0, got 0 (from --seconds)"),
+    (["--device", "gpu"], "asdx run: error: device: expected auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
+])
+def test_bad_flags(synth_root, in_tmp, capsys, flags, message):
+    _fails(_run(synth_root, *flags), capsys, message)
+    assert not (in_tmp / "runs").exists()
+
+
+def test_every_problem_is_reported_at_once(synth_root, in_tmp, capsys):
+    err = _fails(_run(synth_root, "--epochs", "0", "--hop-length", "0", "--workers", "-2"), capsys)
+    assert err.splitlines() == ["asdx run: error: workers: must be >= 0, got -2 (from --workers)",
+                                "asdx run: error: epochs: must be >= 1, got 0 (from --epochs)",
+                                "asdx run: error: hop_length: must be >= 1, got 0 (from --hop-length)"]
+    assert not (in_tmp / "runs").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the message of a machine without CUDA")
+def test_cuda_requested_without_a_gpu(synth_root, in_tmp, capsys):
+    _fails(_run(synth_root, "--device", "cuda"), capsys,
+           f"asdx run: error: device: 'cuda' requested but torch sees no CUDA GPU (torch {torch.__version__}, built")
+    assert not (in_tmp / "runs").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ('epochs = "ten"\n', "asdx run: error: my.toml: epochs: expected an integer >= 1, got 'ten'"),
+    ("epochs = 1.5\n", "asdx run: error: my.toml: epochs: expected an integer >= 1, got 1.5"),
+    ("[aee]\nepochs = 2\n", "asdx run: error: my.toml: [aee] is not a system (did you mean [ae]?); known systems: "
+                            "ae, sera, fusion, proto"),
+    ("learning_rate = 0.1\n", "asdx run: error: my.toml: unknown key(s) learning_rate for AEConfig"),
+    ("epochs = \n", "asdx run: error: my.toml: not valid TOML"),
+])
+def test_bad_config_files(synth_root, in_tmp, capsys, text, message):
+    (in_tmp / "my.toml").write_text(text)
+    _fails(_run(synth_root, "--config", "my.toml"), capsys, message)
+    assert not (in_tmp / "runs").exists()
+
+
+def test_missing_config_file(synth_root, in_tmp, capsys):
+    _fails(_run(synth_root, "--config", "nowhere.toml"), capsys, "asdx run: error: nowhere.toml: config file not found")
+    assert not (in_tmp / "runs").exists()
+
+
+def test_threads_must_be_positive(in_tmp, capsys):
+    for value in ("0", "-3"):
+        err = _fails(["--threads", value, "info"], capsys, f"asdx: error: --threads: must be >= 1, got {value}",
+                     code=2)
+        assert len(err.splitlines()) == 1
+
+
+def test_planned_system(synth_root, in_tmp, capsys):
+    err = _fails(["run", "fusion", "--machine", "fan", "--epochs", "3"], capsys,
+                 "asdx run: error: system 'fusion' is planned, not built yet; available: ae")
+    assert err.count("\n") == 1 and "invalid choice" not in err
+    _fails(["run", "sera"], capsys, "system 'sera' is planned")
+    with pytest.raises(SystemExit) as caught:                    # a built system still refuses unknown flags
+        main(_run(synth_root, "--bogus"))
+    assert caught.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+    assert not (in_tmp / "runs").exists()
+
+
+def test_run_help_lists_every_system_and_the_choices(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = capsys.readouterr().out
+    for system in ("ae", "sera", "fusion", "proto"):
+        assert f"\n    {system} " in text, system
+    assert text.count("planned, not built yet") == 3
+    with pytest.raises(SystemExit):
+        main(["run", "ae", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--score {MSE,MAHALA}" in text and "--channel {0,1} 0 = near microphone, 1 = far (noisier)" in text
+    assert "--threshold-q X" in text and "--workers N" in text and "--seconds X" in text
+
+
+def test_no_traceback_from_a_real_process(tmp_path):
+    for argv, message in ((["--threads", "0", "info"], "asdx: error: --threads"),
+                          (["run", "ae", "--epochs", "0"], "asdx run: error: epochs: must be >= 1")):
+        done = subprocess.run([sys.executable, "-m", "asdx", *argv], capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode in (1, 2) and message in done.stderr and "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+DEV, EVAL = ("fan", "valveEmu"), ("ToyDrone", "Sander")
+
+
+def _oracle_submission(root, folder):
+    """A submission of two dev and two eval machines whose scores rank every anomaly first."""
+    for machine in resolve_machines(root, ",".join(DEV + EVAL)):
+        clips = machine_clips(machine, "test")                  # eval labels: read from the ground-truth CSVs
+        anomalous = np.array([clip.label == "anomaly" for clip in clips])
+        target = np.array([clip.domain == "target" for clip in clips])
+        assert anomalous.any() and (~anomalous).any()
+        write_submission(folder, machine.name, [c.name for c in clips], anomalous + 0.1 * target,
+                         anomalous.astype(int))
+
+
+def test_evaluate_a_mixed_dev_and_eval_submission(synth_root, tmp_path, capsys):
+    submission = tmp_path / "run" / "submission"
+    _oracle_submission(synth_root, submission)
+    before = sorted(p.name for p in submission.iterdir())
+    assert main(["evaluate", "--submission", str(submission), "--data", str(synth_root)]) == 0
+    out = capsys.readouterr().out
+    assert "Ω = 1.0000" in out and all(machine in out for machine in DEV + EVAL)
+    assert f"wrote {tmp_path / 'run' / 'submission_result.csv'}" in out     # next to the submission
+    result = json.loads((tmp_path / "run" / "submission_result.json").read_text())
+    assert result["official_score"] == 1.0 and sorted(result["machines"]) == sorted(DEV + EVAL)
+    assert sorted(p.name for p in submission.iterdir()) == before          # nothing added inside it
+
+    assert main(["evaluate", "--submission", str(submission), "--data", str(synth_root), "--machines", "Sander",
+                 "--out", str(tmp_path / "elsewhere"), "--name", "one", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["official_score"] == 1.0 and "one_result.json" in captured.err
+    assert (tmp_path / "elsewhere" / "one_result.csv").is_file()
+
+
+def test_evaluate_errors_are_one_line_each(synth_root, tmp_path, capsys):
+    submission = tmp_path / "run" / "submission"
+    _oracle_submission(synth_root, submission)
+    _fails(["evaluate", "--submission", str(submission), "--data", str(synth_root), "--split", "dev"], capsys,
+           "asdx evaluate: error:")                                # only dev truth: eval machines are extra
+    _fails(["evaluate", "--submission", str(tmp_path / "nothing"), "--data", str(synth_root)], capsys,
+           "asdx evaluate: error:", "nothing")
+    (tmp_path / "empty").mkdir()
+    _fails(["evaluate", "--submission", str(tmp_path / "empty"), "--data", str(synth_root)], capsys,
+           "asdx evaluate: error:", "no anomaly_score_")
+    write_submission(tmp_path / "alien", "Drill", ["section_00_0000.wav"], [0.5], [0])
+    _fails(["evaluate", "--submission", str(tmp_path / "alien"), "--data", str(synth_root)], capsys,
+           "asdx evaluate: error: machines: no ground truth for Drill")
+    (tmp_path / "a_file").write_text("")
+    _fails(["evaluate", "--submission", str(submission), "--data", str(synth_root), "--out",
+            str(tmp_path / "a_file")], capsys, "asdx evaluate: error:")
+    assert not (tmp_path / "run" / "submission_result.csv").exists()
