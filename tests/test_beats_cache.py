@@ -142,3 +142,24 @@ def test_bad_arguments(tmp_path, clips, model):
         cache.map(clips, lambda paths: [np.zeros(1)])
     with pytest.raises(ValueError, match="features"):
         cache.put(clips[0], np.zeros(2, dtype=np.int64))
+
+
+def test_clip_record_names_the_same_entry_as_its_path(tmp_path, clips, model):
+    from asdx.data import Clip
+
+    records = [Clip(path=p, machine="fan", dataset="dev", split="train", section="00", index=i, domain="source",
+                    label="normal") for i, p in enumerate(clips)]
+    cache = FeatureCache(tmp_path / "cache", model.fingerprint(), layer=1, preprocessing=beats_preprocessing())
+    assert cache.entry_path(records[0]) == cache.entry_path(clips[0])
+    assert cache.meta(records[0]) == cache.meta(clips[0])
+    assert not cache.contains(records[0])
+    compute, calls = _counting_extractor(model, 1)
+    from_records = cache.map(records, lambda batch: compute([r.path for r in batch]))
+    assert calls["clips"] == 3 and all(cache.contains(r) and cache.contains(p) for r, p in zip(records, clips))
+    from_paths = cache.map(clips, compute)  # the records' entries serve the plain paths: nothing recomputed
+    assert calls["clips"] == 3
+    for a, b in zip(from_records, from_paths):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(FileNotFoundError, match="absent"):
+        cache.get(Clip(path=tmp_path / "absent.wav", machine="fan", dataset="dev", split="train", section="00",
+                       index=0, domain="source", label="normal"))

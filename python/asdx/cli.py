@@ -37,6 +37,8 @@ class RunFlags:
                                                             "(0 = in the main process)"})
     seconds: Annotated[float, Field(gt=0)] = field(
         default=10.0, metadata={"help": "crop every clip to this many seconds"})   # system report §1
+    cache: Path | None = field(default=None, metadata={
+        "help": "feature cache folder of frozen-backbone systems; unset: <out>/cache"})
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -114,7 +116,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     options = RunOptions(system=args.system, machines=args.machine, data=Path(args.data), out=Path(args.out),
                          name=args.name, resume=args.resume, progress=not args.quiet,
-                         threshold_q=flags.threshold_q, workers=flags.workers, seconds=flags.seconds)
+                         threshold_q=flags.threshold_q, workers=flags.workers, seconds=flags.seconds,
+                         cache_dir=flags.cache)
     run_dir, evaluation = run(options, config)
     if evaluation is not None:
         print(format_report(evaluation))

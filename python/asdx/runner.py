@@ -110,9 +110,21 @@ def _plan(options: RunOptions, system) -> _Plan:
         plan.train[machine.name] = _check_split(machine, "train")
         plan.lengths[machine.name, "train"] = check_headers(plan.train[machine.name], channels)
     for machine in machines:
+        system.check_training_clips(machine.name, plan.train[machine.name])
         plan.test[machine.name] = _check_split(machine, "test")
         plan.lengths[machine.name, "test"] = check_headers(plan.test[machine.name], channels)
     return plan
+
+
+def _check_cache_dir(folder: Path) -> None:
+    """The feature cache must be a folder we can write, or creatable in one (checked without creating it)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"{folder}: cannot hold the feature cache: {existing} is not a folder.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"{folder}: the feature cache folder is not writable ({existing}).")
 
 
 def _resolved_config(options: RunOptions, config) -> dict:
@@ -254,13 +266,14 @@ def run_machine(system, machine: MachineDir, plan: _Plan, options: RunOptions, r
     machine_dir = run_dir / "machines" / machine.name
     machine_dir.mkdir(exist_ok=True)
     train_clips, test_clips = plan.train[machine.name], plan.test[machine.name]
-    stage(f"{machine.name}: {len(train_clips)} train clips, {len(test_clips)} test clips; training")
+    stage(f"{machine.name}: {len(train_clips)} train clips, {len(test_clips)} test clips")
     train = ClipSet(train_clips, plan.lengths[machine.name, "train"], options.seconds, options.workers,
                     options.progress, f"{machine.name} train")
     train_scores = _check_scores(system.fit_machine(machine.name, train, machine_dir), len(train_clips),
                                  f"{machine.name} train scores")
     atomic_write_text(machine_dir / "train_scores.csv", scores_csv([c.name for c in train_clips], train_scores))
-    threshold = GammaThreshold(q=options.threshold_q).fit(train_scores.scores)
+    # fitted on the honest scores: MachineScores.threshold_scores when the system gives them (e.g. held-out clips)
+    threshold = GammaThreshold(q=options.threshold_q).fit(train_scores.for_threshold())
     atomic_write_text(machine_dir / "threshold.json", json.dumps(threshold.to_dict(), indent=2))
     stage(f"{machine.name}: scoring")
     test = ClipSet(test_clips, plan.lengths[machine.name, "test"], options.seconds, options.workers,
@@ -342,15 +355,17 @@ def run(options: RunOptions, config):
         raise ValueError(f"system: unknown {options.system!r}; available: {', '.join(sorted(SYSTEMS))}.")
     system = make_system(options, config)
     plan = _plan(options, system)
+    _check_cache_dir(Path(options.cache_dir) if options.cache_dir is not None else Path(options.out) / "cache")
+    system.prepare()
     run_dir = run_dir_for(options, config)
     resolved = _resolved_config(options, config)
     mode = _prepare_run_dir(run_dir, options, resolved)
-    if options.cache_dir is not None and Path(options.cache_dir).exists() and not os.access(options.cache_dir, os.W_OK):
-        raise PermissionError(f"{options.cache_dir}: the feature cache folder is not writable.")
 
     (run_dir / "machines").mkdir(parents=True, exist_ok=True)
     log = _logger(run_dir)
     system.context.log = log
+    for note in system.context.notes:  # noted while preparing, before the log existed
+        log.info("note: %s", note)
     stage = _Stages(log, options.progress)
     if mode == "restart":
         _clear_unfinished(run_dir)
@@ -364,6 +379,7 @@ def run(options: RunOptions, config):
     log.info("run %s (%s): %s on %s", run_dir, mode, options.system, ", ".join(m.name for m in plan.machines))
     try:
         if system.uses_global_stage:
+            system.context.stage_printer = lambda text: stage(f"global stage: {text}")
             resolved["global_stage"] = _run_global_stage(system, plan, options, run_dir, stage)
             atomic_write_text(run_dir / "config.json", json.dumps(resolved, indent=2))
         _save_notes(run_dir, system)
@@ -372,6 +388,7 @@ def run(options: RunOptions, config):
             if (run_dir / "machines" / machine.name / "done.json").exists():
                 stage(f"{prefix}{machine.name}: finished in an earlier run, skipped")
                 continue
+            system.context.stage_printer = lambda text, prefix=f"{prefix}{machine.name}: ": stage(prefix + text)
             run_machine(system, machine, plan, options, run_dir, lambda text: stage(prefix + text))
             _save_notes(run_dir, system)
         evaluation = evaluate_run(run_dir)

@@ -9,6 +9,9 @@ entry is simply not found. Entries are written with asdx._atomic (temp file,
 then rename), so an interrupted run leaves either a whole entry or none;
 leftover temp files are removed by `clean_partials`. Only valid for a frozen
 backbone: a model being trained changes its fingerprint.
+
+A clip is given as a path or as a record with a ``.path`` (asdx.data.Clip, as
+ClipSet holds them); both name the same entry.
 """
 
 from __future__ import annotations
@@ -24,6 +27,11 @@ import numpy as np
 from asdx._atomic import PARTIAL_SUFFIX, atomic_write
 
 CACHE_VERSION = 1
+
+
+def _clip_path(clip) -> Path:
+    """The file behind a clip argument: a record's ``.path`` (asdx.data.Clip) or the path itself."""
+    return Path(clip.path if hasattr(clip, "path") else clip)
 
 
 def beats_preprocessing(**extra) -> dict:
@@ -50,8 +58,8 @@ class FeatureCache:
         self.misses = 0
 
     def meta(self, clip) -> dict:
-        """What an entry for this clip must have been computed from (the clip must exist)."""
-        path = Path(clip).resolve()
+        """What an entry for this clip (path or Clip record) must have been computed from (the clip must exist)."""
+        path = _clip_path(clip).resolve()
         try:
             stat = path.stat()
         except OSError as error:
@@ -67,6 +75,10 @@ class FeatureCache:
     def entry_path(self, clip) -> Path:
         key = self._key(self.meta(clip))
         return self.folder / key[:2] / f"{key}.npz"
+
+    def contains(self, clip) -> bool:
+        """Whether an entry for this clip exists, without reading it (get() still validates it)."""
+        return self.entry_path(clip).is_file()
 
     def get(self, clip) -> np.ndarray | None:
         """The cached array, or None (missing, from other inputs, or unreadable)."""

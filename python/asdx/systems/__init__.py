@@ -51,8 +51,11 @@ class SystemEntry(NamedTuple):
 
 def _registry() -> dict[str, SystemEntry]:
     from asdx.systems.ae import AEConfig, AESystem
+    from asdx.systems.sera import SeraConfig, SeraSystem
 
-    return {"ae": SystemEntry(AEConfig, AESystem, "official DCASE autoencoder baseline (MSE / MAHALA)")}
+    return {"ae": SystemEntry(AEConfig, AESystem, "official DCASE autoencoder baseline (MSE / MAHALA)"),
+            "sera": SystemEntry(SeraConfig, SeraSystem, "sera_ft1: frozen BEATs + ASP + multi-task ArcFace, "
+                                                        "min z-scored distance to source/target banks")}
 
 
 SYSTEMS = _registry()
@@ -61,7 +64,6 @@ SYSTEMS = _registry()
 # them in `asdx run --help` and answers `asdx run <name>` with "planned, not built yet"; a name
 # moves from here to _registry() when its module lands.
 PLANNED: dict[str, str] = {
-    "sera": "SERA-style frozen BEATs",
     "fusion": "fine-tuned BEATs with kNN + GMM score fusion",
     "proto": "stereo CNN + BEATs prototype system",
 }

@@ -18,50 +18,97 @@ decisions are calibrated to what is thresholded; randomness comes from seeded
 generators instead of global RNG state.
 Speed: features come once from the C++ frontend, and the training matrix is one
 tensor batched by index, not a per-row DataLoader.
+
+Threshold scores (AEConfig.threshold_scores): the train-normal scores the runner
+fits the gamma threshold on (q = 0.9: about 10 % of normal test clips should be
+flagged). Scores of clips the model trained on are optimistic, so a threshold
+fitted on them is too low and flags too many normal clips.
+  - "in-sample": the training clips scored by the final model (asdx before the
+    held-out options; kept bit-identical: same model, same draws, same scores).
+  - "holdout": the official 10 % validation split made clip-level: validation_split
+    of each domain's clips (at least one target clip when there are two or more)
+    is held out of training (at least 3 clips in all); the final model trains on the
+    rest and its scores of the held-out clips are the threshold scores
+    (MachineScores.threshold_scores; train_scores.csv keeps every clip's score from
+    the final model, held_out_clips.txt names the held-out ones). Same training cost
+    as in-sample; the test scores come from a model that saw ~90 % of the clips.
+  - "kfold": out-of-fold clip scores. The final model is the in-sample one (test
+    scores unchanged); `folds` extra models, each trained by the same recipe on the
+    other folds' clips (domain-stratified) with its own covariances, score their
+    held-out fold. About `folds` times the training cost.
+  - "official": what the official baseline fits its gamma on (official baseline §5):
+    MSE = the last epoch's per-batch training losses (train-mode BN, before each step)
+    and the validation batches' mean losses; MAHALA = one score per mini-batch of
+    256 vectors treated as one clip, over the shuffled training batches and then the
+    validation batches. Mini-batch scores are not clip scores, so the decisions are
+    poorly calibrated; kept for comparison with the official repository.
+The default is "holdout": on the study (benchmarks/calibration_ae.py, benchmarks/RESULTS.md)
+it flags far fewer normal test clips than in-sample and official at the same cost.
+"kfold" ends nearer 10 % on average only because MAHALA scores are on a different scale for
+each model (the clip-mean error is not centred, and each model has its own offset), so the
+pooled out-of-fold scores of the fold models sit above the final model's; it also costs 2-5x.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from tqdm.auto import tqdm
 
-from asdx._atomic import atomic_write
+from asdx._atomic import atomic_write, atomic_write_text
+from asdx.config import validate_fields
 from asdx.features import logmel_dcase, stack_frames
 from asdx.models.ae import AENet
 from asdx.scoring.mahalanobis import ae_mahalanobis_scores, stable_precision
+from asdx.systems.base import MachineScores, System, SystemContext
 
 SCORES = ("MSE", "MAHALA")
+THRESHOLD_SCORES = ("in-sample", "holdout", "kfold", "official")
+MIN_THRESHOLD_SCORES = 3  # a three-parameter gamma fit needs at least 3 scores (asdx.scoring.gamma)
 
 
 @dataclass
 class AEConfig:
-    """Hyper-parameters of the official baseline.yaml; every field is a CLI flag / config key."""
+    """Hyper-parameters of the official baseline.yaml; every field is a CLI flag / config key.
 
-    epochs: int = 100
-    batch_size: int = 256
-    lr: float = 1e-3
-    validation_split: float = 0.1
-    seed: int = 13711
-    channel: int = 0  # 0: near microphone (official); 1: far
-    score: str = "MAHALA"
-    n_mels: int = 128
-    n_frames: int = 5
-    n_fft: int = 1024
-    hop_length: int = 512
-    device: str = "cpu"
+    Types, ranges and choices are read from the annotations by asdx.config (pydantic).
+    """
+
+    epochs: Annotated[int, Field(ge=1)] = field(default=100, metadata={"help": "training epochs"})
+    batch_size: Annotated[int, Field(ge=1)] = field(default=256, metadata={"help": "vectors per training batch"})
+    lr: Annotated[float, Field(gt=0)] = field(default=1e-3, metadata={"help": "Adam learning rate"})
+    validation_split: Annotated[float, Field(ge=0, lt=1)] = field(
+        default=0.1, metadata={"help": "fraction of the training vectors held out for the validation loss "
+                                       "(with threshold_scores=holdout: of each domain's clips)"})
+    seed: int = field(default=13711, metadata={"help": "random seed of the initialisation, split and shuffles"})
+    channel: Literal[0, 1] = field(default=0, metadata={"help": "0 = near microphone, 1 = far (noisier)"})
+    score: Literal["MSE", "MAHALA"] = field(
+        default="MAHALA", metadata={"help": "MSE = mean squared reconstruction error, MAHALA = selective "
+                                            "Mahalanobis distance (min over source/target covariances)"})
+    n_mels: Annotated[int, Field(ge=1)] = field(default=128, metadata={"help": "mel bands"})
+    n_frames: Annotated[int, Field(ge=1)] = field(default=5, metadata={"help": "frames stacked into one vector"})
+    n_fft: Annotated[int, Field(ge=2)] = field(default=1024, metadata={"help": "FFT size in samples"})
+    hop_length: Annotated[int, Field(ge=1)] = field(default=512, metadata={"help": "STFT hop in samples"})
+    device: str = field(default="auto", metadata={"help": "torch device: auto (CUDA when torch sees a GPU), "
+                                                          "cpu, cuda or cuda:N"})
+    threshold_scores: Literal["in-sample", "holdout", "kfold", "official"] = field(
+        default="holdout", metadata={"help": "train-normal scores the gamma threshold is fitted on: in-sample = "
+                                             "training clips scored by the final model (optimistic, flags too "
+                                             "many); holdout = validation_split of each domain's clips held out "
+                                             "of training, scored by the final model; kfold = out-of-fold scores "
+                                             "of `folds` extra models (final model unchanged, ~folds x the "
+                                             "cost); official = the official baseline's mini-batch scores"})
+    folds: Annotated[int, Field(ge=2)] = field(default=5, metadata={"help": "folds of threshold_scores=kfold"})
 
     def __post_init__(self):
-        if self.score not in SCORES:
-            raise ValueError(f"score: expected one of {SCORES}, got {self.score!r}.")
-        if self.channel not in (0, 1):
-            raise ValueError(f"channel: expected 0 (near) or 1 (far), got {self.channel}.")
-        if not 0.0 <= self.validation_split < 1.0:
-            raise ValueError(f"validation_split: expected [0, 1), got {self.validation_split}.")
+        # The same checks as `asdx run` (types, ranges, choices) for Python callers: AEConfig(epochs=0) raises.
+        validate_fields(self)
 
 
 def clip_vectors(waveforms: np.ndarray, config: AEConfig) -> torch.Tensor:
@@ -71,8 +118,58 @@ def clip_vectors(waveforms: np.ndarray, config: AEConfig) -> torch.Tensor:
     return torch.from_numpy(stack_frames(logmel[:, 0], config.n_frames))
 
 
-class AESystem:
-    """fit(train waveforms, domains) -> trained AE + covariances; score(waveforms) -> clip scores."""
+def stratified_folds(domains, folds: int, seed: int) -> np.ndarray:
+    """Fold index (0..folds-1) per clip, clip-level and domain-stratified: each domain's clips are
+    shuffled and dealt round-robin, the dealing continuing across domains so fold sizes differ by one at most."""
+    domains = np.asarray(domains)
+    if not 2 <= folds <= len(domains):
+        raise ValueError(f"folds: expected 2 <= folds <= {len(domains)} (the training clips), got {folds}.")
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(domains), dtype=np.int64)
+    dealt = 0
+    for domain in sorted(set(domains.tolist())):
+        members = np.flatnonzero(domains == domain)
+        members = members[rng.permutation(len(members))]
+        fold[members] = (dealt + np.arange(len(members))) % folds
+        dealt += len(members)
+    return fold
+
+
+def holdout_clips(domains, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of the clips held out of training: ceil(fraction * n) of each domain's n clips, chosen at
+    random, always leaving one clip of the domain for training (so one target clip of two or more is held out).
+    Small sets: more clips of the largest domain are held out until there are MIN_THRESHOLD_SCORES (3)."""
+    domains = np.asarray(domains)
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(domains), dtype=bool)
+    order = {}
+    for domain in sorted(set(domains.tolist())):
+        members = np.flatnonzero(domains == domain)
+        order[domain] = members[rng.permutation(len(members))]
+        n_held = min(math.ceil(fraction * len(members)), len(members) - 1) if fraction > 0 else 0
+        held[order[domain][:n_held]] = True
+    largest = max(order, key=lambda d: len(order[d])) if order else None
+    if largest is not None and 0 < held.sum() < MIN_THRESHOLD_SCORES:
+        members = order[largest]
+        n_held = min(int(held[members].sum()) + MIN_THRESHOLD_SCORES - int(held.sum()), len(members) - 1)
+        held[members[:n_held]] = True
+    if held.sum() < MIN_THRESHOLD_SCORES:
+        raise ValueError(f"threshold_scores=holdout: {int(held.sum())} of {len(domains)} clips held out with "
+                         f"validation_split={fraction}; the gamma fit needs at least {MIN_THRESHOLD_SCORES}. "
+                         "Raise validation_split or use threshold_scores=kfold.")
+    return held
+
+
+def _as_clip_list(vectors) -> list[torch.Tensor]:
+    """A (clips, vectors, dim) tensor or a list of (vectors, dim) tensors -> list (clips may differ in length)."""
+    return list(vectors.unbind(0)) if isinstance(vectors, torch.Tensor) else list(vectors)
+
+
+class AESystem(System):
+    """Per-machine stage only: fit_machine trains the AE and its covariances; score_machine scores clips.
+
+    Library use without the runner: fit(train waveforms, domains) and score(waveforms).
+    """
 
     name = "ae"
 
@@ -81,9 +178,16 @@ class AESystem:
         """Channels the runner must load: the near mic only, unless the far one is used."""
         return self.config.channel + 1
 
-    def __init__(self, config: AEConfig | None = None):
-        self.config = config or AEConfig()
-        self.device = torch.device(self.config.device)
+    def __init__(self, config: AEConfig | None = None, context: SystemContext | None = None):
+        from asdx.config import resolve_device
+
+        config = config or AEConfig()
+        super().__init__(config, context or SystemContext(device=resolve_device(config.device)))
+        self.device = self.context.device
+        self.reset()
+
+    def reset(self) -> None:
+        """A fresh seeded model, optimiser and shuffle generator: each machine trains its own AE."""
         with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching global RNG state
             torch.manual_seed(self.config.seed)
             self.model = AENet(self.config.n_frames * self.config.n_mels, n_mels=self.config.n_mels)
@@ -92,20 +196,66 @@ class AESystem:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.lr, fused=True)
         self.epochs_done = 0
         self.history: list[dict] = []
+        self.last_epoch_batch_losses_: list[float] = []
         # One generator drives every shuffle; its state is checkpointed, so a resumed
         # run continues the same sequence and ends with the same weights.
         self.generator = torch.Generator().manual_seed(self.config.seed)
 
+    # ------------------------------------------------------------------ the runner's protocol
+    def stream_vectors(self, clips) -> list[torch.Tensor]:
+        """Per-clip (vectors, dim) tensors of a ClipSet, computed batch by batch while workers decode."""
+        out: list = [None] * len(clips)
+        for indices, audio in clips.batches(self.input_channels, batch_size=64):
+            for i, vectors in zip(indices, clip_vectors(audio.numpy(), self.config)):
+                out[i] = vectors
+        return out
+
+    def fit_machine(self, machine: str, train, folder: Path) -> MachineScores:
+        self.reset()
+        domains = np.array([clip.domain or "source" for clip in train.clips])
+        self.fit_vectors(self.stream_vectors(train), domains, checkpoint=Path(folder) / "checkpoint.pt",
+                         progress=self.context.progress)
+        if self.config.threshold_scores == "holdout":  # which rows of train_scores.csv the threshold comes from
+            names = [clip.name for clip, held in zip(train.clips, self.held_out_) if held]
+            atomic_write_text(Path(folder) / "held_out_clips.txt", "".join(f"{name}\n" for name in names))
+        return self.machine_train_scores()
+
+    def machine_train_scores(self) -> MachineScores:
+        """The train scores for the runner, by config.threshold_scores (see the module docstring)."""
+        mode = self.config.threshold_scores
+        if mode == "kfold":  # every clip has an honest score: the threshold is fitted on all of them
+            return MachineScores(self.out_of_fold_scores_)
+        if mode in ("holdout", "official"):
+            return MachineScores(self.train_scores_, threshold_scores=self.threshold_scores_)
+        return MachineScores(self.train_scores_)
+
+    def score_machine(self, test) -> MachineScores:
+        return MachineScores(self.score_vectors(self.stream_vectors(test)))
+
     # ------------------------------------------------------------------ training
     def fit(self, waveforms: np.ndarray, domains, checkpoint: Path | None = None, progress: bool = True):
-        vectors = clip_vectors(waveforms, self.config)
-        n_clips, per_clip, dim = vectors.shape
-        flat = vectors.reshape(-1, dim).to(self.device)
-        is_target = torch.from_numpy(np.repeat(np.asarray(domains) == "target", per_clip)).to(self.device)
-        rng = np.random.default_rng(self.config.seed)
-        order = rng.permutation(flat.shape[0])
-        n_val = math.ceil(self.config.validation_split * flat.shape[0])
-        train_idx, val_idx = torch.from_numpy(order[n_val:]), torch.from_numpy(order[:n_val])
+        return self.fit_vectors(clip_vectors(waveforms, self.config), domains, checkpoint, progress)
+
+    def fit_vectors(self, vectors, domains, checkpoint: Path | None = None, progress: bool = True):
+        """vectors: (clips, vectors, dim) or a list of per-clip (vectors, dim) tensors (clip lengths may differ)."""
+        vectors = _as_clip_list(vectors)
+        domains = np.asarray(domains)
+        if len(domains) != len(vectors):
+            raise ValueError(f"domains: {len(domains)} for {len(vectors)} clips.")
+        mode = self.config.threshold_scores
+        per_clip = np.array([len(v) for v in vectors])
+        flat = torch.cat(vectors).to(self.device)
+        is_target = torch.from_numpy(np.repeat(domains == "target", per_clip)).to(self.device)
+        if mode == "holdout":  # clip-level validation: whole clips out of training, domain-stratified
+            self.held_out_ = holdout_clips(domains, self.config.validation_split, self.config.seed)
+            in_validation = np.repeat(self.held_out_, per_clip)
+            train_idx = torch.from_numpy(np.flatnonzero(~in_validation))
+            val_idx = torch.from_numpy(np.flatnonzero(in_validation))
+        else:  # the official vector-level split; these draws are the in-sample path's, unchanged
+            rng = np.random.default_rng(self.config.seed)
+            order = rng.permutation(flat.shape[0])
+            n_val = math.ceil(self.config.validation_split * flat.shape[0])
+            train_idx, val_idx = torch.from_numpy(order[n_val:]), torch.from_numpy(order[:n_val])
         if checkpoint is not None and Path(checkpoint).exists():  # resume where the last run stopped
             self.load_state_dict(torch.load(checkpoint, weights_only=True))
         epochs = tqdm(range(self.epochs_done, self.config.epochs), desc="AE epochs", disable=not progress,
@@ -119,13 +269,67 @@ class AESystem:
             if checkpoint is not None:
                 atomic_write(checkpoint, lambda tmp: torch.save(self.state_dict(), tmp))
         self._fit_covariances(flat, is_target, train_idx)
-        self.train_scores_ = self.score_vectors(vectors)
+        self.train_scores_ = self.score_vectors(vectors)  # every clip by the final model
+        self.threshold_scores_ = self.train_scores_
+        if mode == "holdout":
+            self.threshold_scores_ = self.train_scores_[self.held_out_]
+        elif mode == "official":
+            self.threshold_scores_ = self._official_threshold_scores(flat, train_idx, val_idx)
+        elif mode == "kfold":
+            self.out_of_fold_scores_ = self._out_of_fold_scores(vectors, domains, checkpoint, progress)
+            self.threshold_scores_ = self.out_of_fold_scores_
         return self
+
+    def _out_of_fold_scores(self, vectors: list, domains: np.ndarray, checkpoint, progress: bool) -> np.ndarray:
+        """Each clip scored by a model that did not train on it (k-fold cross-fitting, clip-level).
+
+        Fold model k is this recipe (same config and seed, in-sample mode) trained on the clips
+        outside fold k, with its own covariances; it scores fold k only. Each fold model
+        checkpoints next to the final model's checkpoint (checkpoint_fold<k>.pt), so they resume too.
+        """
+        fold = stratified_folds(domains, self.config.folds, self.config.seed)
+        fold_config = replace(self.config, threshold_scores="in-sample")
+        scores = np.full(len(vectors), np.nan)
+        for k in tqdm(range(self.config.folds), desc="AE fold models", disable=not progress):
+            held = np.flatnonzero(fold == k)
+            kept = np.flatnonzero(fold != k)
+            model = AESystem(fold_config, SystemContext(device=self.device, progress=False, log=self.context.log))
+            fold_checkpoint = None if checkpoint is None else \
+                Path(checkpoint).with_name(f"{Path(checkpoint).stem}_fold{k}{Path(checkpoint).suffix}")
+            model.fit_vectors([vectors[i] for i in kept], domains[kept], checkpoint=fold_checkpoint, progress=False)
+            scores[held] = model.score_vectors([vectors[i] for i in held])
+        return scores
+
+    @torch.no_grad()
+    def _official_threshold_scores(self, flat, train_idx, val_idx) -> np.ndarray:
+        """The scores the official baseline fits its gamma on (official baseline §5): mini-batch scores."""
+        size = self.config.batch_size
+        if self.config.score == "MSE":
+            # the last epoch's training-batch losses (train-mode BN, before each step), then each validation
+            # batch's mean loss (the v2.0.1 fix: each validation batch, not the last training loss)
+            self.model.eval()
+            val = [((self.model(flat[val_idx[s : s + size]])[0] - flat[val_idx[s : s + size]]) ** 2).mean().item()
+                   for s in range(0, len(val_idx), size)]
+            return np.asarray(list(self.last_epoch_batch_losses_) + val, dtype=np.float64)
+        # MAHALA: after the covariances, the shuffled training batches then the validation batches, each batch
+        # of 256 vectors scored as one "clip" (its mean per-frame error, min over the two precisions); batches of
+        # one vector are not skipped here, as in the official code
+        self.model.eval()
+        permuted = train_idx[torch.randperm(len(train_idx), generator=self.generator)]
+        batches = [permuted[s : s + size] for s in range(0, len(permuted), size)]
+        batches += [val_idx[s : s + size] for s in range(0, len(val_idx), size)]
+        mean_errors = []
+        for rows in batches:
+            errors = self.model(flat[rows])[0] - flat[rows]
+            mean_errors.append(errors.reshape(-1, self.config.n_mels).mean(0).double().cpu())
+        return np.asarray(ae_mahalanobis_scores(torch.stack(mean_errors).numpy(), self.precisions_),
+                          dtype=np.float64)
 
     def _train_epoch(self, flat, train_idx) -> float:
         self.model.train()
         permuted = train_idx[torch.randperm(len(train_idx), generator=self.generator)]
         total, count = 0.0, 0
+        self.last_epoch_batch_losses_ = []  # the official MSE gamma fit uses the last epoch's (official §5)
         for start in range(0, len(permuted), self.config.batch_size):
             batch = flat[permuted[start : start + self.config.batch_size]]
             if batch.shape[0] <= 1:  # BatchNorm cannot train on one row; the official code skips it
@@ -134,7 +338,9 @@ class AESystem:
             loss = torch.nn.functional.mse_loss(self.model(batch)[0], batch)
             loss.backward()
             self.optimizer.step()
-            total += loss.item() * batch.shape[0]
+            value = loss.item()
+            self.last_epoch_batch_losses_.append(value)
+            total += value * batch.shape[0]
             count += batch.shape[0]
         return total / max(count, 1)
 
@@ -179,8 +385,15 @@ class AESystem:
 
     # ------------------------------------------------------------------ scoring
     @torch.no_grad()
-    def score_vectors(self, vectors: torch.Tensor) -> np.ndarray:
-        """(clips, vectors, dim) -> (clips,) float64 scores, higher = more anomalous."""
+    def score_vectors(self, vectors) -> np.ndarray:
+        """(clips, vectors, dim) or a list of per-clip (vectors, dim) -> (clips,) float64, higher = more anomalous."""
+        if not isinstance(vectors, torch.Tensor):
+            clips = _as_clip_list(vectors)
+            scores = np.zeros(len(clips))
+            for length in sorted({len(v) for v in clips}):  # clips of one length score together
+                members = [i for i, v in enumerate(clips) if len(v) == length]
+                scores[members] = self.score_vectors(torch.stack([clips[i] for i in members]))
+            return scores
         self.model.eval()
         n_clips, per_clip, dim = vectors.shape
         if n_clips == 0:
@@ -203,6 +416,7 @@ class AESystem:
         return {"config": asdict(self.config), "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "epochs_done": self.epochs_done, "history": self.history,
                 "generator": self.generator.get_state(),
+                "last_epoch_batch_losses": list(getattr(self, "last_epoch_batch_losses_", [])),
                 "precisions": torch.from_numpy(self.precisions_) if hasattr(self, "precisions_") else None}
 
     def load_state_dict(self, state: dict) -> None:
@@ -211,5 +425,6 @@ class AESystem:
         self.epochs_done = int(state["epochs_done"])
         self.history = list(state["history"])
         self.generator.set_state(state["generator"])
+        self.last_epoch_batch_losses_ = list(state.get("last_epoch_batch_losses", []))
         if state.get("precisions") is not None:
             self.precisions_ = state["precisions"].numpy()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Mapping, Sequence
+from typing import Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -72,6 +72,11 @@ class SystemContext:
     cache_dir: Path | None = None  # frozen-backbone feature cache (asdx.models.cache.FeatureCache)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("asdx.system"))
     notes: list[str] = field(default_factory=list)  # every note reaches run.log, metrics.json and the report
+    stage_printer: Callable[[str], None] | None = None  # set by the runner
+
+    def stage(self, text: str) -> None:
+        """A progress line (loading, embedding, training, scoring); the runner prefixes `machine k/N: <name>`."""
+        (self.stage_printer or self.log.info)(text)
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -105,6 +110,13 @@ class System:
     def input_channels(self) -> int:
         """How many channels the runner must decode: 1 (near) or 2 (near, far)."""
         return 1
+
+    # ------------------------------------------------------------------ checks before any folder
+    def prepare(self) -> None:
+        """Loads and checks what the system needs (checkpoints...) before the runner makes any folder."""
+
+    def check_training_clips(self, machine: str, clips: Sequence) -> None:
+        """Raises ValueError naming the machine when its train clips cannot work (e.g. no target clips)."""
 
     # ------------------------------------------------------------------ global stage
     def global_machines(self, available: Sequence[MachineDir]) -> list[MachineDir]:
