@@ -68,3 +68,12 @@ def synth_root(tmp_path_factory):
 
 
 SYNTH_SIZES = {"n_source": 20, "n_target": 4, "n_test": 8, "samples": 16000}
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: thread hand-offs cost more than they save on 2 busy cores (use with pytestmark)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

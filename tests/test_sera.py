@@ -27,13 +27,7 @@ from asdx.systems.sera import (HEAD_FILE, MACHINE_FILE, RESUME_FILE, SERA_CHECKP
 FAST = dict(beats="random-tiny", epochs=8, lr=1e-3, batch_size=32, seed=0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny tensors: thread hand-offs cost more than they save on 2 busy cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def clipset(machine, split: str) -> ClipSet:

@@ -17,12 +17,7 @@ MACHINES = "fan,valveEmu,Sander,ToyDrone"
 FAST = ["--beats", "random-tiny", "--epochs", "4", "--lr", "1e-3", "--quiet", "--workers", "0"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@ Run directory (runs/<system>/<name>/):
   global/                               the global stage (systems that have one) and its done.json
   machines/<machine>/                   the system's own files (checkpoints, banks)
   machines/<machine>/train_scores.csv   name,score,<sub-scores...> of the held-out train-normal scores
-  machines/<machine>/threshold.json     gamma fit and threshold (q, default 0.9)
+  machines/<machine>/threshold.json     gamma fit and threshold (q, default 0.9), fitted on the train scores or,
+                                        when the system gives them, on MachineScores.threshold_scores
   machines/<machine>/test_scores.csv    name,score,<sub-scores...>,label,domain (blank where unknown)
   machines/<machine>/done.json          written last: the machine is finished
   submission/anomaly_score_<m>_section_00_test.csv, decision_result_<m>_section_00_test.csv

@@ -94,7 +94,9 @@ class System:
     Per-machine stage:
         fit_machine(machine, train, folder) -> MachineScores of the train clips, which
         must be HONEST (held out: leave-one-out, out-of-fold, held-out clips), because
-        the gamma threshold is fitted on them; score_machine(test) -> MachineScores.
+        the gamma threshold is fitted on them; when only some are (ae's holdout), the
+        honest ones go in MachineScores.threshold_scores and the threshold is fitted on
+        those; score_machine(test) -> MachineScores.
     """
 
     name: ClassVar[str] = ""
