@@ -146,13 +146,14 @@ def _differing_keys(stored: dict, wanted: dict) -> list[str]:
 
 
 def _prepare_run_dir(run_dir: Path, options: RunOptions, resolved: dict) -> str:
-    """Decides how an existing run directory is used: 'new', 'restart' (it finished nothing) or 'resume'."""
+    """Decides how an existing run directory is used: 'new', 'restart' (it finished nothing and --resume was not
+    given: partial outputs go) or 'resume' (same config; finished machines and checkpoints are kept)."""
     config_path = run_dir / "config.json"
     if not config_path.exists():
         return "new"
     stored = json.loads(config_path.read_text())
     finished = list((run_dir / "machines").glob("*/done.json"))
-    if not finished:
+    if not finished and not options.resume:
         return "restart"
     if not options.resume:
         raise FileExistsError(f"{run_dir}: a run with this name has finished machines; pass --resume to continue "
