@@ -56,6 +56,7 @@ class CountingSystem(System):
     def fit_machine(self, machine, train, folder):
         CountingSystem.machine_fits += 1
         if machine == CountingSystem.fail_on:
+            (folder / "checkpoint.txt").write_text("half-trained")
             raise ValueError(f"planned failure on {machine}")
         energies = self._energies(train)
         self.mean = energies.mean()
@@ -229,3 +230,26 @@ def test_a_decoding_error_in_a_worker_is_one_clear_error(data, tmp_path):
     sf.write(clips[2].path, audio, rate, subtype="FLOAT")
     with pytest.raises(ValueError, match=rf"{clips[2].name}.*NaN"):
         clip_set.load_all(channels=2)
+
+
+def test_resume_after_a_failure_keeps_checkpoints_and_a_plain_rerun_clears_them(counting, data, tmp_path):
+    counting.fail_on = "fan"
+    for _ in range(2):
+        with pytest.raises(ValueError, match="planned failure"):
+            run(options(data, tmp_path, "fan", resume=True), CountingConfig())
+        checkpoint = tmp_path / "counting" / "fan-seed0" / "machines" / "fan" / "checkpoint.txt"
+        assert checkpoint.is_file()
+        checkpoint.write_text("kept")
+    with pytest.raises(ValueError, match="planned failure"):
+        run(options(data, tmp_path, "fan", resume=True), CountingConfig())
+    counting.fail_on = None
+    checkpoint.write_text("kept")
+    run(options(data, tmp_path, "fan", resume=True), CountingConfig())
+    assert checkpoint.read_text() == "kept"
+    counting.fail_on = "fan"
+    with pytest.raises(ValueError):
+        run(options(data, tmp_path, "fan", name="fresh"), CountingConfig())
+    (tmp_path / "counting" / "fresh" / "machines" / "fan" / "checkpoint.txt").write_text("stale")
+    counting.fail_on = None
+    run(options(data, tmp_path, "fan", name="fresh"), CountingConfig())  # a plain rerun starts afresh
+    assert not (tmp_path / "counting" / "fresh" / "machines" / "fan" / "checkpoint.txt").exists()
