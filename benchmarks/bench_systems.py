@@ -591,7 +591,8 @@ def measure(args) -> dict:
         test_embeddings = tiny.embed(test)
         rows.append(Row("scoring alone: DomainBanks.score", label, len(test), "-",
                         CLOCK.time(lambda: tiny.banks.score(test_embeddings), R), "two banks, k = 1"))
-        result.update(floor_tiny=floor_tiny, pipe_tiny=pipe_tiny, cached_tiny=cached_tiny,
+        result.update(floor_tiny=floor_tiny, extract_tiny=extract_tiny, pipe_tiny=pipe_tiny,
+                      cached_tiny=cached_tiny,
                       cached_batches_tiny=cached_batches_tiny, tiny_tokens=token_count(seconds, model.cfg),
                       tiny_dim=model.cfg.encoder_embed_dim)
         del tiny, model
@@ -811,9 +812,12 @@ def report(args, result: dict) -> list[str]:
         "", "Goals:",
         f"- embedding throughput of the full pipeline within 10% of the bare BEATs forward on pre-loaded tensors "
         f"(pipeline / floor <= {RATIO_GOAL:.2f}): full-size BEATs {ratio_full:.3f} -> "
-        f"{'met' if ratio_full <= RATIO_GOAL else 'NOT met'} (the meaningful row); random-tiny {ratio_tiny:.2f} -> "
-        f"{'met' if ratio_tiny <= RATIO_GOAL else 'NOT met'}: the tiny model is so cheap that decoding and the cache "
-        "writes dominate, so nothing can hide behind it.",
+        f"{'met' if ratio_full <= RATIO_GOAL else 'NOT met'} (the meaningful row; against fbank + forward on "
+        f"pre-loaded audio: {result['pipe_full'] / result['extract_full']:.3f}); random-tiny {ratio_tiny:.2f} -> "
+        f"{'met' if ratio_tiny <= RATIO_GOAL else 'NOT met'}: the tiny forward ({result['floor_tiny'] / 1e3:.2f} s) "
+        "is so cheap that the fbank, which runs in the main process (fbank + forward - forward = "
+        f"{(result['extract_tiny'] - result['floor_tiny']) / 1e3:.2f} s), and the WAV decoding cannot hide "
+        "behind it.",
         f"- a cached second run does no forward pass: random-tiny {result['cached_batches_tiny']} forward batches in "
         f"{result['cached_tiny'] / 1e3:.2f} s for {result['train']} clips, full size {result['cached_batches_full']} "
         f"in {result['cached_full'] / 1e3:.2f} s for {result['full_clips']} clips -> "
