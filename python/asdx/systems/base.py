@@ -7,6 +7,7 @@ and reads audio only through the `ClipSet`s it is handed.
 
 from __future__ import annotations
 
+import abc
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,7 +85,7 @@ class SystemContext:
             self.log.info("note: %s", text)
 
 
-class System:
+class System(abc.ABC):
     """Base class of the four systems; the stages a system does not use keep these defaults.
 
     Global stage (trained once per run on the train splits of several machines):
@@ -131,14 +132,16 @@ class System:
         return {k: v for k, v in asdict(self.config).items() if k not in self.per_machine_config_fields}
 
     def fit_global(self, train: ClipSet, folder: Path) -> None:
-        raise NotImplementedError(f"{type(self).__name__} has no global stage.")
+        raise TypeError(f"{type(self).__name__} has no global stage (uses_global_stage is False).")
 
     def load_global(self, folder: Path) -> None:
-        raise NotImplementedError(f"{type(self).__name__} has no global stage.")
+        raise TypeError(f"{type(self).__name__} has no global stage (uses_global_stage is False).")
 
     # ------------------------------------------------------------------ per-machine stage
+    @abc.abstractmethod
     def fit_machine(self, machine: str, train: ClipSet, folder: Path) -> MachineScores:
-        raise NotImplementedError
+        """Fits the machine's model or banks; returns honest (held-out) train-normal scores."""
 
+    @abc.abstractmethod
     def score_machine(self, test: ClipSet) -> MachineScores:
-        raise NotImplementedError
+        """Scores the test clips with what fit_machine fitted."""
