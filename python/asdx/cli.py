@@ -118,7 +118,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
                          name=args.name, resume=args.resume, progress=not args.quiet,
                          threshold_q=flags.threshold_q, workers=flags.workers, seconds=flags.seconds,
                          cache_dir=flags.cache)
-    run_dir, evaluation = run(options, config)
+    from asdx import distributed
+
+    try:
+        run_dir, evaluation = run(options, config)
+    finally:
+        distributed.shutdown()
+    if run_dir is None:  # a torchrun rank other than 0: rank 0 writes and reports
+        return 0
     if evaluation is not None:
         print(format_report(evaluation))
     print(f"\nrun directory: {run_dir}\nreport: {run_dir / 'report.html'}")

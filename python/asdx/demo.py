@@ -1,8 +1,9 @@
 """`asdx demo`: the main job on a built-in default, end to end in a few minutes on 2 CPU cores.
 
 Synthesises a small stereo dataset (two dev and two eval machine types), runs
-the official AE baseline (MAHALA, the official 100 epochs) and sera_ft1 with the
-small random `random-tiny` BEATs (real BEATs weights are not shipped) on each,
+the official AE baseline (MAHALA, the official 100 epochs), sera_ft1 and T_fusion
+(5 epochs) with the small random `random-tiny` BEATs (real BEATs weights are not
+shipped) on each,
 thresholds, writes the submissions, evaluates with the official metric and
 writes the reports. Re-running resumes: finished machines, the global stage and
 the generated data are reused.
@@ -17,6 +18,7 @@ from asdx.data.synth import generate
 from asdx.evaluation import format_report
 from asdx.runner import RunOptions, run
 from asdx.systems.ae import AEConfig
+from asdx.systems.fusion import FusionConfig
 from asdx.systems.sera import SeraConfig
 
 DEMO_MACHINES = ("fan", "valveEmu", "ToyDrone", "Sander")
@@ -28,12 +30,14 @@ def default_demo_dir() -> Path:
     return cache / "asdx" / "demo"
 
 
-def demo(out=None, progress: bool = True, systems: tuple[str, ...] = ("ae", "sera")):
+def demo(out=None, progress: bool = True, systems: tuple[str, ...] = ("ae", "sera", "fusion")):
     """Runs the demo under `out` (default: the user's cache folder); returns {system: (run_dir, evaluation)}."""
     base = Path(out) if out is not None else default_demo_dir()
     data = generate(base / "data", machines=",".join(DEMO_MACHINES), seed=0, progress=progress, **DEMO_SIZES)
     configs = {"ae": (AEConfig(), "official AE baseline, MAHALA"),
-               "sera": (SeraConfig(beats="random-tiny"), "sera_ft1 with the random-tiny BEATs")}
+               "sera": (SeraConfig(beats="random-tiny"), "sera_ft1 with the random-tiny BEATs"),
+               "fusion": (FusionConfig(beats="random-tiny", epochs=5), "T_fusion with the random-tiny BEATs, "
+                                                                       "5 epochs")}
     results = {}
     for system in systems:
         config, what = configs[system]

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from asdx import distributed
 from asdx._atomic import atomic_write_text
 from asdx.data import machine_clips, resolve_machines
 from asdx.data.dataset import MachineDir, list_machines, split_dir
@@ -83,6 +84,7 @@ class _Plan:
     test: dict[str, list]
     lengths: dict[tuple[str, str], np.ndarray]
     global_machines: list[MachineDir] = field(default_factory=list)
+    validation: dict[str, list] = field(default_factory=dict)  # labelled test clips of global machines
 
 
 def run_dir_for(options: RunOptions, config) -> Path:
@@ -114,6 +116,13 @@ def _plan(options: RunOptions, system) -> _Plan:
         system.check_training_clips(machine.name, plan.train[machine.name])
         plan.test[machine.name] = _check_split(machine, "test")
         plan.lengths[machine.name, "test"] = check_headers(plan.test[machine.name], channels)
+    if getattr(system, "wants_global_validation", False):
+        for machine in global_machines:
+            clips = machine_clips(machine, "test")
+            if clips and all(c.label is not None and c.domain is not None for c in clips):
+                plan.validation[machine.name] = clips
+                if (machine.name, "test") not in plan.lengths:
+                    plan.lengths[machine.name, "test"] = check_headers(clips, channels)
     return plan
 
 
@@ -219,10 +228,16 @@ def _check_scores(scores: MachineScores, n: int, what: str) -> MachineScores:
 
 
 # ---------------------------------------------------------------------- the global stage
-def _global_key(options: RunOptions, system, clips: list, lengths: np.ndarray) -> str:
-    files = [(str(Path(c.path).resolve()), int(Path(c.path).stat().st_size), int(n)) for c, n in zip(clips, lengths)]
+def _file_list(clips: list, lengths: np.ndarray) -> list:
+    return sorted((str(Path(c.path).resolve()), int(Path(c.path).stat().st_size), int(n))
+                  for c, n in zip(clips, lengths))
+
+
+def _global_key(options: RunOptions, system, clips: list, lengths: np.ndarray, validation: ClipSet | None) -> str:
     description = {"system": options.system, "config": system.global_config(), "seconds": float(options.seconds),
-                   "files": sorted(files)}
+                   "files": _file_list(clips, lengths)}
+    if validation is not None:  # early stopping looked at these clips: they shape the model too
+        description["validation_files"] = _file_list(validation.clips, validation.lengths)
     return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -234,18 +249,41 @@ def _finished_global(folder: Path, key: str) -> bool:
         return False
 
 
-def _run_global_stage(system, plan: _Plan, options: RunOptions, run_dir: Path, stage: _Stages) -> dict:
+def _global_sets(plan: _Plan, options: RunOptions) -> tuple[ClipSet, ClipSet | None]:
+    """The global stage's train clips and (for systems that want it) the labelled test clips of its machines."""
     clips = [c for m in plan.global_machines for c in plan.train[m.name]]
     lengths = np.concatenate([plan.lengths[m.name, "train"] for m in plan.global_machines])
-    key = _global_key(options, system, clips, lengths)
+    train = ClipSet(clips, lengths, options.seconds, options.workers, options.progress, "global train clips")
+    if not plan.validation:
+        return train, None
+    names = [m.name for m in plan.global_machines if m.name in plan.validation]
+    validation = ClipSet([c for m in names for c in plan.validation[m]],
+                         np.concatenate([plan.lengths[m, "test"] for m in names]), options.seconds, options.workers,
+                         options.progress, "global validation clips")
+    return train, validation
+
+
+def _fit_global(system, train: ClipSet, validation: ClipSet | None, folder: Path) -> None:
+    if getattr(system, "wants_global_validation", False):
+        system.fit_global(train, folder, validation)
+    else:
+        system.fit_global(train, folder)
+
+
+def _run_global_stage(system, plan: _Plan, options: RunOptions, run_dir: Path, stage: _Stages) -> dict:
+    train, validation = _global_sets(plan, options)
+    key = _global_key(options, system, train.clips, train.lengths, validation)
     folder = run_dir / GLOBAL_DIR
-    info = {"key": key, "machines": [m.name for m in plan.global_machines], "clips": len(clips)}
+    info = {"key": key, "machines": [m.name for m in plan.global_machines], "clips": len(train),
+            "validation_clips": 0 if validation is None else len(validation)}
     if _finished_global(folder, key):
+        distributed.broadcast_object({"train": False})
         stage(f"global stage: finished earlier in this run (key {key[:12]}), loaded")
         system.load_global(folder)
         return {**info, "reused_from": str(folder)}
     for other in sorted(Path(options.out, options.system).glob(f"*/{GLOBAL_DIR}")):
         if other != folder and _finished_global(other, key):
+            distributed.broadcast_object({"train": False})
             if folder.exists():
                 shutil.rmtree(folder)
             shutil.copytree(other, folder)
@@ -254,10 +292,11 @@ def _run_global_stage(system, plan: _Plan, options: RunOptions, run_dir: Path, s
             system.load_global(folder)
             return {**info, "reused_from": str(other)}
     folder.mkdir(exist_ok=True)
-    stage(f"global stage: training on {len(clips)} train clips of {len(plan.global_machines)} machines "
-          f"({', '.join(info['machines'])})")
-    train = ClipSet(clips, lengths, options.seconds, options.workers, options.progress, "global train clips")
-    system.fit_global(train, folder)
+    distributed.broadcast_object({"train": True})  # torchrun: the other ranks join the training
+    stage(f"global stage: training on {len(train)} train clips of {len(plan.global_machines)} machines "
+          f"({', '.join(info['machines'])})"
+          + ("" if validation is None else f", {len(validation)} labelled test clips for early stopping"))
+    _fit_global(system, train, validation, folder)
     atomic_write_text(folder / "done.json", json.dumps(info, indent=2))
     system.load_global(folder)  # the per-machine stage always starts from what is on disk
     return {**info, "reused_from": None}
@@ -355,6 +394,9 @@ def run(options: RunOptions, config):
 
     if options.system not in SYSTEMS:
         raise ValueError(f"system: unknown {options.system!r}; available: {', '.join(sorted(SYSTEMS))}.")
+    me = distributed.init_from_environment(getattr(config, "device", "auto"))
+    if not me.is_main:
+        return _run_as_worker(options, config)
     system = make_system(options, config)
     plan = _plan(options, system)
     _check_cache_dir(Path(options.cache_dir) if options.cache_dir is not None else Path(options.out) / "cache")
@@ -402,6 +444,25 @@ def run(options: RunOptions, config):
         _save_notes(run_dir, system)
     log.info("run finished")
     return run_dir, evaluation
+
+
+def _run_as_worker(options: RunOptions, config):
+    """A torchrun rank other than 0: joins the global stage's training when rank 0 trains, writes nothing.
+
+    Rank 0 alone checks the run folder, reuses a finished global stage or trains it with the
+    others, and runs the per-machine stage; this rank returns (None, None) once its part is done.
+    """
+    system = make_system(options, config, progress=False, log=logging.getLogger("asdx.run.worker"))
+    if not system.uses_global_stage:
+        return None, None
+    plan = _plan(options, system)
+    system.prepare()
+    # rank 0 broadcasts once per global stage; only systems whose fit_global runs DDP (trains_distributed) join
+    # it: any other (sera) would train a duplicate model here and write it into rank 0's folder
+    if distributed.broadcast_object(None)["train"] and getattr(system, "trains_distributed", False):
+        train, validation = _global_sets(plan, dataclasses.replace(options, progress=False))
+        _fit_global(system, train, validation, run_dir_for(options, config) / GLOBAL_DIR)
+    return None, None
 
 
 def _save_notes(run_dir: Path, system) -> None:

@@ -138,21 +138,33 @@ class ClipSet:
             plan.extend(members[s : s + batch_size] for s in range(0, len(members), batch_size))
         return plan
 
-    def batches(self, channels: int, batch_size: int = DEFAULT_BATCH_SIZE, desc: str | None = None) \
-            -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-        """Yields (indices into this set, float32 audio (batch, channels, samples)) until every clip was seen once."""
+    def batches(self, channels: int, batch_size: int = DEFAULT_BATCH_SIZE, desc: str | None = None,
+                plan: Sequence[Sequence[int]] | None = None) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """Yields (indices into this set, float32 audio (batch, channels, samples)) until every clip was seen once.
+
+        plan: the index batches to load, in order (each of one cropped length), instead of batch_plan(batch_size);
+        a training loop passes its shuffled batches here.
+        """
         if channels not in (1, 2):
             raise ValueError(f"channels: expected 1 or 2, got {channels!r}.")
         if len(self) == 0:
             return
         from tqdm.auto import tqdm
 
-        dataset = _ClipAudio(self.clips, channels, self.cropped_lengths)
+        crop = self.cropped_lengths
+        if plan is None:
+            plan = self.batch_plan(batch_size)
+        else:
+            plan = [[int(i) for i in batch] for batch in plan]
+            for batch in plan:
+                if len(set(crop[batch].tolist())) > 1:
+                    raise ValueError(f"plan: batch {batch[:4]}... mixes cropped lengths; batches are never padded.")
+        dataset = _ClipAudio(self.clips, channels, crop)
         loader = torch.utils.data.DataLoader(
-            dataset, batch_sampler=self.batch_plan(batch_size), collate_fn=_collate, num_workers=self.workers,
+            dataset, batch_sampler=plan, collate_fn=_collate, num_workers=self.workers,
             worker_init_fn=_worker_init if self.workers else None, prefetch_factor=2 if self.workers else None,
             persistent_workers=False)
-        with tqdm(total=len(self), desc=desc or self.label, unit="clip", disable=not self.progress,
+        with tqdm(total=sum(len(batch) for batch in plan), desc=desc or self.label, unit="clip", disable=not self.progress,
                   leave=False) as bar:
             for item in loader:
                 if isinstance(item, str):

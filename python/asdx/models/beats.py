@@ -334,23 +334,41 @@ class BEATsEncoder(nn.Module):
         self.layerdrop = cfg.encoder_layerdrop
         self.layerdrop_generator = torch.Generator().manual_seed(0)
 
-    def forward(self, x: torch.Tensor, keep: Iterable[int] = ()) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-        """x (B, N, D) -> last states (B, N, D) and {i: states} for i in keep (0 = encoder input, i = layer i)."""
+    def forward(self, x: torch.Tensor, keep: Iterable[int] = (), upto: int | None = None) \
+            -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """x (B, N, D) -> last states (B, N, D) and {i: states} for i in keep (0 = encoder input, i = layer i).
+
+        upto: stop after that layer (its states are returned as the last ones); the layers above are not run.
+        """
         keep = set(keep)
         x = x + self.pos_conv(x.transpose(1, 2)).transpose(1, 2)
         x = self.dropout(self.layer_norm(x))
         hidden = {0: x} if 0 in keep else {}
+        return self.forward_layers(x, 0, keep, hidden, end=upto), hidden
+
+    def forward_layers(self, x: torch.Tensor, start: int = 0, keep: Iterable[int] = (),
+                       hidden: dict | None = None, end: int | None = None) -> torch.Tensor:
+        """x = the states after layer `start` (0 = encoder input) -> the states after layer `end` (default N).
+
+        Runs layers start+1..end. Lets a caller cache the output of frozen lower layers
+        and run only the top ones (fine-tuning the top k blocks). States of layers in
+        keep go into hidden.
+        """
+        end = len(self.layers) if end is None else int(end)
+        if not 0 <= start <= end <= len(self.layers):
+            raise ValueError(f"start, end: expected 0 <= start <= end <= {len(self.layers)}, got {start}, {end}.")
+        keep = set(keep)
         bias = self.layers[0].self_attn.compute_bias(x.shape[1]) if self.relative_position_embedding else None
-        for i, layer in enumerate(self.layers, start=1):
+        for i, layer in enumerate(self.layers[start:end], start=start + 1):
             if self.gradient_ratio != 1.0 and x.requires_grad:
                 x = _GradMultiply.apply(x, self.gradient_ratio)
             skip = self.training and self.layerdrop > 0 and \
                 torch.rand((), generator=self.layerdrop_generator).item() < self.layerdrop
             if not skip:
                 x = layer(x, bias)
-            if i in keep:
+            if i in keep and hidden is not None:
                 hidden[i] = x
-        return x, hidden
+        return x
 
 
 # --------------------------------------------------------------------------- the model
@@ -470,14 +488,20 @@ class BEATs(nn.Module):
         b, c, time_patches, bands = patches.shape
         return patches.reshape(b, c, -1).transpose(1, 2), time_patches, bands
 
-    def encode(self, fbank: torch.Tensor, layers: Iterable[int] = ()) -> BEATsFeatures:
-        """Normalised fbank (B, T, 128) -> BEATsFeatures; layers: 0 (encoder input) .. encoder_layers."""
+    def encode(self, fbank: torch.Tensor, layers: Iterable[int] = (), upto: int | None = None) -> BEATsFeatures:
+        """Normalised fbank (B, T, 128) -> BEATsFeatures; layers: 0 (encoder input) .. encoder_layers.
+
+        upto: run the encoder only through that layer (tokens = its states; the layers asked for must be <= upto).
+        """
         layers = self._check_layers(layers)
+        if upto is not None and (not 0 <= upto <= self.cfg.encoder_layers or any(i > upto for i in layers)):
+            raise ValueError(f"upto: expected 0..{self.cfg.encoder_layers} and >= every requested layer {layers}, "
+                             f"got {upto}.")
         tokens, time_patches, bands = self.patchify(fbank)
         tokens = self.layer_norm(tokens)
         if self.post_extract_proj is not None:
             tokens = self.post_extract_proj(tokens)
-        out, hidden = self.encoder(self.dropout_input(tokens), keep=layers)
+        out, hidden = self.encoder(self.dropout_input(tokens), keep=layers, upto=upto)
         return BEATsFeatures(out, {i: hidden[i] for i in layers}, time_patches, bands)
 
     def extract(self, waveform, layers: Iterable[int] = ()) -> BEATsFeatures:

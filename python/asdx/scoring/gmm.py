@@ -67,8 +67,22 @@ def gmm_diag_loglik(queries, weights, means, variances):
     return like_input(_C.gmm_diag_loglik_cpu(q.numpy(), log_weights, m.numpy(), v.numpy()), q)
 
 
+def _domain_labels(domain, n: int) -> np.ndarray:
+    labels = domain.detach().cpu().numpy() if isinstance(domain, torch.Tensor) else np.asarray(domain)
+    if labels.ndim != 1 or labels.shape[0] != n:
+        raise ValueError(f"domain: expected {n} labels (one per row of X), got shape {labels.shape}.")
+    return labels
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 class DiagGMMScorer:
     """Diagonal-covariance Gaussian-mixture anomaly scorer: score = −log p(x).
+
+    The GMM half of T_fusion (system report §2.3: "KNN and diagonal GMM negative
+    log-likelihood scorers ... rank-normalized and combined by element-wise minimum").
 
     fit(X, domain=None) fits one mixture to all rows with
     `sklearn.mixture.GaussianMixture(covariance_type="diag")` (`domain` is accepted for
@@ -76,41 +90,106 @@ class DiagGMMScorer:
     components cover both domains). score_samples(X) is the negative per-sample
     log-likelihood from our kernel, float64 (N,), higher = more anomalous.
 
-    Learned: weights_ (K), means_ (K, D), variances_ (K, D) float64, converged_,
-    n_features_in_.
+    n_components: an int >= 1, or "bic": fit K = 1..max_components (K above the number
+    of rows skipped) and keep the fit with the lowest BIC (the smallest K on a tie), so
+    each machine gets as many components as its data supports.
+
+    Learned: n_components_ (the K used), bic_ (dict K -> BIC on the fit rows; only the
+    K used when n_components is an int), weights_ (K), means_ (K, D), variances_ (K, D)
+    float64, converged_, n_features_in_.
     """
 
-    def __init__(self, n_components: int = 1, reg_covar: float = 1e-6, max_iter: int = 100,
-                 random_state: int | None = 0):
+    def __init__(self, n_components: int | str = 1, reg_covar: float = 1e-6, max_iter: int = 100,
+                 random_state: int | None = 0, max_components: int = 8):
         self.n_components = n_components
         self.reg_covar = reg_covar
         self.max_iter = max_iter
         self.random_state = random_state
+        self.max_components = max_components
 
-    def fit(self, X, domain=None) -> "DiagGMMScorer":
-        from sklearn.mixture import GaussianMixture
-
-        if isinstance(self.n_components, bool) or not isinstance(self.n_components, (int, np.integer)) \
-                or self.n_components < 1:
-            raise ValueError(f"n_components: must be an integer >= 1, got {self.n_components!r}.")
+    def _check_settings(self) -> None:
+        if not (self.n_components == "bic" if isinstance(self.n_components, str)
+                else _is_int(self.n_components) and self.n_components >= 1):
+            raise ValueError(f'n_components: must be an integer >= 1 or "bic", got {self.n_components!r}.')
+        if not (_is_int(self.max_components) and self.max_components >= 1):
+            raise ValueError(f"max_components: must be an integer >= 1, got {self.max_components!r}.")
         if not (isinstance(self.reg_covar, (int, float, np.floating)) and self.reg_covar >= 0):
             raise ValueError(f"reg_covar: must be a number >= 0, got {self.reg_covar!r}.")
+
+    def _fit_mixture(self, x: np.ndarray, k: int):
+        from sklearn.mixture import GaussianMixture
+
+        return GaussianMixture(n_components=int(k), covariance_type="diag", reg_covar=float(self.reg_covar),
+                               max_iter=int(self.max_iter), random_state=self.random_state).fit(x)
+
+    def fit(self, X, domain=None) -> "DiagGMMScorer":
+        self._check_settings()
         x = prepare(X, "X", ndim=2, dtype=np.float64, allow_empty=False).numpy()
-        if x.shape[0] < self.n_components:
+        if self.n_components != "bic" and x.shape[0] < self.n_components:
             raise ValueError(f"X: {x.shape[0]} rows for n_components={self.n_components}; need at least as many rows.")
         if domain is not None:
-            labels = domain.detach().cpu().numpy() if isinstance(domain, torch.Tensor) else np.asarray(domain)
-            if labels.ndim != 1 or labels.shape[0] != x.shape[0]:
-                raise ValueError(f"domain: expected {x.shape[0]} labels (one per row of X), got shape {labels.shape}.")
-        mixture = GaussianMixture(n_components=int(self.n_components), covariance_type="diag",
-                                  reg_covar=float(self.reg_covar), max_iter=int(self.max_iter),
-                                  random_state=self.random_state).fit(x)
+            _domain_labels(domain, x.shape[0])
+        if self.n_components == "bic":
+            bic, mixture = {}, None
+            for k in range(1, min(int(self.max_components), x.shape[0]) + 1):
+                candidate = self._fit_mixture(x, k)
+                bic[k] = float(candidate.bic(x))
+                if mixture is None or bic[k] < bic[mixture.n_components]:
+                    mixture = candidate
+        else:
+            mixture = self._fit_mixture(x, self.n_components)
+            bic = {int(self.n_components): float(mixture.bic(x))}
+        self.n_components_ = int(mixture.n_components)
+        self.bic_ = bic
         self.weights_ = np.asarray(mixture.weights_, dtype=np.float64)
         self.means_ = np.asarray(mixture.means_, dtype=np.float64)
         self.variances_ = np.asarray(mixture.covariances_, dtype=np.float64)
         self.converged_ = bool(mixture.converged_)
         self.n_features_in_ = x.shape[1]
         return self
+
+    def out_of_fold_scores(self, X, domain=None, n_splits: int = 5) -> np.ndarray:
+        """Honest train scores, float64 (N,): each row scored by a mixture that did not see it.
+
+        In-sample −log p of the fit rows is optimistic (a lone outlier can even get a
+        component of its own), so a threshold or a rank reference built from it is
+        biased; cross-fitting avoids that. Call fit(X) first, on these rows: every fold
+        mixture uses its n_components_ and settings, and the scorer's fitted state is
+        left unchanged. With "bic" the K choice therefore saw all rows — a small leak
+        accepted so that BIC is not rerun per fold.
+
+        Folds: StratifiedKFold on `domain` when every domain has >= n_splits rows;
+        else with n_splits lowered to the smallest domain count when that is >= 2
+        (the rare target domain still lands in every fold); else plain KFold. Always
+        shuffle=True, random_state=self.random_state.
+        """
+        from sklearn.model_selection import KFold, StratifiedKFold
+
+        if not hasattr(self, "means_"):
+            raise ValueError("DiagGMMScorer: call fit(X) before out_of_fold_scores(X).")
+        x = prepare(X, "X", ndim=2, dtype=np.float64, allow_empty=False).numpy()
+        if x.shape[1] != self.n_features_in_:
+            raise ValueError(f"X: has {x.shape[1]} features, but the scorer was fitted with {self.n_features_in_}.")
+        n = x.shape[0]
+        if not (_is_int(n_splits) and 2 <= n_splits <= n):
+            raise ValueError(f"n_splits: must be an integer from 2 to the number of rows ({n}), got {n_splits!r}.")
+        splitter = KFold(int(n_splits), shuffle=True, random_state=self.random_state)
+        labels = None
+        if domain is not None:
+            labels = _domain_labels(domain, n)
+            smallest = int(np.unique(labels, return_counts=True)[1].min())
+            if smallest >= 2:
+                splitter = StratifiedKFold(min(int(n_splits), smallest), shuffle=True,
+                                           random_state=self.random_state)
+        k = self.n_components_
+        scores = np.full(n, np.nan)
+        for fold, (kept, held) in enumerate(splitter.split(x, labels)):
+            if kept.size < k:
+                raise ValueError(f"n_splits: fold {fold} leaves {kept.size} rows to fit, fewer than the "
+                                 f"n_components_={k} components; use fewer splits or more rows.")
+            mixture = self._fit_mixture(x[kept], k)
+            scores[held] = -gmm_diag_loglik(x[held], mixture.weights_, mixture.means_, mixture.covariances_)
+        return scores
 
     def score_samples(self, X) -> np.ndarray:
         """Negative log-likelihood, float64 (N,); higher = more anomalous."""

@@ -51,11 +51,14 @@ class SystemEntry(NamedTuple):
 
 def _registry() -> dict[str, SystemEntry]:
     from asdx.systems.ae import AEConfig, AESystem
+    from asdx.systems.fusion import FusionConfig, FusionSystem
     from asdx.systems.sera import SeraConfig, SeraSystem
 
     return {"ae": SystemEntry(AEConfig, AESystem, "official DCASE autoencoder baseline (MSE / MAHALA)"),
             "sera": SystemEntry(SeraConfig, SeraSystem, "sera_ft1: frozen BEATs + ASP + multi-task ArcFace, "
-                                                        "min z-scored distance to source/target banks")}
+                                                        "min z-scored distance to source/target banks"),
+            "fusion": SystemEntry(FusionConfig, FusionSystem, "T_fusion: BEATs with the top blocks fine-tuned, GeM + "
+                                                              "ArcFace; kNN and GMM scores rank-normalised, min-fused")}
 
 
 SYSTEMS = _registry()
@@ -64,6 +67,5 @@ SYSTEMS = _registry()
 # them in `asdx run --help` and answers `asdx run <name>` with "planned, not built yet"; a name
 # moves from here to _registry() when its module lands.
 PLANNED: dict[str, str] = {
-    "fusion": "fine-tuned BEATs with kNN + GMM score fusion",
     "proto": "stereo CNN + BEATs prototype system",
 }

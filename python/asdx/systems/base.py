@@ -102,6 +102,8 @@ class System(abc.ABC):
 
     name: ClassVar[str] = ""
     uses_global_stage: ClassVar[bool] = False
+    # the global stage also gets the global machines' labelled test clips (fusion: early stopping on dev Ω)
+    wants_global_validation: ClassVar[bool] = False
     # config fields that do not change the global model (scoring options, device...), left out of its key
     per_machine_config_fields: ClassVar[frozenset[str]] = frozenset()
 
@@ -131,7 +133,9 @@ class System(abc.ABC):
 
         return {k: v for k, v in asdict(self.config).items() if k not in self.per_machine_config_fields}
 
-    def fit_global(self, train: ClipSet, folder: Path) -> None:
+    def fit_global(self, train: ClipSet, folder: Path, validation: ClipSet | None = None) -> None:
+        """Trains the global model into folder; validation is passed only when wants_global_validation is set
+        (the labelled test clips of the global machines, None when there are none)."""
         raise TypeError(f"{type(self).__name__} has no global stage (uses_global_stage is False).")
 
     def load_global(self, folder: Path) -> None:

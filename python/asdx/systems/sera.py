@@ -57,7 +57,7 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal, Mapping, Sequence
 
@@ -74,6 +74,7 @@ from asdx.index import Bank
 from asdx.models.beats_checkpoint import is_random_tiny, load_beats
 from asdx.models.cache import FeatureCache, beats_preprocessing
 from asdx.models.heads import IGNORE_INDEX, AttentiveStatsPooling, MultiTaskArcFace
+from asdx.systems._tokens import TokenStore, fill_token_store, length_batches, split_validation, token_batches
 from asdx.systems.base import MachineScores, System, SystemContext
 
 SERA_CHECKPOINT_NAME = "BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt1.pt"
@@ -206,36 +207,6 @@ class TaskLabels:
         return cls(list(data["machines"]), {name: (m, k, list(v)) for name, (m, k, v) in data["attributes"].items()})
 
 
-def split_validation(clips: Sequence, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split stratified by (machine, domain): round(fraction * n) of each group to validation, >= 1 kept."""
-    groups: dict[tuple[str, str], list[int]] = {}
-    for i, clip in enumerate(clips):
-        groups.setdefault((clip.machine, clip.domain or ""), []).append(i)
-    rng = np.random.default_rng(seed)
-    train, validation = [], []
-    for key in sorted(groups):
-        members = rng.permutation(np.asarray(groups[key]))
-        n_val = min(int(math.floor(fraction * len(members) + 0.5)), len(members) - 1)
-        validation.extend(members[:n_val].tolist())
-        train.extend(members[n_val:].tolist())
-    return np.array(sorted(train), dtype=np.int64), np.array(sorted(validation), dtype=np.int64)
-
-
-def length_batches(indices: np.ndarray, lengths: np.ndarray, batch_size: int,
-                   rng: np.random.Generator | None = None) -> list[np.ndarray]:
-    """Batches of clips of one cropped length (ASP gets no padding); shuffled within and across when rng is given."""
-    indices = np.asarray(indices, dtype=np.int64)
-    batches = []
-    for length in sorted(set(lengths[indices].tolist()), reverse=True):
-        members = indices[lengths[indices] == length]
-        if rng is not None:
-            members = rng.permutation(members)
-        batches.extend(members[s : s + batch_size] for s in range(0, len(members), batch_size))
-    if rng is not None:
-        batches = [batches[i] for i in rng.permutation(len(batches))]
-    return batches
-
-
 # ----------------------------------------------------------------------------- head
 class SeraHead(nn.Module):
     """Tokens (B, T, C) -> embedding (B, D): ASP [mu; sigma] -> BatchNorm1d(2C) -> Linear(2C, D) (report §2.4)."""
@@ -248,29 +219,6 @@ class SeraHead(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.fc(self.norm(self.pool(tokens)))
-
-
-class _TokenStore(torch.utils.data.Dataset):
-    """Float16 tokens of a clip list: held in RAM, or read from the cache per batch (item = an index batch)."""
-
-    def __init__(self, cache: FeatureCache, clips: Sequence, held: list | None):
-        # plain paths (the cache keys them like the records): picklable for DataLoader workers
-        self.cache, self.paths, self.held = cache, [Path(getattr(c, "path", c)) for c in clips], held
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def _read(self, i: int) -> np.ndarray:
-        tokens = self.cache.get(self.paths[i])
-        if tokens is None:
-            raise ValueError(f"{self.cache.entry_path(self.paths[i])}: the cached BEATs tokens of "
-                             f"{self.paths[i]} are missing or unreadable; delete that file and run again.")
-        return tokens
-
-    def __getitem__(self, indices) -> tuple[np.ndarray, torch.Tensor]:
-        indices = np.asarray(indices, dtype=np.int64)
-        arrays = [self.held[i] if self.held is not None else self._read(int(i)) for i in indices]
-        return indices, torch.from_numpy(np.stack(arrays))
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -505,39 +453,13 @@ class SeraSystem(System):
             raise ValueError("BEATs tokens: non-finite values (float16 overflow or a broken checkpoint).")
         return tokens
 
-    def _token_bytes(self, clips: ClipSet) -> int:
-        """float16 size of the clips' tokens, from the cropped lengths (BEATs doc §A.3 framing)."""
-        cfg = self.beats.cfg
-        frames = np.maximum(1 + (clips.cropped_lengths - 400) // 160, 0)
-        tokens = (frames // cfg.input_patch_size) * (128 // cfg.input_patch_size)
-        return int(tokens.sum()) * cfg.encoder_embed_dim * 2
-
-    def token_store(self, clips: ClipSet, desc: str = "BEATs tokens") -> _TokenStore:
+    def token_store(self, clips: ClipSet, desc: str = "BEATs tokens") -> TokenStore:
         """Makes sure every clip's tokens are cached (forwarding only the missing clips) and returns their store."""
-        cache = self._cache(clips.seconds)
-        held: list | None = None
-        if self._token_bytes(clips) <= self.config.token_memory_mb * 2**20:
-            held = [cache.get(clip) for clip in clips.clips]
-            missing = [i for i, tokens in enumerate(held) if tokens is None]
-        else:
-            missing = [i for i, clip in enumerate(clips.clips) if not cache.contains(clip)]
-        if missing:
-            self.context.stage(f"embedding: BEATs forward of {len(missing)} clips ({len(clips) - len(missing)} cached)")
-            for indices, audio in clips.subset(missing).batches(1, self.config.embed_batch_size, desc=desc):
-                for j, tokens in zip(indices, self._forward(audio)):
-                    i = missing[int(j)]
-                    cache.put(clips.clips[i], tokens)
-                    if held is not None:
-                        held[i] = tokens
-        return _TokenStore(cache, clips.clips, held)
+        return fill_token_store(self._cache(clips.seconds), clips, self._forward, self.config.token_memory_mb * 2**20,
+                                self.config.embed_batch_size, self.beats.cfg, self.context.stage, desc)
 
-    def _loader(self, store: _TokenStore, batches: list[np.ndarray]):
-        """The batches in order; streamed stores read in worker processes when the context has workers."""
-        workers = self.context.workers if store.held is None else 0
-        if workers == 0:
-            return (store[b] for b in batches)
-        return torch.utils.data.DataLoader(store, batch_size=None, sampler=batches, num_workers=workers,
-                                           collate_fn=_as_given, prefetch_factor=2, persistent_workers=False)
+    def _loader(self, store: TokenStore, batches: list[np.ndarray]):
+        return token_batches(store, batches, self.context.workers)
 
     # ------------------------------------------------------------------ global stage
     def _build_head(self, labels: TaskLabels) -> None:
@@ -726,11 +648,6 @@ class SeraSystem(System):
         if self.banks is None:
             raise RuntimeError("sera: no machine banks yet; call fit_machine (or load_machine) first.")
         return self.banks.score(self.embed(test))
-
-
-def _as_given(item):
-    """DataLoader collate for ready-made (indices, tokens) batches: keeps the indices a NumPy array."""
-    return item
 
 
 def _cpu_copy(module: nn.Module) -> dict:

@@ -1,0 +1,122 @@
+"""Cached frozen-BEATs tokens shared by the BEATs systems (sera, fusion): store, batching, validation split.
+
+Both systems train small modules on top of a frozen part of BEATs, so the tokens
+that part produces are computed once per clip, stored float16 in the
+FeatureCache, and then read every epoch: held in RAM when they fit a memory
+budget, else read back from the cache batch by batch (the batches, and so the
+results, are the same either way). Batches hold clips of one cropped length:
+BEATs and the poolings get no padding.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from asdx.data.loader import ClipSet
+from asdx.models.cache import FeatureCache
+
+
+class TokenStore(torch.utils.data.Dataset):
+    """Float16 tokens of a clip list: held in RAM, or read from the cache per batch (item = an index batch)."""
+
+    def __init__(self, cache: FeatureCache, clips: Sequence, held: list | None):
+        # plain paths (the cache keys them like the records): picklable for DataLoader workers
+        self.cache, self.paths, self.held = cache, [Path(getattr(c, "path", c)) for c in clips], held
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _read(self, i: int) -> np.ndarray:
+        tokens = self.cache.get(self.paths[i])
+        if tokens is None:
+            raise ValueError(f"{self.cache.entry_path(self.paths[i])}: the cached BEATs tokens of "
+                             f"{self.paths[i]} are missing or unreadable; delete that file and run again.")
+        return tokens
+
+    def __getitem__(self, indices) -> tuple[np.ndarray, torch.Tensor]:
+        indices = np.asarray(indices, dtype=np.int64)
+        arrays = [self.held[i] if self.held is not None else self._read(int(i)) for i in indices]
+        return indices, torch.from_numpy(np.stack(arrays))
+
+
+def token_bytes(clips: ClipSet, cfg) -> int:
+    """float16 size of the clips' tokens from their cropped lengths (BEATs framing: 25 ms / 10 ms fbank, patches)."""
+    frames = np.maximum(1 + (clips.cropped_lengths - 400) // 160, 0)
+    tokens = (frames // cfg.input_patch_size) * (128 // cfg.input_patch_size)
+    return int(tokens.sum()) * cfg.encoder_embed_dim * 2
+
+
+def fill_token_store(cache: FeatureCache, clips: ClipSet, forward: Callable[[torch.Tensor], np.ndarray],
+                     memory_bytes: int, batch_size: int, cfg, stage: Callable[[str], None] = lambda text: None,
+                     desc: str = "BEATs tokens") -> TokenStore:
+    """Makes sure every clip's tokens are cached (forwarding only the missing clips) and returns their store.
+
+    forward maps a (B, 1, samples) near-channel batch to float16 tokens (B, N, C).
+    """
+    held: list | None = None
+    if token_bytes(clips, cfg) <= memory_bytes:
+        held = [cache.get(clip) for clip in clips.clips]
+        missing = [i for i, tokens in enumerate(held) if tokens is None]
+    else:
+        missing = [i for i, clip in enumerate(clips.clips) if not cache.contains(clip)]
+    if missing:
+        stage(f"embedding: BEATs forward of {len(missing)} clips ({len(clips) - len(missing)} cached)")
+        for indices, audio in clips.subset(missing).batches(1, batch_size, desc=desc):
+            for j, tokens in zip(indices, forward(audio)):
+                i = missing[int(j)]
+                cache.put(clips.clips[i], tokens)
+                if held is not None:
+                    held[i] = tokens
+    return TokenStore(cache, clips.clips, held)
+
+
+def token_batches(store: TokenStore, batches: list[np.ndarray], workers: int):
+    """The (indices, tokens) batches in order; streamed stores are read in worker processes when workers > 0."""
+    workers = workers if store.held is None else 0
+    if workers == 0:
+        return (store[b] for b in batches)
+    return torch.utils.data.DataLoader(store, batch_size=None, sampler=batches, num_workers=workers,
+                                       collate_fn=_as_given, prefetch_factor=2, persistent_workers=False)
+
+
+def _as_given(item):
+    """DataLoader collate for ready-made (indices, tokens) batches: keeps the indices a NumPy array."""
+    return item
+
+
+def split_validation(clips: Sequence, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split stratified by (machine, domain): round(fraction * n) of each group to validation, >= 1 kept."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, clip in enumerate(clips):
+        groups.setdefault((clip.machine, clip.domain or ""), []).append(i)
+    rng = np.random.default_rng(seed)
+    train, validation = [], []
+    for key in sorted(groups):
+        members = rng.permutation(np.asarray(groups[key]))
+        n_val = min(int(math.floor(fraction * len(members) + 0.5)), len(members) - 1)
+        validation.extend(members[:n_val].tolist())
+        train.extend(members[n_val:].tolist())
+    return np.array(sorted(train), dtype=np.int64), np.array(sorted(validation), dtype=np.int64)
+
+
+def length_batches(indices: np.ndarray, lengths: np.ndarray, batch_size: int,
+                   rng: np.random.Generator | None = None) -> list[np.ndarray]:
+    """Batches of clips of one cropped length (no padding); shuffled within and across when rng is given."""
+    indices = np.asarray(indices, dtype=np.int64)
+    batches = []
+    for length in sorted(set(lengths[indices].tolist()), reverse=True):
+        members = indices[lengths[indices] == length]
+        if rng is not None:
+            members = rng.permutation(members)
+        batches.extend(members[s : s + batch_size] for s in range(0, len(members), batch_size))
+    if rng is not None:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+__all__ = ["TokenStore", "fill_token_store", "length_batches", "split_validation", "token_batches", "token_bytes"]
