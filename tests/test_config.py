@@ -183,7 +183,7 @@ def test_unknown_keys_and_tables(tmp_path):
         read_config_file(tmp_path / "nowhere.toml", "ae", SYSTEMS)
 
 
-def test_the_default_known_systems_are_the_built_and_the_planned(tmp_path):
+def test_the_default_known_systems_are_the_built_ones(tmp_path):
     path = tmp_path / "all.toml"
     path.write_text("[ae]\nepochs = 3\n[fusion]\nk = 1\n")
     assert read_config_file(path, "ae") == {"epochs": 3}

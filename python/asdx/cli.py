@@ -132,12 +132,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_planned(args: argparse.Namespace) -> int:
-    from asdx.systems import SYSTEMS
-
-    raise ValueError(f"system {args.system!r} is planned, not built yet; available: {', '.join(SYSTEMS)}")
-
-
 def _cmd_report(args: argparse.Namespace) -> int:
     from asdx.report import write_report
 
@@ -174,7 +168,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _add_run_parser(sub) -> None:
     from asdx.config import add_config_arguments
-    from asdx.systems import PLANNED, SYSTEMS
+    from asdx.systems import SYSTEMS
 
     p_run = sub.add_parser("run", help="train and score a system per machine, threshold, write and evaluate",
                            description="Runs a system on DCASE-layout data; see `asdx run <system> --help`.")
@@ -196,12 +190,6 @@ def _add_run_parser(sub) -> None:
         add_config_arguments(p, RunFlags, title="run options (every system)")
         add_config_arguments(p, entry.config)
         p.set_defaults(handler=_cmd_run)
-    for name, summary in PLANNED.items():
-        if name in SYSTEMS:
-            continue
-        p = systems.add_parser(name, help=f"planned, not built yet: {summary}",
-                               description=f"{name}: {summary}. Planned, not built yet.")
-        p.set_defaults(handler=_cmd_planned, planned=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -280,9 +268,7 @@ def _print_error(command: str | None, error: BaseException) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
-    if unknown and not getattr(args, "planned", False):   # a planned system's flags are not known yet
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2

@@ -328,9 +328,9 @@ def _from_cli(spec: _FieldSpec, value):
 # ----------------------------------------------------------------------------- config files
 
 def _default_systems() -> list[str]:
-    from asdx.systems import PLANNED, SYSTEMS
+    from asdx.systems import SYSTEMS
 
-    return [*SYSTEMS, *PLANNED]
+    return list(SYSTEMS)
 
 
 def read_config_file(path, system: str, known_systems=None) -> dict[str, Any]:

@@ -433,8 +433,12 @@ def run(options: RunOptions, config):
                 stage(f"{prefix}{machine.name}: finished in an earlier run, skipped")
                 continue
             system.context.stage_printer = lambda text, prefix=f"{prefix}{machine.name}: ": stage(prefix + text)
+            if system.distributed_stage == "machine":
+                distributed.broadcast_object(machine.name)  # torchrun: the other ranks join this machine's training
             run_machine(system, machine, plan, options, run_dir, lambda text: stage(prefix + text))
             _save_notes(run_dir, system)
+        if system.distributed_stage == "machine":
+            distributed.broadcast_object(None)
         evaluation = evaluate_run(run_dir)
         write_report(run_dir)
     except BaseException as error:
@@ -453,15 +457,23 @@ def _run_as_worker(options: RunOptions, config):
     others, and runs the per-machine stage; this rank returns (None, None) once its part is done.
     """
     system = make_system(options, config, progress=False, log=logging.getLogger("asdx.run.worker"))
-    if not system.uses_global_stage:
+    stage = system.distributed_stage
+    if not system.uses_global_stage and stage != "machine":
         return None, None
     plan = _plan(options, system)
     system.prepare()
-    # rank 0 broadcasts once per global stage; only systems whose fit_global runs DDP (trains_distributed) join
-    # it: any other (sera) would train a duplicate model here and write it into rank 0's folder
-    if distributed.broadcast_object(None)["train"] and getattr(system, "trains_distributed", False):
-        train, validation = _global_sets(plan, dataclasses.replace(options, progress=False))
-        _fit_global(system, train, validation, run_dir_for(options, config) / GLOBAL_DIR)
+    run_dir = run_dir_for(options, config)
+    quiet = dataclasses.replace(options, progress=False)
+    # rank 0 broadcasts once per global stage; only systems whose fit_global runs DDP join it: any other
+    # (sera) would train a duplicate model here and write it into rank 0's folder
+    if system.uses_global_stage and distributed.broadcast_object(None)["train"] and stage == "global":
+        train, validation = _global_sets(plan, quiet)
+        _fit_global(system, train, validation, run_dir / GLOBAL_DIR)
+    if stage == "machine":  # rank 0 names each machine it trains, then None
+        while (name := distributed.broadcast_object(None)) is not None:
+            train = ClipSet(plan.train[name], plan.lengths[name, "train"], options.seconds, options.workers, False,
+                            f"{name} train")
+            system.fit_machine(name, train, run_dir / "machines" / name)
     return None, None
 
 

@@ -52,20 +52,16 @@ class SystemEntry(NamedTuple):
 def _registry() -> dict[str, SystemEntry]:
     from asdx.systems.ae import AEConfig, AESystem
     from asdx.systems.fusion import FusionConfig, FusionSystem
+    from asdx.systems.proto import ProtoConfig, ProtoSystem
     from asdx.systems.sera import SeraConfig, SeraSystem
 
     return {"ae": SystemEntry(AEConfig, AESystem, "official DCASE autoencoder baseline (MSE / MAHALA)"),
             "sera": SystemEntry(SeraConfig, SeraSystem, "sera_ft1: frozen BEATs + ASP + multi-task ArcFace, "
                                                         "min z-scored distance to source/target banks"),
             "fusion": SystemEntry(FusionConfig, FusionSystem, "T_fusion: BEATs with the top blocks fine-tuned, GeM + "
-                                                              "ArcFace; kNN and GMM scores rank-normalised, min-fused")}
+                                                              "ArcFace; kNN and GMM scores rank-normalised, min-fused"),
+            "proto": SystemEntry(ProtoConfig, ProtoSystem, "P_proto: stereo CNN + frozen BEATs, SGFF, FiLM + Conformer, "
+                                                           "min distance to normal prototypes")}
 
 
 SYSTEMS = _registry()
-
-# Systems of the report that are not built yet (name -> summary, README "Systems"). The CLI lists
-# them in `asdx run --help` and answers `asdx run <name>` with "planned, not built yet"; a name
-# moves from here to _registry() when its module lands.
-PLANNED: dict[str, str] = {
-    "proto": "stereo CNN + BEATs prototype system",
-}

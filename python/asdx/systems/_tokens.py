@@ -52,21 +52,23 @@ def token_bytes(clips: ClipSet, cfg) -> int:
 
 
 def fill_token_store(cache: FeatureCache, clips: ClipSet, forward: Callable[[torch.Tensor], np.ndarray],
-                     memory_bytes: int, batch_size: int, cfg, stage: Callable[[str], None] = lambda text: None,
-                     desc: str = "BEATs tokens") -> TokenStore:
-    """Makes sure every clip's tokens are cached (forwarding only the missing clips) and returns their store.
+                     memory_bytes: int, batch_size: int, total_bytes: int,
+                     stage: Callable[[str], None] = lambda text: None, desc: str = "BEATs tokens",
+                     channels: int = 1) -> TokenStore:
+    """Makes sure every clip's features are cached (computing only the missing clips) and returns their store.
 
-    forward maps a (B, 1, samples) near-channel batch to float16 tokens (B, N, C).
+    forward maps a (B, channels, samples) batch to float16 features (B, ...); total_bytes is the
+    expected size of all clips' features, held in RAM when it fits memory_bytes.
     """
     held: list | None = None
-    if token_bytes(clips, cfg) <= memory_bytes:
+    if total_bytes <= memory_bytes:
         held = [cache.get(clip) for clip in clips.clips]
         missing = [i for i, tokens in enumerate(held) if tokens is None]
     else:
         missing = [i for i, clip in enumerate(clips.clips) if not cache.contains(clip)]
     if missing:
-        stage(f"embedding: BEATs forward of {len(missing)} clips ({len(clips) - len(missing)} cached)")
-        for indices, audio in clips.subset(missing).batches(1, batch_size, desc=desc):
+        stage(f"embedding: {desc} of {len(missing)} clips ({len(clips) - len(missing)} cached)")
+        for indices, audio in clips.subset(missing).batches(channels, batch_size, desc=desc):
             for j, tokens in zip(indices, forward(audio)):
                 i = missing[int(j)]
                 cache.put(clips.clips[i], tokens)

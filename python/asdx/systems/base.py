@@ -104,6 +104,9 @@ class System(abc.ABC):
     uses_global_stage: ClassVar[bool] = False
     # the global stage also gets the global machines' labelled test clips (fusion: early stopping on dev Ω)
     wants_global_validation: ClassVar[bool] = False
+    # the stage whose training runs DDP under torchrun: every rank calls fit_global ("global", fusion) or
+    # fit_machine ("machine", proto; ranks other than 0 train and return None); None: rank 0 alone
+    distributed_stage: ClassVar[str | None] = None
     # config fields that do not change the global model (scoring options, device...), left out of its key
     per_machine_config_fields: ClassVar[frozenset[str]] = frozenset()
 

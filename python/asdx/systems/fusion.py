@@ -82,7 +82,7 @@ from asdx.models.heads import ArcFace, GeMPooling
 from asdx.scoring.fusion import min_fusion, rank_normalize
 from asdx.scoring.gmm import DiagGMMScorer, gmm_diag_loglik
 from asdx.scoring.knn import KNNScorer
-from asdx.systems._tokens import fill_token_store, length_batches, split_validation, token_batches
+from asdx.systems._tokens import fill_token_store, length_batches, split_validation, token_batches, token_bytes
 from asdx.systems.base import MachineScores, System, SystemContext
 
 FUSION_CHECKPOINT_NAME = "BEATs_iter3_plus_AS2M.pt"
@@ -368,7 +368,7 @@ class FusionSystem(System):
     name = "fusion"
     uses_global_stage = True
     wants_global_validation = True
-    trains_distributed = True  # under torchrun every rank runs fit_global (DDP); see asdx.runner._run_as_worker
+    distributed_stage = "global"  # under torchrun every rank runs fit_global (DDP); see asdx.runner._run_as_worker
     per_machine_config_fields = frozenset({"gmm_components", "gmm_max_components", "gmm_folds", "rank_norm",
                                            "device", "embed_batch_size", "token_memory_mb"})
 
@@ -476,7 +476,8 @@ class FusionSystem(System):
         def fill():
             return fill_token_store(self._cache(clips.seconds), clips, self._trunk_float16,
                                     self.config.token_memory_mb * 2**20, self.config.embed_batch_size,
-                                    self.beats.cfg, self.context.stage if me.is_main else (lambda text: None), desc)
+                                    token_bytes(clips, self.beats.cfg),
+                                    self.context.stage if me.is_main else (lambda text: None), desc)
 
         if me.size > 1:
             if me.is_local_main:
@@ -521,8 +522,8 @@ class FusionSystem(System):
         accumulation = self.config.accumulation_steps
         sampler = torch.utils.data.DistributedSampler(range(len(batches)), num_replicas=me.size, rank=me.rank,
                                                       shuffle=False, drop_last=False)
-        positions = [me.rank + p * me.size for p in range(len(list(sampler)))]
-        local = [batches[q] if q < len(batches) else batches[q % len(batches)] for q in positions]
+        positions = list(range(me.rank, sampler.total_size, me.size))  # the sampler's split; >= len: its padding
+        local = [batches[q % len(batches)] for q in positions]
         per_step = me.size * accumulation
         augment = None
         if self.config.spec_augment:
@@ -532,7 +533,7 @@ class FusionSystem(System):
         optimizer.zero_grad(set_to_none=True)
         stream = self._batches(clips, store, local, augment)
         for p, (indices, trunk) in enumerate(stream):
-            step = (positions[p]) // per_step
+            step = positions[p] // per_step
             in_step = [len(b) for b in batches[step * per_step : (step + 1) * per_step]]
             weight = 0.0 if positions[p] >= len(batches) else me.size / sum(in_step)
             last_of_step = (p + 1) % accumulation == 0 or p + 1 == len(local)

@@ -74,7 +74,8 @@ from asdx.index import Bank
 from asdx.models.beats_checkpoint import is_random_tiny, load_beats
 from asdx.models.cache import FeatureCache, beats_preprocessing
 from asdx.models.heads import IGNORE_INDEX, AttentiveStatsPooling, MultiTaskArcFace
-from asdx.systems._tokens import TokenStore, fill_token_store, length_batches, split_validation, token_batches
+from asdx.systems._tokens import (TokenStore, fill_token_store, length_batches, split_validation, token_batches,
+                                  token_bytes)
 from asdx.systems.base import MachineScores, System, SystemContext
 
 SERA_CHECKPOINT_NAME = "BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt1.pt"
@@ -456,7 +457,8 @@ class SeraSystem(System):
     def token_store(self, clips: ClipSet, desc: str = "BEATs tokens") -> TokenStore:
         """Makes sure every clip's tokens are cached (forwarding only the missing clips) and returns their store."""
         return fill_token_store(self._cache(clips.seconds), clips, self._forward, self.config.token_memory_mb * 2**20,
-                                self.config.embed_batch_size, self.beats.cfg, self.context.stage, desc)
+                                self.config.embed_batch_size, token_bytes(clips, self.beats.cfg), self.context.stage,
+                                desc)
 
     def _loader(self, store: TokenStore, batches: list[np.ndarray]):
         return token_batches(store, batches, self.context.workers)

@@ -1,0 +1,602 @@
+"""P_proto: stereo CNN + frozen BEATs, SGFF fusion, FiLM + Conformer, prototype scoring (proto_min).
+
+System report §2.2 ("Tsz_DCASE_task2.1"), the only system that listens to both microphones:
+  - a trainable CNN with multi-scale feature extraction on stereo log-mel energies and
+    spatial cues (ILD, ITD, IPD, mid-side), and a frozen BEATs encoder on the near
+    microphone, merged by three similarity-guided feature fusion blocks and learnable
+    scale fusion; FiLM conditioning and a Conformer stack give a 256-d clip embedding
+    (~70 M parameters; asdx.models.proto_net);
+  - one model per machine (report §3), mixup and target-domain oversampling, 50 epochs;
+  - visible-attribute machines: ArcFace + center loss, prototypes domain x speed;
+    hidden-attribute machines: a contrastive embedding loss + domain cross-entropy,
+    domain-only prototypes;
+  - score: the minimum L2 distance to the normal prototypes (proto_min), fitted on the
+    machine's train normals (the additional train split for eval machines).
+
+Where the report leaves a choice open, asdx decides and says so here:
+  - "Visible attributes" is decided from the data, not from a list: a machine whose
+    train clips show an attribute with two or more values. Its prototype groups are
+    domain x the first attribute ("spd"/"speed" when present, else the first key in
+    the file names); ArcFace (s = 30, m = 0.5) and the center loss (Wen et al. 2016) use
+    the same groups. Other machines: supervised contrastive loss (Khosla et al. 2020)
+    over the domain labels plus a linear domain classifier's cross-entropy; groups are
+    the two domains.
+  - FiLM conditions on the group (domain, attribute value). A test clip's domain and
+    attributes are unknown, so a clip is embedded once under each group's condition
+    and compared with that group's prototype; proto_min is the minimum over groups.
+  - Embeddings are L2-normalised before the prototypes (group means) and distances.
+  - Honest train scores: a train clip's own-group prototype is the group mean without
+    it (closed form (n p - e) / (n - 1)); the other groups' prototypes are used whole.
+  - Mixup (alpha 0.2, p 0.5) mixes the stereo features and the BEATs tokens of two clips
+    with one lambda; the mixed clip keeps the condition of its larger part, and the
+    losses are mixed with lambda. Target oversampling: the 10 target clips are drawn
+    with replacement until they are `target_share` (20 %) of every epoch.
+  - Features are computed once per clip and cached float16 in the FeatureCache: the
+    stereo features (stereo_features on the model's device: the CUDA kernel for a GPU
+    run) and the BEATs tokens (the same entries as sera's). An epoch reads the cache.
+  - `use_spatial=false` is the ablation without ILD, IPD, mid-side and GCC (near and far
+    log-mel only).
+
+Files: fit_machine writes `<folder>/proto_model.pt` (and `proto_model.resume.pt` after
+each epoch until it finishes, so an interrupted training resumes) and
+`<folder>/proto_prototypes.npz`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+from tqdm.auto import tqdm
+
+from asdx import distributed
+from asdx._atomic import atomic_write
+from asdx.config import validate_fields
+from asdx.data.loader import ClipSet
+from asdx.models.beats_checkpoint import load_beats
+from asdx.models.cache import FeatureCache, beats_preprocessing
+from asdx.models.heads import ArcFace, CenterLoss
+from asdx.models.proto_net import ProtoNet, ProtoNetConfig
+from asdx.systems._tokens import fill_token_store, length_batches, token_batches, token_bytes
+from asdx.systems.base import MachineScores, System, SystemContext
+
+PROTO_CHECKPOINT_NAME = "BEATs_iter3_plus_AS2M.pt"
+MODEL_FILE = "proto_model.pt"
+RESUME_FILE = "proto_model.resume.pt"
+PROTOTYPES_FILE = "proto_prototypes.npz"
+MODEL_FORMAT = "asdx.proto.model/1"
+STEREO = {"sample_rate": 16000, "n_fft": 1024, "hop_length": 512, "n_mels": 128, "max_lag": 320}
+SPEED_KEYS = ("spd", "speed")
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+@dataclass
+class ProtoConfig:
+    """P_proto settings (system report §2.2); every field is a CLI flag / config key."""
+
+    beats: str | None = field(default=None, metadata={
+        "help": f"BEATs checkpoint file ({PROTO_CHECKPOINT_NAME}) or 'random-tiny' (tests/demo); unset: $ASDX_BEATS"})
+    layer: Annotated[int, Field(ge=0)] | None = field(default=None, metadata={
+        "help": "BEATs layer whose tokens feed the network (0 = encoder input); unset: the last layer"})
+    size: Literal["full", "tiny"] = field(default="full", metadata={
+        "help": "network size: full (~70 M parameters, the report's) or tiny (tests and the demo)"})
+    use_spatial: bool = field(default=True, metadata={
+        "help": "feed ILD, IPD, mid-side and GCC-PHAT (false: near/far log-mel only, the ablation)"})
+    epochs: Annotated[int, Field(ge=1)] = field(default=50, metadata={"help": "training epochs per machine"})
+    batch_size: Annotated[int, Field(ge=2)] = field(default=32, metadata={"help": "clips per batch"})
+    lr: Annotated[float, Field(gt=0)] = field(default=1e-4, metadata={"help": "AdamW learning rate"})
+    weight_decay: Annotated[float, Field(ge=0)] = field(default=1e-2, metadata={"help": "AdamW weight decay"})
+    mixup_alpha: Annotated[float, Field(gt=0)] = field(default=0.2, metadata={"help": "mixup Beta(alpha, alpha)"})
+    mixup_prob: Annotated[float, Field(ge=0, le=1)] = field(default=0.5, metadata={
+        "help": "share of batches mixed (0: no mixup)"})
+    target_share: Annotated[float, Field(ge=0, lt=1)] = field(default=0.2, metadata={
+        "help": "target-domain clips are drawn with replacement until they are this share of an epoch"})
+    arcface_s: Annotated[float, Field(gt=0)] = field(default=30.0, metadata={"help": "ArcFace scale s"})
+    arcface_m: Annotated[float, Field(ge=0, lt=1.57)] = field(default=0.5, metadata={"help": "ArcFace margin m"})
+    center_weight: Annotated[float, Field(ge=0)] = field(default=1.0, metadata={
+        "help": "weight of the center loss (visible-attribute machines)"})
+    temperature: Annotated[float, Field(gt=0)] = field(default=0.1, metadata={
+        "help": "temperature of the supervised contrastive loss (hidden-attribute machines)"})
+    domain_weight: Annotated[float, Field(ge=0)] = field(default=1.0, metadata={
+        "help": "weight of the domain cross-entropy (hidden-attribute machines)"})
+    seed: int = field(default=0, metadata={"help": "seed of the initialisation, sampling, mixup"})
+    device: str = field(default="auto", metadata={"help": "torch device: auto, cpu, cuda, cuda:N or mps"})
+    embed_batch_size: Annotated[int, Field(ge=1)] = field(default=16, metadata={
+        "help": "clips per feature / embedding batch"})
+    feature_memory_mb: Annotated[int, Field(ge=0)] = field(default=2048, metadata={
+        "help": "hold one machine's cached features in RAM when they fit in this many MiB, else stream them"})
+
+    def __post_init__(self):
+        validate_fields(self)
+        if not _DEVICE.fullmatch(str(self.device).strip().lower()):
+            raise ValueError(f"device: expected auto, cpu, cuda, cuda:N or mps, got {self.device!r}.")
+
+
+# ----------------------------------------------------------------------------- groups
+@dataclass
+class Groups:
+    """The machine's prototype groups: (domain, attribute value) pairs, or domains only (hidden attributes)."""
+
+    key: str | None           # the attribute the groups split on; None: domain-only groups
+    values: list[str]         # its values seen in training (FiLM attribute index = 1 + position; 0 = unknown)
+    names: list[str]          # group names, e.g. "source|spd=1000" or "target"
+    conditions: list[tuple[int, int]]  # (domain index, attribute index) per group
+
+    @classmethod
+    def from_clips(cls, clips: Sequence) -> "Groups":
+        key = attribute_key(clips)
+        values = sorted({str(c.attributes.get(key)) for c in clips}) if key else []
+        names, conditions = [], []
+        for domain_index, domain in enumerate(("source", "target")):
+            for value in (values or [None]):
+                if any(c.domain == domain and (value is None or str(c.attributes.get(key)) == value) for c in clips):
+                    names.append(domain if value is None else f"{domain}|{key}={value}")
+                    conditions.append((domain_index, 0 if value is None else 1 + values.index(value)))
+        return cls(key, values, names, conditions)
+
+    @property
+    def visible(self) -> bool:
+        return self.key is not None
+
+    def of(self, clip) -> int:
+        domain = 0 if clip.domain == "source" else 1
+        attribute = 1 + self.values.index(str(clip.attributes.get(self.key))) if self.key else 0
+        return self.conditions.index((domain, attribute))
+
+    def to_dict(self) -> dict:
+        return {"key": self.key, "values": self.values, "names": self.names,
+                "conditions": [list(c) for c in self.conditions]}
+
+    @classmethod
+    def from_dict(cls, data) -> "Groups":
+        return cls(data["key"], list(data["values"]), list(data["names"]), [tuple(c) for c in data["conditions"]])
+
+
+def attribute_key(clips: Sequence) -> str | None:
+    """The attribute prototypes split on: speed when present, else the first one; None for hidden attributes."""
+    if any(c.hidden_attributes for c in clips):
+        return None
+    keys: list[str] = []
+    for clip in clips:
+        keys += [k for k in clip.attributes if k not in keys]
+    varying = [k for k in keys if len({str(c.attributes.get(k)) for c in clips}) >= 2]
+    speed = [k for k in varying if k.lower() in SPEED_KEYS]
+    return (speed or varying or [None])[0]
+
+
+# ----------------------------------------------------------------------------- losses
+def supervised_contrastive(embeddings: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Khosla et al. 2020 (SupCon, L_out): pull same-label clips together on the sphere, push the others away."""
+    z = F.normalize(embeddings, dim=1)
+    logits = z @ z.T / temperature
+    self_mask = torch.eye(len(z), dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(self_mask, -1e9)
+    positives = (labels[:, None] == labels[None, :]) & ~self_mask
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    counts = positives.sum(1)
+    has = counts > 0
+    if not has.any():
+        return embeddings.sum() * 0.0
+    mean_log_prob = (log_prob * positives).sum(1)[has] / counts[has]
+    return -mean_log_prob.mean()
+
+
+class ProtoModel(nn.Module):
+    """ProtoNet and the training heads of the machine's loss family; forward gives the per-clip loss.
+
+    The loss is computed inside forward so that DistributedDataParallel, which wraps this module,
+    averages the heads' gradients along with the network's.
+    """
+
+    def __init__(self, net_config: ProtoNetConfig, groups: Groups, config: ProtoConfig):
+        super().__init__()
+        self.net = ProtoNet(net_config)
+        self.visible = groups.visible
+        self.center_weight, self.temperature, self.domain_weight = (config.center_weight, config.temperature,
+                                                                    config.domain_weight)
+        dim = net_config.embedding_dim
+        if groups.visible:
+            self.arcface = ArcFace(dim, len(groups.names), s=config.arcface_s, m=config.arcface_m)
+            self.center = CenterLoss(len(groups.names), dim)
+        else:
+            self.domain_head = nn.Linear(dim, 2)
+
+    def loss(self, embeddings: torch.Tensor, labels: torch.Tensor, domains: torch.Tensor) -> torch.Tensor:
+        """Per-clip loss (B,) of the machine's family (a batch-level term is spread over the clips)."""
+        if self.visible:
+            centre = self.center(F.normalize(embeddings, dim=1), labels)
+            return self.arcface.loss(embeddings, labels, reduction="none") + self.center_weight * centre
+        contrastive = supervised_contrastive(embeddings, domains, self.temperature)
+        cross_entropy = F.cross_entropy(self.domain_head(embeddings), domains, reduction="none")
+        return contrastive + self.domain_weight * cross_entropy
+
+    def forward(self, bands, gcc, tokens, conditions, labels, domains, perm=None, lam: float = 1.0,
+                autocast: bool = False) -> torch.Tensor:
+        with torch.autocast(device_type=bands.device.type, dtype=torch.bfloat16, enabled=autocast):
+            embeddings = self.net(bands, gcc, tokens, conditions[:, 0], conditions[:, 1]).float()
+        loss = self.loss(embeddings, labels, domains)
+        if perm is not None:  # mixup: the losses of both sources, weighted by lambda
+            loss = lam * loss + (1 - lam) * self.loss(embeddings, labels[perm], domains[perm])
+        return loss
+
+
+# ----------------------------------------------------------------------------- prototypes
+@dataclass
+class Prototypes:
+    """Group means of the normalised train embeddings, with each group's size for the leave-one-out form."""
+
+    names: list[str]
+    means: np.ndarray   # (G, D)
+    counts: np.ndarray  # (G,)
+
+    @classmethod
+    def fit(cls, names: list[str], embeddings: np.ndarray, groups: np.ndarray) -> "Prototypes":
+        means = np.stack([embeddings[groups == g].mean(axis=0) for g in range(len(names))])
+        return cls(list(names), means, np.bincount(groups, minlength=len(names)))
+
+    def distances(self, per_group: np.ndarray, own: np.ndarray | None = None) -> np.ndarray:
+        """per_group (N, G, D): each clip embedded under each group's condition -> (N, G) L2 distances.
+
+        own (train clips): a clip's own group uses the mean without it, (n p - e) / (n - 1); a
+        group of one clip has no such mean, so that entry is inf.
+        """
+        centres = np.broadcast_to(self.means, per_group.shape).copy()
+        if own is not None:
+            rows = np.arange(len(own))
+            n = self.counts[own].astype(np.float64)[:, None]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                centres[rows, own] = (n * self.means[own] - per_group[rows, own]) / (n - 1)
+        out = np.linalg.norm(per_group - centres, axis=2)
+        if own is not None:
+            out[np.arange(len(own)), own] = np.where(self.counts[own] > 1, out[np.arange(len(own)), own], np.inf)
+        return out
+
+    def scores(self, distances: np.ndarray) -> MachineScores:
+        nearest = np.argmin(distances, axis=1)
+        columns = {"nearest_group": nearest.astype(np.float64)}
+        columns.update({f"distance[{name}]": distances[:, g] for g, name in enumerate(self.names)})
+        return MachineScores(distances[np.arange(len(distances)), nearest], columns)
+
+
+# ----------------------------------------------------------------------------- the system
+class ProtoSystem(System):
+    """P_proto (system report §2.2): one model per machine; fit_machine trains it and fits the prototypes.
+
+    Counters for tests and logs: feature_batches (stereo-feature and BEATs forward passes),
+    epochs_run. After fit_machine / load_machine: groups, history, prototypes.
+    """
+
+    name = "proto"
+    distributed_stage = "machine"  # under torchrun every rank trains each machine's model (DDP); rank 0 scores
+    per_machine_config_fields = frozenset({"device", "embed_batch_size", "feature_memory_mb"})
+
+    def __init__(self, config: ProtoConfig | None = None, context: SystemContext | None = None):
+        from asdx.config import resolve_device
+
+        config = config or ProtoConfig()
+        super().__init__(config, context or SystemContext(device=resolve_device(config.device)))
+        self.device = torch.device(self.context.device)
+        self.feature_batches = 0
+        self.epochs_run = 0
+        self.beats = None
+        self.layer: int | None = None
+        self.beats_fingerprint: str | None = None
+        self.model: ProtoModel | None = None
+        self.groups: Groups | None = None
+        self.prototypes: Prototypes | None = None
+        self.history: list[dict] = []
+        self._folder: Path | None = None  # the machine folder: the feature cache lives there without a cache_dir
+        self._world = distributed.World()  # the process group, while fit_machine trains only (rank 0 scores alone)
+
+    @property
+    def input_channels(self) -> int:
+        return 2
+
+    def prepare(self) -> None:
+        self.load_backbone()
+
+    def check_training_clips(self, machine: str, clips) -> None:
+        domains = {str(c.domain) for c in clips}
+        if not {"source", "target"} <= domains:
+            raise ValueError(f"{machine}: train clips of domains {sorted(domains)}; P_proto fits source and target "
+                             "prototypes and needs train clips of both.")
+
+    def load_backbone(self):
+        if self.beats is not None:
+            return self.beats
+        try:
+            model = load_beats(self.config.beats, device=self.device)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"{error} (P_proto uses {PROTO_CHECKPOINT_NAME}, system report §2.2.)") from error
+        model.freeze().eval()
+        for note in getattr(model, "notes", ()):
+            self.context.note(note)
+        layer = model.cfg.encoder_layers if self.config.layer is None else int(self.config.layer)
+        if layer > model.cfg.encoder_layers:
+            raise ValueError(f"layer: {layer}, but this BEATs has {model.cfg.encoder_layers} layers.")
+        self.beats, self.layer, self.beats_fingerprint = model, layer, model.fingerprint()
+        self.context.note(f"proto: BEATs {model.source}, layer {layer}, frozen, near channel; stereo CNN "
+                          f"({self.config.size} config, spatial cues {'on' if self.config.use_spatial else 'OFF'}).")
+        return model
+
+    def net_config(self, groups: Groups) -> ProtoNetConfig:
+        make = ProtoNetConfig.full if self.config.size == "full" else ProtoNetConfig.tiny
+        return make(beats_dim=self.beats.cfg.encoder_embed_dim, n_attributes=1 + len(groups.values),
+                    use_spatial=self.config.use_spatial, max_lag=float(STEREO["max_lag"]))
+
+    # ------------------------------------------------------------------ cached features
+    def _cache_root(self, folder: Path) -> Path:
+        return Path(self.context.cache_dir) if self.context.cache_dir is not None else Path(folder) / "feature_cache"
+
+    def _autocast(self):
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
+    @torch.no_grad()
+    def _stereo(self, audio: torch.Tensor) -> np.ndarray:
+        """(B, 2, samples) -> float16 (B, frames, 7 * n_mels + 2): the bands, then GCC lag and height."""
+        from asdx.features import stereo_features
+
+        features = stereo_features(audio.to(self.device), **STEREO)
+        bands, gcc = features.bands, features.gcc
+        b, c, t, m = bands.shape
+        packed = torch.cat([bands.permute(0, 2, 1, 3).reshape(b, t, c * m), gcc], dim=2)
+        self.feature_batches += 1
+        return packed.float().cpu().numpy().astype(np.float16)
+
+    @torch.no_grad()
+    def _tokens(self, audio: torch.Tensor) -> np.ndarray:
+        with self._autocast():
+            hidden = self.beats.extract(audio[:, 0].to(self.device), layers=[self.layer]).hidden[self.layer]
+        self.feature_batches += 1
+        tokens = hidden.float().cpu().numpy().astype(np.float16)
+        if not np.isfinite(tokens).all():
+            raise ValueError("BEATs tokens: non-finite values (float16 overflow or a broken checkpoint).")
+        return tokens
+
+    def feature_stores(self, clips: ClipSet, folder: Path):
+        """(stereo store, token store): every clip's features cached, computed only where missing."""
+        root = self._cache_root(folder)
+        budget = self.config.feature_memory_mb * 2**20
+        stereo_key = hashlib.sha256(json.dumps({"frontend": "asdx.stereo_features/1", **STEREO}).encode()).hexdigest()
+        stereo_cache = FeatureCache(root, stereo_key, 0, {"seconds": clips.seconds, **STEREO}, kind="stereo")
+        frames = 1 + clips.cropped_lengths // STEREO["hop_length"]
+        stereo_bytes = int(frames.sum()) * (7 * STEREO["n_mels"] + 2) * 2
+        stereo = fill_token_store(stereo_cache, clips, self._stereo, budget // 2, self.config.embed_batch_size,
+                                  stereo_bytes, self.context.stage, f"stereo features ({clips.label})", channels=2)
+        precision = "bf16-autocast" if self.device.type == "cuda" else "float32"
+        token_cache = FeatureCache(root, self.beats_fingerprint, self.layer,
+                                   beats_preprocessing(seconds=clips.seconds, channel=0, precision=precision,
+                                                       stored="float16"), kind="tokens")
+        tokens = fill_token_store(token_cache, clips, self._tokens, budget // 2, self.config.embed_batch_size,
+                                  token_bytes(clips, self.beats.cfg), self.context.stage,
+                                  f"BEATs tokens ({clips.label})")
+        return stereo, tokens
+
+    def _shared_feature_stores(self, clips: ClipSet, folder: Path):
+        """feature_stores under DDP: each node's first rank fills the cache while the others wait, then all read."""
+        if self._world.size > 1:
+            if self._world.is_local_main:
+                self.feature_stores(clips, folder)
+            distributed.barrier()
+        return self.feature_stores(clips, folder)
+
+    def _inputs(self, stereo_store, token_store, batches: list[np.ndarray]):
+        """(indices, bands (B, 7, T, M), gcc (B, T, 2), tokens (B, N, C)) float32 on the device, per batch."""
+        m = STEREO["n_mels"]
+        workers = self.context.workers
+        for (indices, packed), (_, tokens) in zip(token_batches(stereo_store, batches, workers),
+                                                  token_batches(token_store, batches, workers)):
+            packed = packed.to(self.device).float()
+            b, t, _ = packed.shape
+            bands = packed[:, :, : 7 * m].reshape(b, t, 7, m).permute(0, 2, 1, 3)
+            yield indices, bands, packed[:, :, 7 * m :], tokens.to(self.device).float()
+
+    # ------------------------------------------------------------------ training
+    def _epoch_batches(self, train: ClipSet, epoch: int) -> list[np.ndarray]:
+        """This epoch's batches: every source clip once, target clips drawn up to target_share (seeded)."""
+        rng = np.random.default_rng([self.config.seed, epoch])
+        domains = np.array([c.domain for c in train.clips])
+        source, target = np.flatnonzero(domains != "target"), np.flatnonzero(domains == "target")
+        share = self.config.target_share
+        draws = int(round(share / (1 - share) * len(source))) if share > 0 else len(target)
+        indices = np.concatenate([source, rng.choice(target, size=max(draws, len(target)), replace=True)
+                                  if share > 0 else target])
+        return length_batches(indices, train.cropped_lengths, self.config.batch_size, rng)
+
+    def _train_step(self, model, optimizer, bands, gcc, tokens, labels, domains, conditions, mixer,
+                    weight: float = 1.0) -> float:
+        lam, perm = 1.0, None
+        if mixer.random() < self.config.mixup_prob and len(labels) > 1:
+            lam = float(mixer.beta(self.config.mixup_alpha, self.config.mixup_alpha))
+            lam = max(lam, 1.0 - lam)  # the mixed clip keeps the condition of its larger part
+            perm = torch.from_numpy(mixer.permutation(len(labels))).to(self.device)
+            bands = lam * bands + (1 - lam) * bands[perm]
+            gcc = lam * gcc + (1 - lam) * gcc[perm]
+            tokens = lam * tokens + (1 - lam) * tokens[perm]
+        loss = model(bands, gcc, tokens, conditions, labels, domains, perm, lam,
+                     autocast=self.device.type == "cuda").mean()
+        optimizer.zero_grad(set_to_none=True)
+        (loss * weight).backward()  # weight 0: a DistributedSampler padding repeat, run only to keep ranks in step
+        optimizer.step()
+        return float(loss.detach())
+
+    def _train(self, machine: str, train: ClipSet, stores, folder: Path) -> None:
+        """The machine's training loop; under torchrun each rank takes every world-th batch (DDP)."""
+        cfg, me = self.config, self._world
+        group_index = np.array([self.groups.of(c) for c in train.clips], dtype=np.int64)
+        conditions_of = np.array(self.groups.conditions, dtype=np.int64)[group_index]
+        domain_of = conditions_of[:, 0]
+        with torch.random.fork_rng(devices=[]):  # seeded initialisation, global RNG untouched
+            torch.manual_seed(cfg.seed)
+            self.model = ProtoModel(self.net_config(self.groups), self.groups, cfg).to(self.device)
+        model = self.model
+        if me.size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" and self.device.index is not None else None
+            model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        resume_key = _digest({"config": {k: v for k, v in vars(cfg).items() if k not in self.per_machine_config_fields},
+                              "beats": self.beats_fingerprint, "layer": self.layer, "groups": self.groups.to_dict(),
+                              "clips": [str(c.path) for c in train.clips]})
+        state = {"epoch": 0, "history": []}
+        resume_path = folder / RESUME_FILE
+        saved = distributed.broadcast_object(_read_resume(resume_path) if me.is_main else None)
+        if saved is not None and saved.get("key") == resume_key:
+            self.model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            state = saved["state"]
+            self.context.note(f"proto: {machine}: resumed the training after epoch {state['epoch']}.")
+        family = "ArcFace + center loss" if self.groups.visible else "contrastive + domain cross-entropy"
+        if me.is_main:
+            self.context.stage(f"training: {len(train)} clips, {len(self.groups.names)} groups, {family}, "
+                               f"{cfg.epochs} epochs, {me.size} process(es)")
+        bar = tqdm(range(state["epoch"], cfg.epochs), desc=f"proto {machine}", initial=state["epoch"],
+                   total=cfg.epochs, disable=not (self.context.progress and me.is_main), leave=False)
+        for epoch in bar:
+            self.model.train()
+            mixer = np.random.default_rng([cfg.seed, epoch, 1, me.rank])
+            batches = self._epoch_batches(train, epoch)
+            sampler = torch.utils.data.DistributedSampler(range(len(batches)), num_replicas=me.size, rank=me.rank,
+                                                          shuffle=False, drop_last=False)
+            positions = list(range(me.rank, sampler.total_size, me.size))  # >= len(batches): padding repeats
+            local = [batches[q % len(batches)] for q in positions]
+            total = torch.zeros((2,), dtype=torch.float64, device=self.device)  # loss sum, clips
+            for q, (indices, bands, gcc, tokens) in zip(positions, self._inputs(*stores, local)):
+                real = q < len(batches)
+                loss = self._train_step(model, optimizer, bands, gcc, tokens,
+                                        torch.from_numpy(group_index[indices]).to(self.device),
+                                        torch.from_numpy(domain_of[indices]).to(self.device),
+                                        torch.from_numpy(conditions_of[indices]).to(self.device), mixer,
+                                        weight=1.0 if real else 0.0)
+                if real:
+                    total += torch.tensor([loss * len(indices), len(indices)], dtype=torch.float64,
+                                          device=self.device)
+            if me.size > 1:
+                torch.distributed.all_reduce(total)
+            mean_loss = float(total[0] / total[1].clamp(min=1))
+            self.epochs_run += 1
+            state["epoch"] = epoch + 1
+            state["history"].append({"epoch": epoch + 1, "train_loss": mean_loss})
+            bar.set_postfix(loss=f"{mean_loss:.3f}")
+            if me.is_main:
+                checkpoint = {"key": resume_key, "model": self.model.state_dict(),
+                              "optimizer": optimizer.state_dict(), "state": state}
+                atomic_write(resume_path, lambda tmp: torch.save(checkpoint, tmp))
+        bar.close()
+        self.history = list(state["history"])
+        if me.is_main:
+            payload = {"format": MODEL_FORMAT, "machine": machine, "groups": self.groups.to_dict(),
+                       "beats": {"fingerprint": self.beats_fingerprint, "layer": self.layer},
+                       "config": {k: v for k, v in vars(cfg).items() if k not in self.per_machine_config_fields},
+                       "model": self.model.state_dict(), "history": self.history}
+            atomic_write(folder / MODEL_FILE, lambda tmp: torch.save(payload, tmp))
+            resume_path.unlink(missing_ok=True)
+        distributed.barrier()
+
+    # ------------------------------------------------------------------ embeddings and scores
+    @torch.no_grad()
+    def embed_per_group(self, stores, clips: ClipSet) -> np.ndarray:
+        """(N, G, 256) normalised embeddings of every clip under every group's FiLM condition."""
+        self.model.eval()
+        conditions = torch.tensor(self.groups.conditions, dtype=torch.long, device=self.device)
+        out = np.zeros((len(clips), len(self.groups.names), self.model.net.config.embedding_dim), dtype=np.float64)
+        batches = length_batches(np.arange(len(clips)), clips.cropped_lengths, self.config.embed_batch_size)
+        for indices, bands, gcc, tokens in self._inputs(*stores, batches):
+            for g in range(len(self.groups.names)):
+                domain = conditions[g, 0].expand(len(indices))
+                attribute = conditions[g, 1].expand(len(indices))
+                with self._autocast():
+                    embedding = self.model.net(bands, gcc, tokens, domain, attribute).float()
+                out[indices, g] = F.normalize(embedding, dim=1).cpu().numpy()
+        return out
+
+    def fit_machine(self, machine: str, train: ClipSet, folder: Path) -> MachineScores:
+        """Trains the machine's model, fits the group prototypes; honest (leave-one-out prototype) train scores."""
+        self.check_training_clips(machine, train.clips)
+        folder = Path(folder)
+        self._world = distributed.world()
+        try:
+            if self._world.is_main:
+                folder.mkdir(parents=True, exist_ok=True)
+            self.load_backbone()
+            self.groups = Groups.from_clips(train.clips)
+            how = (f"groups domain x {self.groups.key} ({len(self.groups.names)})" if self.groups.visible
+                   else "hidden or single-valued attributes: domain-only groups")
+            self.context.note(f"proto: {machine}: {how}.")
+            stores = self._shared_feature_stores(train, folder)
+            self._train(machine, train, stores, folder)
+            if not self._world.is_main:  # torchrun: rank 0 alone fits the prototypes and scores
+                return None
+        finally:
+            self._world = distributed.World()
+        per_group = self.embed_per_group(stores, train)
+        own = np.array([self.groups.of(c) for c in train.clips], dtype=np.int64)
+        self.prototypes = Prototypes.fit(self.groups.names, per_group[np.arange(len(own)), own], own)
+        self._save_prototypes(folder)
+        self._folder = folder
+        return self.prototypes.scores(self.prototypes.distances(per_group, own))
+
+    def score_machine(self, test: ClipSet) -> MachineScores:
+        if self.prototypes is None:
+            raise RuntimeError("proto: no prototypes yet; call fit_machine (or load_machine) first.")
+        if len(test) == 0:
+            return MachineScores(np.zeros(0))
+        per_group = self.embed_per_group(self.feature_stores(test, self._folder), test)
+        return self.prototypes.scores(self.prototypes.distances(per_group))
+
+    def _save_prototypes(self, folder: Path) -> Path:
+        arrays = {"names": np.array(self.prototypes.names), "means": self.prototypes.means,
+                  "counts": self.prototypes.counts}
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, **arrays)
+
+        return atomic_write(Path(folder) / PROTOTYPES_FILE, write)
+
+    def load_machine(self, folder: Path) -> Prototypes:
+        """Restores the model and prototypes fit_machine wrote."""
+        folder = Path(folder)
+        path = folder / MODEL_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no proto model (fit_machine writes it).")
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+            raise ValueError(f"{path}: not a proto model ({MODEL_FORMAT}).")
+        self.load_backbone()
+        if payload["beats"] != {"fingerprint": self.beats_fingerprint, "layer": self.layer}:
+            raise ValueError(f"{path}: the model was trained on other BEATs tokens; train it again.")
+        self.groups = Groups.from_dict(payload["groups"])
+        self.model = ProtoModel(self.net_config(self.groups), self.groups, self.config).to(self.device)
+        self.model.load_state_dict(payload["model"])
+        self.history = list(payload["history"])
+        with np.load(folder / PROTOTYPES_FILE, allow_pickle=False) as data:
+            self.prototypes = Prototypes([str(n) for n in data["names"]], data["means"], data["counts"])
+        self._folder = folder
+        return self.prototypes
+
+
+def _read_resume(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a damaged checkpoint only costs the epochs it held
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+__all__ = ["Groups", "ProtoConfig", "ProtoModel", "ProtoSystem", "Prototypes", "attribute_key",
+           "supervised_contrastive"]
