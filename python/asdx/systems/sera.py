@@ -53,8 +53,6 @@ FeatureCache under `context.cache_dir` (else `<global folder>/token_cache`).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -76,6 +74,7 @@ from asdx.models.cache import FeatureCache, beats_preprocessing
 from asdx.models.heads import IGNORE_INDEX, AttentiveStatsPooling, MultiTaskArcFace
 from asdx.systems._tokens import (TokenStore, fill_token_store, length_batches, split_validation, token_batches,
                                   token_bytes)
+from asdx.systems._files import check_same_config, digest, load_model_file, read_resume, save_arrays
 from asdx.systems.base import MachineScores, System, SystemContext
 
 SERA_CHECKPOINT_NAME = "BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt1.pt"
@@ -321,12 +320,7 @@ class DomainBanks:
                   "embedding_mean": self.embedding_mean, "embedding_std": self.embedding_std,
                   "source": self.source, "target": self.target,
                   "source_stats": self.source_stats, "target_stats": self.target_stats}
-
-        def write(tmp: Path) -> None:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, **arrays)
-
-        return atomic_write(path, write)
+        return save_arrays(path, arrays)
 
     @classmethod
     def load(cls, path: Path) -> "DomainBanks":
@@ -521,12 +515,12 @@ class SeraSystem(System):
         self._build_head(labels)
         optimizer = torch.optim.AdamW([*self.head.parameters(), *self.arcface.parameters()], lr=cfg.lr,
                                       weight_decay=cfg.weight_decay)
-        resume_key = _digest({"config": dict(self.global_config()), "beats": self.beats_fingerprint,
+        resume_key = digest({"config": dict(self.global_config()), "beats": self.beats_fingerprint,
                               "layer": self.layer, "labels": labels.to_dict(), "train": train_idx.tolist(),
                               "validation": val_idx.tolist(), "clips": [str(c.path) for c in train.clips]})
         state = {"epoch": 0, "best_loss": math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [], "best": None}
         resume_path = folder / RESUME_FILE
-        saved = _read_resume(resume_path, self.device)
+        saved = read_resume(resume_path, self.device)
         if saved is not None and saved.get("key") == resume_key:
             self.head.load_state_dict(saved["head"])
             self.arcface.load_state_dict(saved["arcface"])
@@ -582,25 +576,14 @@ class SeraSystem(System):
     def load_global(self, folder: Path) -> None:
         """Restores the head written by fit_global (checks it was made from this BEATs and config)."""
         path = Path(folder) / HEAD_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no sera head (fit_global writes it).")
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # torch raises several types for a damaged or foreign file
-            raise ValueError(f"{path}: unreadable sera head ({error}).") from error
-        if not isinstance(payload, dict) or payload.get("format") != HEAD_FORMAT:
-            raise ValueError(f"{path}: not a sera head ({HEAD_FORMAT}).")
+        payload = load_model_file(path, HEAD_FORMAT, "sera head", "fit_global")
         self._cache_root = self._cache_root_for(folder)
         self.load_backbone()
         saved = payload["beats"]
         if saved["fingerprint"] != self.beats_fingerprint or saved["layer"] != self.layer:
             raise ValueError(f"{path}: the head was trained on BEATs {saved['source']} layer {saved['layer']}, not "
                              f"on {self.beats.source} layer {self.layer}; train it again (fit_global).")
-        differ = {k: (v, payload["config"].get(k)) for k, v in self.global_config().items()
-                  if k != "beats" and payload["config"].get(k) != v}
-        if differ:
-            raise ValueError(f"{path}: the head was trained with other settings: "
-                             + ", ".join(f"{k}={old!r} (now {new!r})" for k, (new, old) in differ.items()) + ".")
+        check_same_config(path, payload["config"], self.global_config(), "head")
         self._build_head(TaskLabels.from_dict(payload["labels"]))
         self.head.load_state_dict(payload["head"])
         self.arcface.load_state_dict(payload["arcface"])
@@ -654,21 +637,6 @@ class SeraSystem(System):
 
 def _cpu_copy(module: nn.Module) -> dict:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-
-
-def _read_resume(path: Path, device) -> dict | None:
-    """The per-epoch checkpoint, or None (absent or unreadable: the training starts over)."""
-    if not path.is_file():
-        return None
-    try:
-        saved = torch.load(path, map_location=device, weights_only=True)
-    except Exception:  # a damaged checkpoint only costs the epochs it held
-        return None
-    return saved if isinstance(saved, dict) else None
-
-
-def _digest(value) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
 __all__ = ["DomainBanks", "SeraConfig", "SeraHead", "SeraSystem", "TaskLabels", "length_batches",
