@@ -67,7 +67,7 @@ from asdx.models.cache import FeatureCache, beats_preprocessing
 from asdx.models.heads import ArcFace, CenterLoss
 from asdx.models.proto_net import ProtoNet, ProtoNetConfig
 from asdx.systems._tokens import fill_token_store, length_batches, token_batches, token_bytes
-from asdx.systems._files import digest, load_model_file, read_resume, save_arrays
+from asdx.systems._files import check_same_config, digest, load_model_file, read_resume, save_arrays
 from asdx.systems.base import MachineScores, System, SystemContext
 
 PROTO_CHECKPOINT_NAME = "BEATs_iter3_plus_AS2M.pt"
@@ -409,8 +409,9 @@ class ProtoSystem(System):
         source, target = np.flatnonzero(domains != "target"), np.flatnonzero(domains == "target")
         share = self.config.target_share
         draws = int(round(share / (1 - share) * len(source))) if share > 0 else len(target)
-        indices = np.concatenate([source, rng.choice(target, size=max(draws, len(target)), replace=True)
-                                  if share > 0 else target])
+        # target clips already at or above the share: each once (drawing them with replacement would drop some)
+        indices = np.concatenate([source, rng.choice(target, size=draws, replace=True)
+                                  if share > 0 and draws > len(target) else target])
         return length_batches(indices, train.cropped_lengths, self.config.batch_size, rng)
 
     def _train_step(self, model, optimizer, bands, gcc, tokens, labels, domains, conditions, mixer,
@@ -452,7 +453,7 @@ class ProtoSystem(System):
         saved = distributed.broadcast_object(read_resume(resume_path) if me.is_main else None)
         if saved is not None and saved.get("key") == resume_key:
             self.model.load_state_dict(saved["model"])
-            pass  # BROKEN-no_opt_resume
+            optimizer.load_state_dict(saved["optimizer"])
             state = saved["state"]
             self.context.note(f"proto: {machine}: resumed the training after epoch {state['epoch']}.")
         family = "ArcFace + center loss" if self.groups.visible else "contrastive + domain cross-entropy"
@@ -566,8 +567,12 @@ class ProtoSystem(System):
         self.load_backbone()
         if payload["beats"] != {"fingerprint": self.beats_fingerprint, "layer": self.layer}:
             raise ValueError(f"{path}: the model was trained on other BEATs tokens; train it again.")
+        check_same_config(path, payload["config"],
+                          {k: v for k, v in vars(self.config).items() if k not in self.per_machine_config_fields},
+                          "model")
         self.groups = Groups.from_dict(payload["groups"])
-        self.model = ProtoModel(self.net_config(self.groups), self.groups, self.config).to(self.device)
+        with torch.random.fork_rng(devices=[]):  # the weights come from the file; the global RNG stays untouched
+            self.model = ProtoModel(self.net_config(self.groups), self.groups, self.config).to(self.device)
         self.model.load_state_dict(payload["model"])
         self.history = list(payload["history"])
         with np.load(folder / PROTOTYPES_FILE, allow_pickle=False) as data:
