@@ -73,6 +73,7 @@ from asdx import distributed
 from asdx._atomic import atomic_write
 from asdx.config import validate_fields
 from asdx.data.loader import ClipSet
+from asdx.index import faiss_gpu_available
 from asdx.metrics import machine_metrics, official_score
 from asdx.models.beats_checkpoint import is_random_tiny, load_beats
 from asdx.models.cache import FeatureCache, beats_preprocessing
@@ -249,7 +250,7 @@ class FusionBanks:
         if n <= config.knn_k:
             raise ValueError(f"{machine}: {n} train clips; the kNN scorer's leave-one-out scores need more than "
                              f"knn_k={config.knn_k}.")
-        knn = KNNScorer(k=config.knn_k, metric=config.knn_metric).fit(bank)
+        knn = knn_scorer(config.knn_k, config.knn_metric).fit(bank)
         knn_train = knn.train_scores()
         folds = min(config.gmm_folds, n)
         largest = max(1, (n - math.ceil(n / folds)) // MIN_CLIPS_PER_COMPONENT)  # fits in every fold's rows
@@ -272,7 +273,7 @@ class FusionBanks:
         queries = normalise(embeddings)
         if len(queries) == 0:
             return self._fuse(np.zeros(0), np.zeros(0))
-        knn = KNNScorer(k=self.knn_k, metric=self.knn_metric).fit(self.bank)
+        knn = knn_scorer(self.knn_k, self.knn_metric).fit(self.bank)
         gmm_nll = -np.asarray(gmm_diag_loglik(queries, self.gmm_weights, self.gmm_means, self.gmm_variances))
         return self._fuse(knn.score_samples(queries), gmm_nll)
 
@@ -322,6 +323,11 @@ def rank_to_score(fused_rank: np.ndarray, n_reference: int) -> np.ndarray:
     return -np.log1p(-rank)
 
 
+def knn_scorer(k: int, metric: str) -> KNNScorer:
+    """The kNN scorer on a FAISS GPU index when faiss-gpu sees a GPU (asdx[gpu]), else on the CPU index."""
+    return KNNScorer(k=k, metric=metric, device="cuda" if faiss_gpu_available() else None)
+
+
 def normalise(embeddings: np.ndarray) -> np.ndarray:
     """Unit-length rows (ArcFace embeddings live on the sphere); a zero row stays zero."""
     x = np.asarray(embeddings, dtype=np.float64)
@@ -334,7 +340,7 @@ def dev_omega(embed_train: dict[str, np.ndarray], embed_test: dict[str, np.ndarr
     """Official score Ω of kNN-scored dev test clips (asdx.metrics), and each machine's own Ω."""
     per_machine, machines = {}, []
     for machine, test in embed_test.items():
-        scores = KNNScorer(k=k, metric=metric).fit(normalise(embed_train[machine])).score_samples(normalise(test))
+        scores = knn_scorer(k, metric).fit(normalise(embed_train[machine])).score_samples(normalise(test))
         clips = test_clips[machine]
         labels = np.array([clip.label == "anomaly" for clip in clips], dtype=np.int8)
         domains = np.array([clip.domain == "target" for clip in clips], dtype=np.int8)

@@ -279,3 +279,24 @@ def test_worker_rank_joins_only_a_distributed_global_stage(system, joins, roots,
     assert received == [None]  # the one broadcast rank 0 makes per global stage is matched either way
     assert fitted == ([runner.run_dir_for(options, config) / runner.GLOBAL_DIR] if joins else [])
     assert not (tmp_path / "runs").exists()
+
+
+def test_torchrun_two_processes_train_each_proto_machine(tmp_path):
+    """P_proto's distributed stage is the per-machine one: rank 1 joins every machine's training, rank 0 scores."""
+    data = generate(tmp_path / "data", machines="fan,bearingEmu", seconds=1.0, n_source=8, n_target=2, n_test=2,
+                    seed=4, progress=False)
+    out = tmp_path / "runs"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(free_port()), "-m", "asdx", "run", "proto", "--machine", "fan,bearingEmu",
+               "--data", str(data), "--out", str(out), "--beats", "random-tiny", "--size", "tiny", "--epochs", "2",
+               "--batch-size", "4", "--quiet", "--workers", "0", "--device", "cpu"]
+    done = subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, f"torchrun exited {done.returncode}:\n{done.stdout[-4000:]}\n{done.stderr[-8000:]}"
+    assert done.stdout.count("run directory:") == 1, done.stdout
+    run_dir = out / "proto" / "fan+bearingEmu-seed0"
+    for machine in ("fan", "bearingEmu"):
+        for name in ("proto_model.pt", "proto_prototypes.npz", "test_scores.csv", "done.json"):
+            assert (run_dir / "machines" / machine / name).is_file(), (machine, name)
+        assert not (run_dir / "machines" / machine / "proto_model.resume.pt").exists()
+    log = (run_dir / "run.log").read_text()
+    assert log.count("2 process(es)") == 2 and "run finished" in log  # one training line per machine, rank 0's
