@@ -28,7 +28,9 @@ def test_stereo_float32_channels_first_and_fixed_length(tmp_path):
     native = load_clip(path, seconds=None)
     assert native.dtype == np.float32 and native.shape == (2, 24000)
     np.testing.assert_allclose(native, frames.T, atol=1 / 32768 + 1e-7)
-    padded = load_clip(path)  # default 10 s
+    assert load_clip(path).shape == (2, 24000)  # default: the native length, no padding
+    assert load_clip(path, seconds=10.0).shape == (2, 24000)  # crops, never pads unless asked
+    padded = load_clip(path, seconds=10.0, pad=True)
     assert padded.shape == (2, 160000)
     np.testing.assert_array_equal(padded[:, :24000], native)
     assert not padded[:, 24000:].any()
@@ -127,8 +129,10 @@ def test_inconsistent_lengths_in_a_batch(tmp_path):
     with pytest.raises(ValueError, match="same length") as info:
         load_clips([a, b])
     assert "b.wav" in str(info.value) and "a.wav" in str(info.value)
-    batch = load_clips([a, b], seconds=1.0, same_length=False)
+    batch = load_clips([a, b], seconds=1.0, pad=True, same_length=False)
     assert batch.shape == (2, 2, 16000) and not batch[1, :, 12000:].any()
+    with pytest.raises(ValueError, match="pad=True"):
+        load_clips([a, b], seconds=1.0, same_length=False)
 
 
 def test_bad_arguments(tmp_path):
@@ -137,5 +141,7 @@ def test_bad_arguments(tmp_path):
         load_clip(path, channels=3)
     with pytest.raises(ValueError, match="seconds"):
         load_clip(path, seconds=0)
+    with pytest.raises(ValueError, match="pad"):
+        load_clip(path, pad=True)
     with pytest.raises(ValueError, match="paths"):
         load_clips([])

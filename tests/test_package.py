@@ -47,3 +47,23 @@ def test_ci_runs_the_readme_test_command():
     command = next(line for line in readme.splitlines() if line.startswith("pip install") and "test" in line)
     assert command in ci, f"the README test command {command!r} is not what .ci/run runs"
     assert marker not in command
+
+
+def test_import_asdx_exposes_the_subpackages_lazily():
+    code = ("import sys, asdx; assert 'asdx.scoring' not in sys.modules; "
+            "assert asdx.scoring.KNNScorer and asdx.features.kaldi_fbank and asdx.systems.SYSTEMS; "
+            "assert 'scoring' in dir(asdx)")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        asdx.nope
+
+
+def test_features_refuse_autograd_input_instead_of_dropping_the_graph():
+    import torch
+
+    wave = torch.zeros(1, 1, 4000, requires_grad=True)
+    with pytest.raises(ValueError, match="not differentiable.*detach"):
+        asdx.features.kaldi_fbank(wave)
+    with torch.no_grad():  # no graph is being built: fine
+        assert asdx.features.kaldi_fbank(wave).shape[0] == 1
+    assert asdx.features.kaldi_fbank(wave.detach()).requires_grad is False

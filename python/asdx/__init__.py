@@ -10,4 +10,24 @@ except PackageNotFoundError:  # pragma: no cover - running from an uninstalled t
 from asdx._native import get_num_threads, set_num_threads
 from asdx.info import info
 
-__all__ = ["__version__", "get_num_threads", "info", "set_num_threads"]
+# Subpackages load on first use (`asdx.scoring.KNNScorer` works after a bare `import asdx`), so importing
+# asdx stays cheap for a DataLoader worker or a CLI call that needs one kernel.
+SUBMODULES = ("config", "data", "distributed", "evaluation", "features", "index", "metrics", "models", "reference",
+              "report", "runner", "scoring", "submission", "systems")
+
+
+def __getattr__(name: str):
+    if name in SUBMODULES:
+        import importlib
+
+        module = importlib.import_module(f"asdx.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'asdx' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *SUBMODULES])
+
+
+__all__ = ["SUBMODULES", "__version__", "get_num_threads", "info", "set_num_threads"]

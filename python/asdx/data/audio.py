@@ -110,43 +110,62 @@ def _prepare(path: Path, channels: int, sample_rate: int, resample: bool) -> np.
     return audio
 
 
-def load_clip(path, *, channels: int = 2, seconds: float | None = DEFAULT_SECONDS,
+def load_clip(path, *, channels: int = 2, seconds: float | None = None, pad: bool = False,
               sample_rate: int = SAMPLE_RATE, resample: bool = False) -> np.ndarray:
     """One clip as float32 (channels, samples).
 
     path: a path or a record with ``.path`` (asdx.data.Clip).
     channels: 2 for near/far stereo; 1 for channel-0 systems (official baseline),
         which also accept mono files with an AudioWarning.
-    seconds: crop or zero-pad to this length (default 10 s, the system report's);
-        None keeps the native length.
+    seconds: crop longer clips to this length (the systems use DEFAULT_SECONDS, 10 s, the
+        system report's); None (default) keeps the native length.
+    pad: also zero-pad shorter clips to `seconds` (explicit: padding adds silence no
+        model was trained on; asdx's own loaders batch by length instead).
     resample: convert other rates with scipy.signal.resample_poly instead of failing.
     """
     if channels not in (1, 2):
         raise ValueError(f"channels: expected 1 or 2, got {channels!r}.")
-    n_samples = None if seconds is None else _n_samples(seconds, sample_rate)
+    n_samples = _target_length(seconds, pad, sample_rate)
     audio = _prepare(_path_of(path), channels, sample_rate, resample)
-    return audio if n_samples is None else fit_length(audio, n_samples)
+    return _crop_or_pad(audio, n_samples, pad)
 
 
-def load_clips(paths: Iterable, *, channels: int = 2, seconds: float | None = DEFAULT_SECONDS,
+def _target_length(seconds: float | None, pad: bool, sample_rate: int) -> int | None:
+    if seconds is None:
+        if pad:
+            raise ValueError("pad: True needs seconds, the length to pad to.")
+        return None
+    return _n_samples(seconds, sample_rate)
+
+
+def _crop_or_pad(audio: np.ndarray, n_samples: int | None, pad: bool) -> np.ndarray:
+    if n_samples is None:
+        return audio
+    if pad:
+        return fit_length(audio, n_samples)
+    return np.ascontiguousarray(audio[..., :n_samples])
+
+
+def load_clips(paths: Iterable, *, channels: int = 2, seconds: float | None = None, pad: bool = False,
                sample_rate: int = SAMPLE_RATE, resample: bool = False,
                same_length: bool = True, progress: bool = False) -> np.ndarray:
     """Several clips of one split as float32 (batch, channels, samples); see load_clip.
 
     same_length: the clips of a split must share one native length (the official
     loader assumes it, baseline §8 quirk 7); a differing clip raises ValueError
-    naming it and the first clip, even when cropping/padding would hide it.
+    naming it and the first clip, even when cropping/padding would hide it. With
+    same_length=False the clips must end up one length: give seconds and pad=True.
     """
     if channels not in (1, 2):
         raise ValueError(f"channels: expected 1 or 2, got {channels!r}.")
     items = [_path_of(p) for p in paths]
     if not items:
         raise ValueError("paths: no clips given.")
-    if seconds is None and not same_length:
-        raise ValueError("seconds: None (native length) needs same_length=True to stack clips.")
+    if not same_length and not (seconds is not None and pad):
+        raise ValueError("same_length=False: clips of several lengths stack only with seconds and pad=True.")
     from tqdm.auto import tqdm
 
-    n_samples = None if seconds is None else _n_samples(seconds, sample_rate)
+    n_samples = _target_length(seconds, pad, sample_rate)
     first_length = None
     out = []
     for path in tqdm(items, desc="loading clips", unit="clip", disable=not progress):
@@ -156,7 +175,10 @@ def load_clips(paths: Iterable, *, channels: int = 2, seconds: float | None = DE
         elif same_length and audio.shape[-1] != first_length:
             raise ValueError(f"{path}: {audio.shape[-1]} samples, but {items[0]} has {first_length}; "
                              f"clips of one split must have the same length.")
-        out.append(audio if n_samples is None else fit_length(audio, n_samples))
+        out.append(_crop_or_pad(audio, n_samples, pad))
+    if len({a.shape[-1] for a in out}) > 1:
+        raise ValueError(f"{items[0]}: the clips are {sorted({a.shape[-1] for a in out})[:3]}... samples long after "
+                         f"cropping to {seconds} s; pass pad=True to zero-pad the shorter ones.")
     return np.stack(out)
 
 

@@ -3,6 +3,10 @@
 Each takes (batch, channels, samples) audio as a numpy array or a torch
 tensor; a CUDA tensor runs the CUDA kernel, anything else the CPU kernel,
 and the result comes back in the input's kind and on its device.
+
+The kernels have no backward: the features are constants for autograd. A
+tensor that requires grad (with grad mode on) is refused with a ValueError
+rather than silently cut off from the graph; pass ``.detach()``.
 """
 
 from asdx.features.fbank import kaldi_fbank

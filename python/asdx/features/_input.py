@@ -49,6 +49,11 @@ def prepare_waveform(waveform, name: str = "waveform", channels: int | None = No
     if isinstance(waveform, torch.Tensor):
         _check_dtype(name, str(waveform.dtype), waveform.is_floating_point(),
                      not waveform.is_floating_point() and not waveform.is_complex())
+        if waveform.requires_grad and torch.is_grad_enabled():
+            # our kernels have no backward: returning a result silently cut off from the graph would train
+            # nothing upstream without a word
+            raise ValueError(f"{name}: requires grad, but asdx.features kernels are not differentiable; pass "
+                             f"{name}.detach() (the features are then constants for autograd).")
         data = waveform.detach()
         is_torch = True
     else:
