@@ -53,12 +53,16 @@ def test_kaldi_fbank_matches_torchaudio(frontend_npz, name):
     np.testing.assert_allclose(actual, reference.kaldi_fbank(signal[None, None])[0, 0], rtol=0, atol=1e-3)
 
 
-def test_mel_ae_power_matches_torchaudio_htk_variant(frontend_npz):
-    """The reference's dense Slaney bank is not the HTK one: guards against mixing them up."""
+def test_logmel_dcase_is_the_slaney_bank_not_the_torchaudio_htk_one(frontend_npz):
+    """asdx's log-mel power sits on librosa's Slaney output, far from torchaudio's HTK variant
+    (mel_ae in the fixture): guards against building the AE features with the wrong bank."""
     signal = frontend_npz["signal/noise"]
-    slaney = 10 ** (reference.logmel_dcase(signal[None, None])[0, 0] / 10)
+    ours = 10 ** (logmel_dcase(signal[None, None])[0, 0].astype(np.float64) / 10)
+    slaney = 10 ** (frontend_npz["logmel_dcase/noise"].T / 10)
     htk_unnormalised = frontend_npz["mel_ae/noise"].T
-    assert not np.allclose(slaney, htk_unnormalised, rtol=1e-2)
+    assert ours.shape == slaney.shape == htk_unnormalised.shape
+    np.testing.assert_allclose(ours, slaney, rtol=1e-3)
+    assert not np.allclose(ours, htk_unnormalised, rtol=1e-2)
 
 
 def test_reference_filterbanks_match_librosa():

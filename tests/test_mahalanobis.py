@@ -17,6 +17,8 @@ from asdx.scoring.mahalanobis import (
     mahalanobis,
     stable_precision,
 )
+from sklearn.exceptions import NotFittedError
+
 from conftest import fixture_path, requires_cuda
 
 
@@ -90,20 +92,31 @@ def test_large_dims_exercise_every_tile_edge():
 
 
 def test_thread_count_does_not_change_results():
+    # The CPU kernel hands out blocks of kBlockBytes / (itemsize * D) query rows (rounded down to a
+    # multiple of the register tile; csrc/cpu/mahalanobis.cpp), one block per work item. With D = 256
+    # that is 96 rows in float64 and 192 in float32, so 1000 queries are 11 (6) blocks and two
+    # threads really split them; the results must not depend on the split, and both must be right.
     rng = np.random.default_rng(2)
-    queries, means = rng.standard_normal((300, 24)), rng.standard_normal((2, 24))
-    precisions = np.stack([random_spd(rng, 24) for _ in range(2)])
+    d = 256
+    queries, means = rng.standard_normal((1000, d)), rng.standard_normal((2, d))
+    precisions = np.stack([random_spd(rng, d) for _ in range(2)])
+    expected = ref.mahalanobis(queries, means, precisions)
     from asdx._native import get_num_threads, set_num_threads
 
     before = get_num_threads()
     try:
-        set_num_threads(1)
-        single = mahalanobis(queries, means, precisions)
-        set_num_threads(2)
-        double = mahalanobis(queries, means, precisions)
+        for dtype, tolerance in [(np.float64, 1e-10), (np.float32, 1e-4)]:
+            q = queries.astype(dtype)
+            block_rows = (192 * 1024 // (np.dtype(dtype).itemsize * d))
+            assert q.shape[0] > 4 * block_rows  # several blocks: both threads get work
+            set_num_threads(1)
+            single = mahalanobis(q, means, precisions)
+            set_num_threads(2)
+            double = mahalanobis(q, means, precisions)
+            np.testing.assert_array_equal(single, double)
+            assert relative_error(double, expected) < tolerance
     finally:
         set_num_threads(before)
-    np.testing.assert_array_equal(single, double)
 
 
 def test_empty_queries_give_empty_result():
@@ -259,7 +272,7 @@ def test_scorer_shrinkage_and_float32_and_torch():
 def test_scorer_errors_name_the_argument():
     rng = np.random.default_rng(10)
     x = rng.standard_normal((20, 4))
-    with pytest.raises(ValueError, match="fit"):
+    with pytest.raises(NotFittedError, match="fit"):
         MahalanobisScorer().score_samples(x)
     with pytest.raises(ValueError, match="domain"):
         MahalanobisScorer().fit(x, domain=["source"] * 19)

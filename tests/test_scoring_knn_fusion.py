@@ -2,7 +2,8 @@
 
 import numpy as np
 import pytest
-from scipy.stats import rankdata
+from scipy.stats import percentileofscore, rankdata
+from sklearn.exceptions import NotFittedError
 
 from asdx.scoring import KNNScorer, mean_fusion, min_fusion, rank_normalize
 
@@ -51,24 +52,26 @@ def test_knn_without_domain_and_bad_input():
         KNNScorer().fit(X, domain=np.array(["src"] * len(X)))
     with pytest.raises(ValueError, match="X: has 5 features"):
         scorer.score_samples(np.zeros((2, 5)))
-    with pytest.raises(RuntimeError, match="fit"):
+    with pytest.raises(NotFittedError, match="fit"):
         KNNScorer().score_samples(X)
+    with pytest.raises(ValueError, match="k: must be"):
+        KNNScorer(k=0).fit(X)
     with pytest.raises(ValueError, match="fewer than k"):
         KNNScorer(k=20).fit(X, np.array(["source"] * 200 + ["target"] * 10))
 
 
 def test_rank_normalize_is_the_mid_rank_ecdf():
+    # Independent oracles: scipy's percentileofscore(kind="mean") is the mean of the strict and
+    # the weak ECDF (ties counted half), and the average rank of the score among reference + score
+    # is one more than that count.
     rng = np.random.default_rng(0)
     reference = rng.integers(0, 10, size=50).astype(float)
     scores = np.array([-1.0, 0.0, 4.0, 4.5, 9.0, 11.0])
     out = rank_normalize(scores, reference)
-    for s, value in zip(scores, out):
-        ranks = rankdata(np.append(reference, s))  # average ranks, the score last
-        below = (reference < s).sum()
-        ties = (reference == s).sum()
-        assert value == pytest.approx((below + 0.5 * ties) / reference.size)
-        assert 0.0 <= value <= 1.0
-        assert ranks[-1] == pytest.approx(below + 0.5 * ties + 1)
+    expected = np.array([percentileofscore(reference, s, kind="mean") / 100 for s in scores])
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12)
+    by_rank = np.array([(rankdata(np.append(reference, s))[-1] - 1) / reference.size for s in scores])
+    np.testing.assert_allclose(out, by_rank, rtol=0, atol=1e-12)
     assert out[0] == 0.0 and out[-1] == 1.0
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
 
 from asdx._native import _C, require_cuda_kernels
 from asdx._arrays import Prepared, like_input, match_device, prepare, require_same_width
@@ -78,7 +80,7 @@ def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-class DiagGMMScorer:
+class DiagGMMScorer(BaseEstimator):
     """Diagonal-covariance Gaussian-mixture anomaly scorer: score = −log p(x).
 
     The GMM half of T_fusion (system report §2.3: "KNN and diagonal GMM negative
@@ -88,7 +90,10 @@ class DiagGMMScorer:
     `sklearn.mixture.GaussianMixture(covariance_type="diag")` (`domain` is accepted for
     a uniform scorer interface, checked for length, and not used: the mixture
     components cover both domains). score_samples(X) is the negative per-sample
-    log-likelihood from our kernel, float64 (N,), higher = more anomalous.
+    log-likelihood from our kernel, float64 (N,), higher = more anomalous: the DCASE sign, the
+    opposite of scikit-learn's score_samples (higher = more normal). A scikit-learn estimator
+    otherwise: get_params/clone work, and an unfitted scorer raises NotFittedError.
+    Honest train scores: out_of_fold_scores(X, domain) (KNNScorer's equivalent is train_scores()).
 
     n_components: an int >= 1, or "bic": fit K = 1..max_components (K above the number
     of rows skipped) and keep the fit with the lowest BIC (the smallest K on a tie), so
@@ -166,7 +171,7 @@ class DiagGMMScorer:
         from sklearn.model_selection import KFold, StratifiedKFold
 
         if not hasattr(self, "means_"):
-            raise ValueError("DiagGMMScorer: call fit(X) before out_of_fold_scores(X).")
+            raise NotFittedError("DiagGMMScorer: call fit(X) before out_of_fold_scores(X).")
         x = prepare(X, "X", ndim=2, dtype=np.float64, allow_empty=False).numpy()
         if x.shape[1] != self.n_features_in_:
             raise ValueError(f"X: has {x.shape[1]} features, but the scorer was fitted with {self.n_features_in_}.")
@@ -194,7 +199,7 @@ class DiagGMMScorer:
     def score_samples(self, X) -> np.ndarray:
         """Negative log-likelihood, float64 (N,); higher = more anomalous."""
         if not hasattr(self, "means_"):
-            raise ValueError("DiagGMMScorer: call fit(X) before score_samples(X).")
+            raise NotFittedError("DiagGMMScorer: call fit(X) before score_samples(X).")
         x = prepare(X, "X", ndim=2)
         if x.shape[1] != self.n_features_in_:
             raise ValueError(f"X: has {x.shape[1]} features, but the scorer was fitted with {self.n_features_in_}.")

@@ -3,31 +3,39 @@
 from __future__ import annotations
 
 import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
 
 from asdx.index import METRICS, Bank
 from asdx._arrays import prepare
 from asdx.scoring._domains import domain_masks
 
 
-class KNNScorer:
+class KNNScorer(BaseEstimator):
     """Mean distance to the k nearest normal embeddings, minimum over the domain banks.
 
     fit(X, domain) builds one exact FAISS bank per domain present (990 source and
     10 target clips in DCASE); score_samples takes, per clip, the smaller of its
     source-bank and target-bank scores, so a clip close to either normal domain
-    is normal. Higher is more anomalous.
+    is normal. Higher is more anomalous: the DCASE sign, the opposite of scikit-learn's outlier
+    detectors (whose score_samples is higher = more normal).
+
+    A scikit-learn estimator otherwise: constructor arguments are stored unchanged (checked in
+    fit), get_params/clone work, and an unfitted scorer raises NotFittedError.
+    Honest train scores: the method train_scores() (leave-one-out); DiagGMMScorer's equivalent
+    is out_of_fold_scores(X, domain).
     """
 
     def __init__(self, k: int = 1, metric: str = "l2", device: str | None = None):
-        if k < 1:
-            raise ValueError(f"k: must be >= 1, got {k}.")
-        if metric not in METRICS:
-            raise ValueError(f"metric: expected one of {METRICS}, got {metric!r}.")
         self.k = k
         self.metric = metric
         self.device = device
 
     def fit(self, X, domain=None) -> "KNNScorer":
+        if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 1:
+            raise ValueError(f"k: must be an integer >= 1, got {self.k!r}.")
+        if self.metric not in METRICS:
+            raise ValueError(f"metric: expected one of {METRICS}, got {self.metric!r}.")
         x = prepare(X, "X", ndim=2, dtype=np.float32, allow_empty=False)
         masks = domain_masks(domain, x.shape[0])
         host = x.numpy()
@@ -44,7 +52,7 @@ class KNNScorer:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "banks_"):
-            raise RuntimeError("KNNScorer: call fit() first.")
+            raise NotFittedError("KNNScorer: call fit() first.")
 
     def score_samples(self, X) -> np.ndarray:
         """(N,) float64: min over domains of the mean distance to the k nearest bank members."""
@@ -57,8 +65,10 @@ class KNNScorer:
         return np.min(per_bank, axis=0)
 
     def train_scores(self) -> np.ndarray:
-        """Leave-one-out scores of the training rows (fit order): each row is scored against its
-        own bank without itself and against the other banks in full, for an honest gamma fit."""
+        """Honest train scores, for the gamma fit: leave-one-out scores of the training rows (fit order).
+
+        Each row is scored against its own bank without itself and against the other banks in full.
+        """
         self._check_fitted()
         scores = np.full(self._train.shape[0], np.inf)
         for name, rows in self.train_rows_.items():

@@ -14,6 +14,8 @@ import warnings
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
 
 from asdx._arrays import Prepared, like_input, match_device, prepare, require_same_width
 from asdx._native import _C, require_cuda_kernels
@@ -228,14 +230,17 @@ def ae_mahalanobis_scores(clip_mean_errors, precisions):
 # ------------------------------------------------------------------- the scorer
 
 
-class MahalanobisScorer:
+class MahalanobisScorer(BaseEstimator):
     """Mahalanobis anomaly scorer with separate source/target fits and min selection.
 
     fit(X, domain): one mean and covariance per domain present in `domain`
     ("source"/"target" or 0/1), or a single one without `domain`. The precision is
     the stable inverse of the (optionally shrunk) covariance (`stable_precision`).
     score_samples(X): the squared distance to the nearest fitted domain, float64 (N,),
-    higher = more anomalous (the "selective" minimum of the DCASE AE baseline, §4).
+    higher = more anomalous (the "selective" minimum of the DCASE AE baseline, §4). This is the
+    DCASE sign, the opposite of scikit-learn's outlier detectors (whose score_samples is higher =
+    more normal). A scikit-learn estimator otherwise: get_params/clone work, and an unfitted
+    scorer raises sklearn.exceptions.NotFittedError.
 
     Parameters: shrinkage (None, "ledoit-wolf" or a float, see `covariance`);
     ridge (see `stable_precision`).
@@ -280,7 +285,7 @@ class MahalanobisScorer:
     def domain_scores(self, X) -> np.ndarray:
         """Squared distances to each fitted domain, float64 (N, K), columns in `domains_` order."""
         if not hasattr(self, "factors_"):
-            raise ValueError("MahalanobisScorer: call fit(X) before domain_scores(X).")
+            raise NotFittedError("MahalanobisScorer: call fit(X) before domain_scores(X).")
         x = prepare(X, "X", ndim=2)
         if x.shape[1] != self.n_features_in_:
             raise ValueError(f"X: has {x.shape[1]} features, but the scorer was fitted with {self.n_features_in_}.")
