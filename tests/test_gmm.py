@@ -177,7 +177,7 @@ def test_scorer_is_negative_sklearn_loglik():
     rng = np.random.default_rng(4)
     x = np.vstack([rng.standard_normal((150, 6)), 3 + rng.standard_normal((150, 6))])
     scorer = DiagGMMScorer(n_components=2, reg_covar=1e-5, random_state=0)
-    assert scorer.fit(x, domain=["source"] * 290 + ["target"] * 10) is scorer
+    assert scorer.fit(x) is scorer
     model = GaussianMixture(2, covariance_type="diag", reg_covar=1e-5, random_state=0).fit(x)
     queries = 2 * rng.standard_normal((40, 6))
     scores = scorer.score_samples(queries)
@@ -196,8 +196,13 @@ def test_scorer_errors_name_the_argument():
         DiagGMMScorer(n_components=0).fit(x)
     with pytest.raises(ValueError, match="reg_covar"):
         DiagGMMScorer(reg_covar=-1.0).fit(x)
+    with pytest.raises(ValueError, match="domain: DiagGMMScorer fits one mixture"):
+        DiagGMMScorer().fit(x, domain=["source"] * 20)
+    fitted = DiagGMMScorer().fit(x)
     with pytest.raises(ValueError, match="domain"):
-        DiagGMMScorer().fit(x, domain=[0] * 3)
+        fitted.out_of_fold_scores(x, domain=[0] * 3)
+    with pytest.raises(ValueError, match="domain"):  # an unknown label, not a silent third stratum
+        fitted.out_of_fold_scores(x, domain=["src"] * 10 + ["target"] * 10)
     with pytest.raises(ValueError, match="X: has 2 features"):
         DiagGMMScorer().fit(x).score_samples(x[:, :2])
 

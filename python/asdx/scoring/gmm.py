@@ -15,6 +15,7 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
 from asdx._native import _C, require_cuda_kernels
+from asdx.scoring._domains import domain_codes
 from asdx._arrays import Prepared, like_input, match_device, prepare, require_same_width
 
 __all__ = ["DiagGMMScorer", "gmm_diag_loglik"]
@@ -69,11 +70,6 @@ def gmm_diag_loglik(queries, weights, means, variances):
     return like_input(_C.gmm_diag_loglik_cpu(q.numpy(), log_weights, m.numpy(), v.numpy()), q)
 
 
-def _domain_labels(domain, n: int) -> np.ndarray:
-    labels = domain.detach().cpu().numpy() if isinstance(domain, torch.Tensor) else np.asarray(domain)
-    if labels.ndim != 1 or labels.shape[0] != n:
-        raise ValueError(f"domain: expected {n} labels (one per row of X), got shape {labels.shape}.")
-    return labels
 
 
 def _is_int(value) -> bool:
@@ -86,10 +82,10 @@ class DiagGMMScorer(BaseEstimator):
     The GMM half of T_fusion (system report §2.3: "KNN and diagonal GMM negative
     log-likelihood scorers ... rank-normalized and combined by element-wise minimum").
 
-    fit(X, domain=None) fits one mixture to all rows with
-    `sklearn.mixture.GaussianMixture(covariance_type="diag")` (`domain` is accepted for
-    a uniform scorer interface, checked for length, and not used: the mixture
-    components cover both domains). score_samples(X) is the negative per-sample
+    fit(X) fits one mixture to all rows with
+    `sklearn.mixture.GaussianMixture(covariance_type="diag")`: its components cover both
+    domains, so fit refuses a `domain` (the other scorers fit per domain and take the min).
+    score_samples(X) is the negative per-sample
     log-likelihood from our kernel, float64 (N,), higher = more anomalous: the DCASE sign, the
     opposite of scikit-learn's score_samples (higher = more normal). A scikit-learn estimator
     otherwise: get_params/clone work, and an unfitted scorer raises NotFittedError.
@@ -132,8 +128,10 @@ class DiagGMMScorer(BaseEstimator):
         x = prepare(X, "X", ndim=2, dtype=np.float64, allow_empty=False).numpy()
         if self.n_components != "bic" and x.shape[0] < self.n_components:
             raise ValueError(f"X: {x.shape[0]} rows for n_components={self.n_components}; need at least as many rows.")
-        if domain is not None:
-            _domain_labels(domain, x.shape[0])
+        if domain is not None:  # use it or refuse it: a silently ignored argument misleads
+            raise ValueError("domain: DiagGMMScorer fits one mixture over every row (its components cover both "
+                             "domains) and takes no domain in fit; pass it to out_of_fold_scores, where it "
+                             "stratifies the folds.")
         if self.n_components == "bic":
             bic, mixture = {}, None
             for k in range(1, min(int(self.max_components), x.shape[0]) + 1):
@@ -181,7 +179,7 @@ class DiagGMMScorer(BaseEstimator):
         splitter = KFold(int(n_splits), shuffle=True, random_state=self.random_state)
         labels = None
         if domain is not None:
-            labels = _domain_labels(domain, n)
+            labels = domain_codes(domain, n)  # "source"/"target" or 0/1; anything else is refused
             smallest = int(np.unique(labels, return_counts=True)[1].min())
             if smallest >= 2:
                 splitter = StratifiedKFold(min(int(n_splits), smallest), shuffle=True,
