@@ -17,14 +17,15 @@ settings.register_profile("explore", derandomize=False, print_blob=True)
 settings.load_profile("explore" if os.environ.get("ASDX_HYPOTHESIS_EXPLORE") else "reproducible")
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = Path(os.environ.get("ASDX_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+# Golden fixtures are vendored in tests/fixtures (see its README); $ASDX_FIXTURES points elsewhere.
+FIXTURES = Path(os.environ.get("ASDX_FIXTURES") or Path(__file__).resolve().parent / "fixtures")
 
 
 def fixture_path(name: str) -> Path:
     """Path of a golden fixture; skips the test (with the reason) when the folder is absent."""
     path = FIXTURES / name
     if not path.exists():
-        pytest.skip(f"golden fixture {path} not found (set ASDX_FIXTURES to the fixtures folder)")
+        pytest.skip(f"golden fixture {path} not found (tests/fixtures is part of the repository; check $ASDX_FIXTURES)")
     return path
 
 

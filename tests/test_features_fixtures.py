@@ -1,4 +1,4 @@
-"""The frontends against golden outputs of librosa and torchaudio (../shared/fixtures/frontend.npz)."""
+"""The frontends against golden outputs of librosa and torchaudio (tests/fixtures/frontend.npz)."""
 
 import numpy as np
 import pytest

@@ -179,13 +179,18 @@ def _logger(run_dir: Path) -> logging.Logger:
     log = logging.getLogger(f"asdx.run.{run_dir.resolve()}")
     log.setLevel(logging.INFO)
     log.propagate = False
-    for handler in list(log.handlers):
-        log.removeHandler(handler)
-        handler.close()
+    _close_logger(log)
     handler = logging.FileHandler(run_dir / "run.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     return log
+
+
+def _close_logger(log: logging.Logger) -> None:
+    """Detaches and closes a run's handlers: a long-lived process running many runs keeps no run.log open."""
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
 
 
 class _Stages:
@@ -389,9 +394,6 @@ def make_system(options: RunOptions, config, progress: bool | None = None, log: 
 
 def run(options: RunOptions, config):
     """Runs options.system on the selected machines; returns (run_dir, evaluation or None)."""
-    import asdx
-    from asdx.report import write_report
-
     if options.system not in SYSTEMS:
         raise ValueError(f"system: unknown {options.system!r}; available: {', '.join(sorted(SYSTEMS))}.")
     me = distributed.init_from_environment(getattr(config, "device", "auto"))
@@ -407,6 +409,18 @@ def run(options: RunOptions, config):
 
     (run_dir / "machines").mkdir(parents=True, exist_ok=True)
     log = _logger(run_dir)
+    try:
+        return _run_logged(options, system, plan, run_dir, resolved, mode, log)
+    finally:
+        _close_logger(log)  # also on failure: run.log is closed when run() returns or raises
+
+
+def _run_logged(options: RunOptions, system, plan: _Plan, run_dir: Path, resolved: dict, mode: str,
+                log: logging.Logger):
+    """The body of run() once run.log is open; run() closes it."""
+    import asdx
+    from asdx.report import write_report
+
     system.context.log = log
     for note in system.context.notes:  # noted while preparing, before the log existed
         log.info("note: %s", note)
