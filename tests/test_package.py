@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import asdx
@@ -67,3 +68,23 @@ def test_features_refuse_autograd_input_instead_of_dropping_the_graph():
     with torch.no_grad():  # no graph is being built: fine
         assert asdx.features.kaldi_fbank(wave).shape[0] == 1
     assert asdx.features.kaldi_fbank(wave.detach()).requires_grad is False
+
+
+def test_kernel_threads_follow_torch_and_set_num_threads_sets_both():
+    import torch
+
+    from asdx._native import _C
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert asdx.get_num_threads() == 1
+        asdx.set_num_threads(2)
+        assert torch.get_num_threads() == 2 and _C.num_threads() == 2
+        torch.set_num_threads(1)  # a training loop changes torch's pool: the next kernel call follows
+        asdx.features.logmel_dcase(np.zeros((1, 1, 4096), dtype=np.float32) + 0.01)
+        assert _C.num_threads() == 1
+        with pytest.raises(ValueError, match="threads"):
+            asdx.set_num_threads(0)
+    finally:
+        asdx.set_num_threads(before)

@@ -24,9 +24,28 @@ def require_cuda_kernels(what: str) -> None:
 
 
 def set_num_threads(threads: int) -> None:
-    """Threads used by the CPU kernels (default: the cores this process may use)."""
+    """Threads of asdx's CPU kernels and of torch's intra-op pool: one knob, so neither oversubscribes the other."""
+    import torch
+
+    if isinstance(threads, bool) or int(threads) != threads or threads < 1:
+        raise ValueError(f"threads: must be an integer >= 1, got {threads!r}.")
+    torch.set_num_threads(int(threads))
     _C.set_num_threads(int(threads))
 
 
 def get_num_threads() -> int:
+    follow_torch_threads()
     return int(_C.num_threads())
+
+
+def follow_torch_threads() -> None:
+    """The CPU kernels use torch's thread count, read before every kernel call.
+
+    A training loop that calls torch.set_num_threads (or a DataLoader worker, which asdx pins to 1)
+    thereby sets the kernels too; asdx.set_num_threads sets both at once.
+    """
+    import torch
+
+    threads = max(1, torch.get_num_threads())
+    if threads != _C.num_threads():
+        _C.set_num_threads(threads)

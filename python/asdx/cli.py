@@ -195,7 +195,7 @@ def _add_run_parser(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asdx", description="Anomalous sound detection (DCASE Task 2) toolkit.")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="CPU threads for asdx kernels, >= 1 (default: all cores)")
+                        help="CPU threads for asdx kernels and torch, >= 1 (default: torch's, i.e. all cores)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p_demo = sub.add_parser("demo", help="the main job on a built-in default: synthesise data, run ae, report")

@@ -34,7 +34,7 @@ def info() -> dict:
     import torch
 
     import asdx
-    from asdx._native import _C
+    from asdx._native import _C, get_num_threads
 
     build = dict(_C.build_info())
     report = {
@@ -49,7 +49,7 @@ def info() -> dict:
         "compiler": build["compiler"],
         "gpu_visible_to_asdx": _C.cuda_device_count(),
         "gpu_visible_to_torch": torch.cuda.device_count() if torch.cuda.is_available() else 0,
-        "cpu_threads": _C.num_threads(),
+        "cpu_threads": get_num_threads(),
         "cpu_cores_available": _C.available_cores(),
     }
     return report

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from asdx._native import require_cuda_kernels
+from asdx._native import follow_torch_threads, require_cuda_kernels
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,7 @@ def run_kernel(
                 cuda_call(waveform.data.data_ptr(), *[o.data_ptr() for o in outputs], stream)
         return outputs
     data = waveform.data.numpy() if waveform.is_torch else waveform.data
+    follow_torch_threads()
     arrays = [np.asarray(a).reshape(shape) for a, shape in zip(cpu_call(data), out_shapes)]
     if waveform.is_torch:
         return [torch.from_numpy(a) for a in arrays]

@@ -35,7 +35,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from asdx._native import _C, require_cuda_kernels
+from asdx._native import _C, follow_torch_threads, require_cuda_kernels
 from asdx._arrays import like_input, prepare
 
 STATUS = {0: "ok", 1: "too few scores (< 3)", 2: "constant scores", 3: "non-finite scores",
@@ -131,6 +131,7 @@ def fit_gamma_batch(score_sets, loc: float | None = None) -> GammaFitBatch:
     if isinstance(values, torch.Tensor) and values.is_cuda:
         require_cuda_kernels("fit_gamma_batch")
         return _fit_cuda(values, offsets, fixed, loc_value)
+    follow_torch_threads()
     arrays = _C.gamma_fit_cpu(values, offsets, fixed, loc_value)
     if reference is not None and reference.is_torch:
         arrays = [torch.from_numpy(a) for a in arrays]
@@ -167,6 +168,7 @@ def _flatten(score_sets):
 
 
 def _fit_cpu(values: np.ndarray, offsets: np.ndarray, fixed: bool, loc: float) -> GammaFitBatch:
+    follow_torch_threads()
     return GammaFitBatch(*_C.gamma_fit_cpu(values, offsets, fixed, loc))
 
 
@@ -227,6 +229,7 @@ def gamma_ppf(q, shape, loc, scale):
                 stream = torch.cuda.current_stream(device).cuda_stream
                 _C.gamma_ppf_cuda(*[t.data_ptr() for t in tensors], out.numel(), out.data_ptr(), stream)
         return out.reshape(out_shape)
+    follow_torch_threads()
     result = _C.gamma_ppf_cpu(*flat).reshape(out_shape)
     if torch_inputs:
         return like_input(result, torch_inputs[0])
@@ -241,6 +244,7 @@ def _special(name: str, a, x=None, loc=None, scale=None) -> np.ndarray:
                                     1.0 if scale is None else scale)])
     shape = arrays[0].shape
     flat = [np.ascontiguousarray(v).reshape(-1) for v in arrays]
+    follow_torch_threads()
     out = _C.gamma_special_cpu(name, *flat).reshape(shape)
     return float(out) if out.ndim == 0 else out
 

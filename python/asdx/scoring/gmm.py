@@ -14,7 +14,7 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
-from asdx._native import _C, require_cuda_kernels
+from asdx._native import _C, follow_torch_threads, require_cuda_kernels
 from asdx.scoring._domains import domain_codes
 from asdx._arrays import Prepared, like_input, match_device, prepare, require_same_width
 
@@ -67,6 +67,7 @@ def gmm_diag_loglik(queries, weights, means, variances):
                 _C.gmm_diag_loglik_cuda(q.data.data_ptr(), n, d, lw.data_ptr(), m_dev.data_ptr(), v_dev.data_ptr(),
                                         m.shape[0], out.data_ptr(), stream, q.numpy_dtype == np.float32)
         return out
+    follow_torch_threads()
     return like_input(_C.gmm_diag_loglik_cpu(q.numpy(), log_weights, m.numpy(), v.numpy()), q)
 
 

@@ -18,7 +18,7 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
 from asdx._arrays import Prepared, like_input, match_device, prepare, require_same_width
-from asdx._native import _C, require_cuda_kernels
+from asdx._native import _C, follow_torch_threads, require_cuda_kernels
 from asdx.scoring._domains import domain_codes
 
 __all__ = [
@@ -171,6 +171,7 @@ def _run_kernel(q: Prepared, means: np.ndarray | torch.Tensor, factors: np.ndarr
                 _C.mahalanobis_cuda(q.data.data_ptr(), n, d, m_dev.data_ptr(), f_dev.data_ptr(), k,
                                     out.data_ptr(), stream, dtype == np.float32)
         return out
+    follow_torch_threads()
     return _C.mahalanobis_cpu(q.numpy(), m.numpy(), f.data)
 
 
