@@ -31,7 +31,11 @@ Where the report leaves a choice open, asdx decides and says so here:
   - The kNN scorer uses the cosine distance to the nearest clip of one bank holding
     all the machine's train clips (ArcFace shapes angles; k = 1 is the DCASE standard).
     Its train scores are leave-one-out; the GMM's are k-fold out-of-fold (K chosen by
-    BIC on the whole bank by default). Both are fitted on L2-normalised embeddings.
+    BIC on the whole bank by default, at most one component per 10 clips of each
+    fold's fit). Both are fitted on L2-normalised embeddings; the kNN bank is a FAISS
+    GPU index when faiss-gpu sees a GPU.
+  - The attention key biases of the fine-tuned blocks stay frozen: softmax ignores a
+    constant added to every score of a query, so their gradient is zero.
   - Rank normalisation is inductive by default: a test score's position among that
     scorer's honest train-normal scores (empirical CDF, ties counted half), so a test
     score never depends on other test clips. Scores above every train score all map
