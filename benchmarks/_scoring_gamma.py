@@ -1,6 +1,6 @@
 """Gamma-fit rows for benchmarks/bench_scoring.py: asdx against scipy.stats.gamma.fit.
 
-The reference is what the official baseline calls (§5): scipy.stats.gamma.fit(scores),
+The reference is what the official baseline calls: scipy.stats.gamma.fit(scores),
 looped over the sets for the batched case. Each row checks first that asdx's fit is at
 least as likely as scipy's on the data timed (a note says so otherwise), then times
 best-of-`repeat` after one warm-up. CUDA rows are added when a GPU and the CUDA

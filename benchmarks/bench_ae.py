@@ -50,7 +50,7 @@ def official_style_features(waveforms: np.ndarray, clips: int) -> float:
 
 
 def official_style_epoch(vectors: torch.Tensor) -> float:
-    """One epoch as the official training loop runs it (official baseline §3.3): a shuffled per-row
+    """One epoch as the official training loop runs it (networks/dcase2023t2_ae/dcase2023t2_ae.py): a shuffled per-row
     DataLoader (batch 256), with autograd anomaly detection on (the official code switches it on
     every epoch; it slows autograd and changes no number); seconds."""
     config = AEConfig(epochs=1)

@@ -1,7 +1,7 @@
 """Calibration of the AE's gamma threshold: which train-normal scores should it be fitted on?
 
 With q = 0.9 about 10 % of the NORMAL test clips should be flagged (decision 1). The
-official baseline fits its gamma on mini-batch scores (official baseline §5); asdx
+official baseline (nttcslab/dcase2023_task2_baseline_ae) fits its gamma on mini-batch scores; asdx
 fitted it on the training clips' own scores, which are optimistic for a model trained
 on them, so its threshold was too low. This study compares the four choices of
 AEConfig.threshold_scores (see asdx.systems.ae) on synthetic fan and gearboxEmu

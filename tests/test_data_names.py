@@ -1,4 +1,4 @@
-"""File-name parser: every name form in dcase-baseline-and-evaluator.md §1.2, and bad names."""
+"""File-name parser: every released DCASE Task 2 name form (see asdx.data.names), and bad names."""
 
 from __future__ import annotations
 

@@ -200,7 +200,7 @@ def rank(scores, reference):
 
 
 def reference_scoring(bank, domains, queries, k, components, folds, max_components, seed, transductive):
-    """§2.3 per-machine scoring written out directly: brute-force cosine kNN, sklearn GMMs, ranks, min, -log."""
+    """Report §2.3 per-machine scoring, written out: brute-force cosine kNN, sklearn GMMs, ranks, min, -log."""
     unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
     a, b = unit(bank), unit(queries)
     pair = 1.0 - a @ a.T

@@ -1,4 +1,4 @@
-"""Pooling and margin heads against their direct formulas (BEATs doc §B.4)."""
+"""Pooling and margin heads against their direct formulas (ASP, GeM, ArcFace, center loss, mixup)."""
 
 import math
 

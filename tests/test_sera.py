@@ -108,7 +108,7 @@ def test_validation_split_is_seeded_and_stratified_by_machine_and_domain(trained
 
 # ----------------------------------------------------------------------------- scoring against NumPy
 def numpy_scores(train, domains, test, embedding_norm, distance_norm):
-    """The scoring of §2.4 written out directly: brute-force distances, no FAISS."""
+    """The scoring of report §2.4 written out directly: brute-force distances, no FAISS."""
     def norm(x):
         if embedding_norm == "per-clip":
             return (x - x.mean(1, keepdims=True)) / x.std(1, keepdims=True)

@@ -1,12 +1,16 @@
-"""Scoring a submission folder against ground truth, as the official DCASE evaluator does (§6, §7).
+"""Scoring a submission folder against ground truth, as the official DCASE evaluator does.
+
+Reference: the official evaluator (nttcslab/dcase2023_task2_evaluator,
+dcase2023_task2_evaluator.py), which reads the per-machine submission CSVs and
+computes the metrics of asdx.metrics.
 
 Ground truth comes from the evaluator's CSVs (`ground_truth_data/`,
-`ground_truth_domain/`, optional `ground_truth_attributes/`, §1.6) or, for the
-development set, from the labelled dev test file names. One deliberate
-difference: the official evaluator sorts submission and ground-truth rows by
-name and pairs them by position (§8 item 11), so a misnamed file silently
-misaligns scores; here rows are matched by name and any missing or extra name
-is an error that lists them.
+`ground_truth_domain/`, optional `ground_truth_attributes/`; see
+asdx.data.ground_truth) or, for the development set, from the labelled dev test
+file names. One deliberate difference: the official evaluator sorts submission
+and ground-truth rows by name and pairs them by position, so a misnamed file
+silently misaligns scores; here rows are matched by name and any missing or extra
+name is an error that lists them.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from asdx.submission import (decision_file_name, describe_name_difference, read_
 
 
 def labels_from_name(name: str) -> tuple[int, int]:
-    """(label, domain) of a labelled test clip name (§1.2): 1 = anomaly, 1 = target."""
+    """(label, domain) of a labelled test clip name (forms: asdx.data.names): 1 = anomaly, 1 = target."""
     parsed = parse_name(name)
     if parsed.form != "labelled" or parsed.split == "train":
         raise ValueError(f"{name}: not a labelled test clip name "
@@ -248,7 +252,7 @@ def _mean_rows(performance: np.ndarray, suffix: str) -> list[list[str]]:
 
 
 def result_csv_rows(evaluation: Evaluation) -> list[list[str]]:
-    """Rows of the evaluator's `teams_result/<system>_result.csv` (§7), floats in full repr."""
+    """Rows of the official evaluator's `teams_result/<system>_result.csv`, floats in full repr."""
     rows: list[list[str]] = []
     header = [""] * 2 + [title for title, _ in _PERFORMANCE]
     for machine, m in evaluation.machines.items():

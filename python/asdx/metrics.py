@@ -1,7 +1,7 @@
 """DCASE Task 2 metrics exactly as the official evaluator computes them.
 
 Source: the official NTT evaluators (dcase2023/2024_task2_evaluator.py, function
-`output_result`), summarised in dcase-baseline-and-evaluator.md §7:
+`output_result`; nttcslab/dcase2023_task2_evaluator and its 2024 successor):
 
 - AUC (source) = source normals + ALL anomalies of the section (both domains);
   AUC (target) likewise; AUC (all) = every clip (informational).
@@ -72,7 +72,7 @@ def _check_max_fpr(max_fpr) -> None:
 def pauc(y_true, y_score, max_fpr: float = MAX_FPR) -> float:
     """McClish-standardised partial AUC over FPR in [0, max_fpr], as `roc_auc_score(max_fpr=...)`.
 
-    0.5 for a random scorer, 1 for a perfect one (evaluator §7: not A_p / max_fpr).
+    0.5 for a random scorer, 1 for a perfect one (as in the official evaluator: not A_p / max_fpr).
     """
     _check_max_fpr(max_fpr)
     y = prepare_binary(y_true, "y_true")
@@ -91,7 +91,7 @@ def _domain_index(domain: str) -> int:
 def domain_auc(y_true, y_score, domains, domain: str) -> float:
     """AUC of one domain as the evaluator defines it: that domain's normals + ALL anomalies.
 
-    Anomalies of the other domain are included on purpose (evaluator §7), so a
+    Anomalies of the other domain are included on purpose (as in the official evaluator), so a
     detector must rank every anomaly above this domain's normals.
     """
     index = _domain_index(domain)
@@ -199,7 +199,7 @@ def arithmetic_mean(values) -> float:
 
 
 def official_score(machines) -> float:
-    """Ω = hmean(max(S, eps)) over S = {AUC_s, AUC_t, pAUC} of every machine (evaluator §7).
+    """Ω = hmean(max(S, eps)) over S = {AUC_s, AUC_t, pAUC} of every machine (official evaluator).
 
     machines: an iterable of MachineMetrics (one per machine type and section).
     """

@@ -1,6 +1,6 @@
 """DCASE Task 2 submission files: write and read the evaluator's per-machine CSVs.
 
-Format (dcase-baseline-and-evaluator.md §6.2): for each machine type, in one
+Format (the official evaluator, nttcslab/dcase2023_task2_evaluator): for each machine type, in one
 folder, `anomaly_score_<machine>_section_00_test.csv` (`<wav name>,<score>`)
 and `decision_result_<machine>_section_00_test.csv` (`<wav name>,<0|1>`), no
 header (the evaluator parses every row as a number). Files are written

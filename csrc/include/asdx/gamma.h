@@ -2,7 +2,7 @@
 // functions (digamma, trigamma, the regularised incomplete gamma and its
 // inverse), the log-pdf and quantile, and the maximum-likelihood fit of one
 // score set (asdx.scoring.gamma documents the behaviour; the official DCASE
-// baseline fits scipy.stats.gamma with all three parameters free, baseline §5).
+// baseline, nttcslab/dcase2023_task2_baseline_ae, fits scipy.stats.gamma with all three parameters free).
 //
 // The fit is written against a "reducer" that sums per-score terms over the
 // set: a plain loop on the CPU, a block-wide reduction on CUDA, where every

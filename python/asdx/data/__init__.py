@@ -1,6 +1,6 @@
 """DCASE Task 2 data: clip names, the machine registry, discovery, audio loading and a synthetic set.
 
-The layout and naming follow the official baseline (dcase-baseline-and-evaluator.md §1);
+The layout and naming follow the official baseline (nttcslab/dcase2023_task2_baseline_ae);
 asdx.data.ground_truth reads the evaluator's ground-truth CSVs.
 """
 

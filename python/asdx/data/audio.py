@@ -1,7 +1,7 @@
 """Clip loading: soundfile -> float32 (channels, samples), validated, at a fixed length.
 
 DCASE 2026 clips are 16 kHz stereo, channel 0 the near and channel 1 the far
-microphone (beats-and-asd-systems.md §C); the official baseline uses channel 0
+microphone (DCASE 2026 Task 2 data); the official baseline uses channel 0
 only. Every error names the file.
 """
 
@@ -152,7 +152,7 @@ def load_clips(paths: Iterable, *, channels: int = 2, seconds: float | None = No
     """Several clips of one split as float32 (batch, channels, samples); see load_clip.
 
     same_length: the clips of a split must share one native length (the official
-    loader assumes it, baseline §8 quirk 7); a differing clip raises ValueError
+    loader stacks them as one array); a differing clip raises ValueError
     naming it and the first clip, even when cropping/padding would hide it. With
     same_length=False the clips must end up one length: give seconds and pad=True.
     """

@@ -1,6 +1,7 @@
 """Discovery of DCASE data on disk and one typed record per clip.
 
-Layout (dcase-baseline-and-evaluator.md §1.1, §1.6)::
+Layout (the official baseline, nttcslab/dcase2023_task2_baseline_ae, and evaluator,
+nttcslab/dcase2023_task2_evaluator)::
 
     <root>/dev_data/raw/<machine>/{train,test}/*.wav, attributes_00.csv
     <root>/eval_data/raw/<machine>/{train,test}/*.wav, attributes_00.csv
@@ -208,7 +209,7 @@ def clips(root: str | Path, machines: str | Iterable[str] | None = "all", split:
 def read_ground_truth(gt_dir: str | Path, machine: str, section: str = "00") -> dict[str, tuple[str, str, str | None]]:
     """Evaluator ground truth of one machine: {anonymised name: (label, domain, renamed name or None)}.
 
-    Returns {} when the machine has no ground-truth data file (§1.6; read by asdx.data.ground_truth).
+    Returns {} when the machine has no ground-truth data file (read by asdx.data.ground_truth).
     """
     if not ground_truth_file(gt_dir, "data", machine, section).is_file():
         return {}
@@ -221,7 +222,7 @@ def read_ground_truth(gt_dir: str | Path, machine: str, section: str = "00") -> 
 def read_attributes_csv(path: str | Path) -> dict[str, dict[str, str]]:
     """``attributes_00.csv`` -> {file_name (``<machine>/<split>/<wav>``): {d1p value: d1v value, ...}}.
 
-    Header ``file_name,d1p,d1v[,d2p,d2v...]`` (§1.3); empty parameter cells (hidden
+    Header ``file_name,d1p,d1v[,d2p,d2v...]``; empty parameter cells (hidden
     attributes) are skipped.
     """
     path = Path(path)

@@ -1,4 +1,4 @@
-"""The evaluator's ground-truth CSVs (official baseline doc §1.6), read in one place.
+"""The ground-truth CSVs of the official evaluator (nttcslab/dcase2023_task2_evaluator), read in one place.
 
 <gt_dir>/ground_truth_{data,domain,attributes}/ground_truth_<machine>_section_<SS>_test.csv,
 no header: `<name>,<0 normal|1 anomaly>`, `<name>,<0 source|1 target>`, and the optional
@@ -27,7 +27,7 @@ def ground_truth_dir(root: str | Path) -> Path:
 
 
 def ground_truth_file(gt_dir: str | Path, kind: str, machine: str, section: str = "00") -> Path:
-    """``<gt_dir>/ground_truth_<kind>/ground_truth_<machine>_section_<SS>_test.csv`` (evaluator §1.6)."""
+    """``<gt_dir>/ground_truth_<kind>/ground_truth_<machine>_section_<SS>_test.csv`` (official evaluator layout)."""
     if kind not in GROUND_TRUTH_KINDS:
         raise ValueError(f"kind: expected one of {GROUND_TRUTH_KINDS}, got {kind!r}.")
     return Path(gt_dir) / f"ground_truth_{kind}" / f"ground_truth_{machine}_section_{section}_test.csv"
@@ -40,7 +40,7 @@ class MachineTruth:
     names: tuple[str, ...]
     labels: np.ndarray             # int8, 1 = anomaly
     domains: np.ndarray            # int8, 1 = target
-    renamed: dict[str, str] = field(default_factory=dict)  # renamed wav name -> clip name (§1.6)
+    renamed: dict[str, str] = field(default_factory=dict)  # renamed wav name -> clip name
     origin: str = ""               # where it was read, for messages
 
 

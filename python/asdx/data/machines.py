@@ -1,4 +1,4 @@
-"""The DCASE 2026 Task 2 machine types (beats-and-asd-systems.md §C; baseline §1.1).
+"""The DCASE 2026 Task 2 machine types (official baseline: datasets/machine_type_2026_dev.yaml).
 
 Each type has one section, ``00``. ToyCar is distributed as revision r2
 (``dev_ToyCar_r2.zip``) but the official baseline calls the machine type ToyCar,

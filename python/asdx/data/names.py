@@ -1,6 +1,6 @@
 """DCASE Task 2 clip file names: parse every released form into typed fields.
 
-Forms (dcase-baseline-and-evaluator.md §1.2):
+Forms (as released in the DCASE 2020-2026 Task 2 data sets):
 
 * labelled: ``section_<SS>_<source|target>_<train|test>_<normal|anomaly>_<NNNN>_<attrs>.wav``
   (``<attrs>`` is ``key_value[_key_value...]``, ``noAttribute`` when the attributes are

@@ -5,7 +5,7 @@ machine type is a distinct sound: harmonics of a fundamental tied to a speed-lik
 attribute, amplitude modulation, impulsive parts (a click train through a damped
 resonance) and band-limited broadband noise. The target domain shifts the
 attribute values and the background noise. Channel 1 (far) is the source delayed,
-attenuated and lightly reverberated, plus more noise (beats-and-asd-systems.md §C).
+attenuated and lightly reverberated, plus more noise, like the real far microphone.
 
 Anomalies: "spectral" (a boosted band), "rattle" (random impacts), "drift" (the
 fundamental wanders) and "spatial" (part of the sound radiates from a second

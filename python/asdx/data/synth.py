@@ -40,7 +40,7 @@ from asdx.data.sounds import ANOMALY_KINDS, SAMPLE_RATE, SOUNDS, name_code, rend
 
 MANIFEST = "asdx_synth.json"
 DEFAULT_SIZES = {"seconds": 2.0, "n_source": 30, "n_target": 6, "n_test": 12}
-FULL_SIZES = {"seconds": 10.0, "n_source": 990, "n_target": 10, "n_test": 50}  # DCASE sizes (§1.4)
+FULL_SIZES = {"seconds": 10.0, "n_source": 990, "n_target": 10, "n_test": 50}  # DCASE sizes per machine
 SECTION = "00"
 _CODES = {"train": 0, "test": 1, "source": 0, "target": 1, "normal": 0, "anomaly": 1}
 
@@ -116,7 +116,7 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def _attributes_csv(machine: MachineType, planned: list[PlannedClip]) -> str:
-    """``file_name,d1p,d1v[,...]`` (§1.3): train rows, and dev test rows; hidden attributes stay empty."""
+    """``file_name,d1p,d1v[,...]`` (attributes_00.csv): train rows, and dev test rows; hidden attributes stay empty."""
     spec = SOUNDS[machine.name]
     header = ["file_name"] + [f"d{i}{s}" for i in range(1, len(spec.attributes) + 1) for s in ("p", "v")]
     lines = [",".join(header)]
@@ -131,7 +131,7 @@ def _attributes_csv(machine: MachineType, planned: list[PlannedClip]) -> str:
 
 
 def _write_ground_truth(out: Path, machine: MachineType, planned: list[PlannedClip]) -> None:
-    """The evaluator's three headerless files, sorted by name (§1.6)."""
+    """The evaluator's three headerless ground-truth files, sorted by name."""
     tests = sorted((c for c in planned if c.split == "test"), key=lambda c: c.path.name)
     rows = {
         "data": [f"{c.path.name},{_CODES[c.label]}" for c in tests],

@@ -12,7 +12,7 @@ BEATS_STD = 6.55582
 def kaldi_fbank(waveform, *, normalise: bool = False, sample_rate: int = 16000, n_mels: int = 128,
                 frame_length_ms: float = 25.0, frame_shift_ms: float = 10.0, low_freq: float = 20.0,
                 high_freq: float = 0.0, preemphasis: float = 0.97):
-    """torchaudio.compliance.kaldi.fbank as BEATs calls it (BEATs doc §A.1).
+    """torchaudio.compliance.kaldi.fbank as BEATs calls it (BEATs.preprocess, microsoft/unilm beats/BEATs.py).
 
     The waveform (in [-1, 1]) is scaled by 2**15 first. Per frame: DC removal,
     pre-emphasis 0.97, Povey window, zero padding to the next power of two

@@ -11,7 +11,9 @@ from asdx.features._input import prepare_waveform, run_kernel
 
 def logmel_dcase(waveform, *, sample_rate: int = 16000, n_fft: int = 1024, hop_length: int = 512,
                  n_mels: int = 128, fmin: float = 0.0, fmax: float | None = None):
-    """Log-mel exactly as the official AE baseline computes it (official baseline §2).
+    """Log-mel exactly as the official AE baseline computes it.
+
+    Reference: nttcslab/dcase2023_task2_baseline_ae, datasets/loader_common.py.
 
     librosa.feature.melspectrogram with a periodic Hann window, centred frames
     with zero padding, power 2, Slaney mel scale and Slaney filter norm, then
@@ -37,7 +39,7 @@ def logmel_dcase(waveform, *, sample_rate: int = 16000, n_fft: int = 1024, hop_l
 
 
 def stack_frames(logmel, n_frames: int = 5):
-    """Concatenates n_frames consecutive frames into one vector, hop 1 (official baseline §2).
+    """Concatenates n_frames consecutive frames into one vector, hop 1 (as the official AE baseline does).
 
     logmel: (..., frames, n_mels). Returns (..., frames - n_frames + 1, n_frames * n_mels),
     where vector t holds frame t + k in dims [k * n_mels, (k + 1) * n_mels).

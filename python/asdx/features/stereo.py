@@ -34,7 +34,7 @@ class StereoFeatures(NamedTuple):
 def stereo_features(waveform, *, sample_rate: int = 16000, n_fft: int = 1024, hop_length: int = 512,
                     n_mels: int = 128, fmin: float = 0.0, fmax: float | None = None,
                     max_lag: int = 320) -> StereoFeatures:
-    """Spatial cues for near/far stereo clips (BEATs doc §C), one FFT per stereo frame.
+    """Spatial cues (ILD, IPD, mid/side, GCC-PHAT: Knapp & Carter 1976) for near/far stereo clips, one FFT per frame.
 
     Frames are centred and zero padded with a periodic Hann window, as in
     logmel_dcase, so bands[:, 0] equals logmel_dcase of the near channel.

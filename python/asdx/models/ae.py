@@ -1,4 +1,4 @@
-"""The official DCASE Task 2 autoencoder (official baseline §3.1, networks/dcase2023t2_ae/network.py)."""
+"""The official DCASE Task 2 autoencoder (nttcslab/dcase2023_task2_baseline_ae, networks/dcase2023t2_ae/network.py)."""
 
 from __future__ import annotations
 

@@ -1,20 +1,22 @@
-"""BEATs audio encoder, written from the architecture description (BEATs doc §A.1–A.7), loading official checkpoints.
+"""BEATs audio encoder, written from the architecture (Chen et al., ICML 2023), loading official checkpoints.
+
+Reference code: microsoft/unilm, beats/BEATs.py, beats/backbone.py and beats/modules.py.
 
 The module tree reproduces the official state-dict key names exactly, so a strict
 `load_state_dict` of an official `{cfg, model}` file succeeds with no mapping:
   - the positional conv keeps weight norm as two parameters named `weight_g` /
     `weight_v` (the legacy hook's names; torch's parametrizations API would rename
-    them), folded into the conv weight at every forward (§A.6);
+    them), folded into the conv weight at every forward (as backbone.py's weight_norm does);
   - the relative-position embedding is one module owned by layer 0 and assigned to
-    every layer, so the state dict holds the tied copies the checkpoints contain (§A.2).
+    every layer, so the state dict holds the tied copies the checkpoints contain.
 The model is always built from the checkpoint's `cfg` (never from code defaults):
 a post-LN model loaded without DeepNorm loads silently and gives near-random
-embeddings (§A.2 pitfall, avex PR #162), so such configurations are refused.
+embeddings (avex PR #162), so such configurations are refused.
 
 No padding mask: asdx feeds fixed-length clips (the clips of a split share one length,
 checked on loading, and the runner crops them to one length), so every token is real and pooling over all tokens is exact.
 The official sample -> token mask mapping is also wrong for the 2-D patch layout
-(tokens are ordered time * bands + band; §A.7, unilm #1427), a second reason not
+(tokens are ordered time * bands + band; unilm #1427), a second reason not
 to reproduce it.
 """
 
@@ -41,7 +43,7 @@ SAMPLE_RATE = 16000
 # --------------------------------------------------------------------------- config
 @dataclass
 class BEATsConfig:
-    """The checkpoint `cfg`; field names are the official ones, defaults are the released values (§A.2).
+    """The checkpoint `cfg`; field names are the official ones, defaults are the released values (BEATsConfig).
 
     Defaults are those of the released iter3 / iter3+ checkpoints, not the
     reference code's defaults, so that a cfg with a missing key still describes
@@ -103,10 +105,10 @@ class BEATsConfig:
                              f"got {self.activation_fn!r}.")
         if self.layer_norm_first:
             raise ValueError("cfg['layer_norm_first']: True (pre-LN) is not a released BEATs configuration and is "
-                             "not supported; every released checkpoint is post-LN with DeepNorm (BEATs doc §A.2).")
+                             "not supported; every released checkpoint is post-LN with DeepNorm (Wang et al. 2022).")
         if not self.deep_norm:
             raise ValueError("cfg['deep_norm']: False, but every released BEATs checkpoint is post-LN with DeepNorm "
-                             "(BEATs doc §A.2). A post-LN model without DeepNorm loads the weights silently and "
+                             "(Wang et al. 2022). A post-LN model without DeepNorm loads the weights silently and "
                              "gives near-random embeddings: this cfg was probably rebuilt without reading the "
                              "checkpoint's own cfg.")
         if self.num_buckets < 4 or self.num_buckets % 4:
@@ -138,7 +140,7 @@ class BEATsConfig:
 
     @property
     def deep_norm_alpha(self) -> float:
-        """DeepNorm residual scale (2 N)^(1/4) (§A.2)."""
+        """DeepNorm residual scale (2 N)^(1/4) (DeepNet, Wang et al. 2022)."""
         return (2.0 * self.encoder_layers) ** 0.25
 
 
@@ -153,7 +155,7 @@ def tiny_config(**overrides) -> BEATsConfig:
 # --------------------------------------------------------------------------- building blocks
 def relative_position_bucket(relative_position: torch.Tensor, num_buckets: int = 320,
                              max_distance: int = 800) -> torch.Tensor:
-    """T5-style bidirectional bucket of rel = key - query (§A.2).
+    """T5-style bidirectional bucket of rel = key - query (relative_position_bucket, beats/backbone.py).
 
     Half the buckets per direction (positive offsets get +half). Within a half,
     |rel| < half/2 is its own bucket; beyond, buckets grow logarithmically up to
@@ -172,7 +174,7 @@ def relative_position_bucket(relative_position: torch.Tensor, num_buckets: int =
 
 
 def gate_factor(query_heads: torch.Tensor, grep_linear: nn.Linear, grep_a: torch.Tensor) -> torch.Tensor:
-    """gru_rel_pos gate (§A.2): (B, H, L, head_dim) unscaled queries -> (B, H, L, 1) factor on the bias.
+    """gru_rel_pos gate (beats/backbone.py): (B, H, L, head_dim) unscaled queries -> (B, H, L, 1) factor on the bias.
 
     grep_linear gives 8 values, summed in two groups of 4, then sigmoid -> (g_a, g_b);
     gate = g_a * (g_b * grep_a[h] - 1) + 2.
@@ -184,7 +186,7 @@ def gate_factor(query_heads: torch.Tensor, grep_linear: nn.Linear, grep_a: torch
 
 
 class _GradMultiply(torch.autograd.Function):
-    """Identity forward, gradient times `scale` backward (layer_wise_gradient_decay_ratio, §A.5)."""
+    """Identity forward, gradient times `scale` backward (layer_wise_gradient_decay_ratio; GradMultiply)."""
 
     @staticmethod
     def forward(ctx, x, scale):
@@ -197,7 +199,7 @@ class _GradMultiply(torch.autograd.Function):
 
 
 def _gelu32(x: torch.Tensor) -> torch.Tensor:
-    """Exact (erf) GELU computed in float32, whatever the input dtype (§A.2)."""
+    """Exact (erf) GELU computed in float32, whatever the input dtype (gelu, beats/modules.py)."""
     return F.gelu(x.float()).type_as(x)
 
 
@@ -205,7 +207,7 @@ class WeightNormConv1d(nn.Module):
     """Grouped Conv1d with weight norm over dim=2, keeping the legacy `weight_g`/`weight_v` parameters.
 
     W[:, :, k] = g[k] * v[:, :, k] / ||v[:, :, k]||, the norm over output channels and
-    in-group input channels for each kernel tap (§A.6).
+    in-group input channels for each kernel tap.
     """
 
     def __init__(self, channels: int, kernel: int, groups: int):
@@ -241,7 +243,7 @@ class _GELU(nn.Module):
 
 
 class BEATsAttention(nn.Module):
-    """Multi-head self-attention with the gated, bucketed relative position bias (§A.2)."""
+    """Multi-head self-attention with the gated, bucketed relative position bias (beats/backbone.py)."""
 
     def __init__(self, cfg: BEATsConfig, owns_bias: bool):
         super().__init__()
@@ -263,7 +265,7 @@ class BEATsAttention(nn.Module):
         self.use_sdpa = True
 
     def compute_bias(self, length: int) -> torch.Tensor:
-        """(H, L, L) raw bias for query i, key j: embedding[bucket(j - i)] (§A.2)."""
+        """(H, L, L) raw bias for query i, key j: embedding[bucket(j - i)]."""
         positions = torch.arange(length, device=self.relative_attention_bias.weight.device)
         buckets = relative_position_bucket(positions[None, :] - positions[:, None], self.num_buckets,
                                            self.max_distance)
@@ -293,7 +295,7 @@ class BEATsAttention(nn.Module):
 
 
 class BEATsLayer(nn.Module):
-    """Post-LN DeepNorm block: h = LN(a x + Attn(x)); y = LN(a h + FFN(h)), a = (2 N)^(1/4) (§A.2)."""
+    """Post-LN DeepNorm block: h = LN(a x + Attn(x)); y = LN(a h + FFN(h)), a = (2 N)^(1/4) (DeepNet)."""
 
     def __init__(self, cfg: BEATsConfig, index: int):
         super().__init__()
@@ -315,7 +317,7 @@ class BEATsLayer(nn.Module):
 
 
 class BEATsEncoder(nn.Module):
-    """Conv positional embedding, LayerNorm, then the layers; returns every hidden state (§A.2, §A.3)."""
+    """Conv positional embedding, LayerNorm, then the layers; returns every hidden state (layer_results)."""
 
     def __init__(self, cfg: BEATsConfig):
         super().__init__()
@@ -398,7 +400,7 @@ class BEATs(nn.Module):
         self.patch_embedding = nn.Conv2d(1, cfg.embed_dim, kernel_size=cfg.input_patch_size,
                                          stride=cfg.input_patch_size, bias=cfg.conv_bias)
         self.layer_norm = nn.LayerNorm(cfg.embed_dim)
-        # the reference only has the projection when the two widths differ (§A.2 step 4)
+        # the reference only has the projection when the two widths differ (post_extract_proj, beats/BEATs.py)
         self.post_extract_proj = (nn.Linear(cfg.embed_dim, cfg.encoder_embed_dim)
                                   if cfg.embed_dim != cfg.encoder_embed_dim else None)
         self.dropout_input = nn.Dropout(cfg.dropout_input)
@@ -413,7 +415,7 @@ class BEATs(nn.Module):
 
     # ----------------------------------------------------------------- init
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """Random init in the spirit of the reference (DeepNorm beta gain on v/out/FFN, §A.2); no-op on meta."""
+        """Random init in the spirit of the reference (DeepNorm beta gain on v/out/FFN); no-op on meta."""
         if self.patch_embedding.weight.is_meta:
             return
         cfg = self.cfg
@@ -460,7 +462,9 @@ class BEATs(nn.Module):
         return self.patch_embedding.weight.device
 
     def preprocess(self, waveform) -> torch.Tensor:
-        """(B, samples) or (B, 1, samples) audio in [-1, 1] at 16 kHz -> normalised fbank (B, frames, 128) (§A.1).
+        """(B, samples) or (B, 1, samples) audio in [-1, 1] at 16 kHz -> normalised fbank (B, frames, 128).
+
+        The same features as BEATs.preprocess (microsoft/unilm beats/BEATs.py).
 
         asdx's kaldi_fbank already applies the 2**15 scale and, with normalise=True,
         (fbank - 15.41663) / (2 * 6.55582); it runs the CUDA kernel for a CUDA tensor.
@@ -483,7 +487,7 @@ class BEATs(nn.Module):
         return fbank[:, 0]
 
     def patchify(self, fbank: torch.Tensor) -> tuple[torch.Tensor, int, int]:
-        """(B, T, 128) fbank -> tokens (B, T'*F', embed_dim), token index t * F' + f (§A.2 steps 1-2)."""
+        """(B, T, 128) fbank -> tokens (B, T'*F', embed_dim), token index t * F' + f (16x16 patches)."""
         patches = self.patch_embedding(fbank.unsqueeze(1).to(self.patch_embedding.weight.dtype))
         b, c, time_patches, bands = patches.shape
         return patches.reshape(b, c, -1).transpose(1, 2), time_patches, bands
@@ -505,7 +509,7 @@ class BEATs(nn.Module):
         return BEATsFeatures(out, {i: hidden[i] for i in layers}, time_patches, bands)
 
     def extract(self, waveform, layers: Iterable[int] = ()) -> BEATsFeatures:
-        """Audio (B, samples) -> last-layer tokens (B, N, D) and the requested hidden states (§A.3)."""
+        """Audio (B, samples) -> last-layer tokens (B, N, D) and the requested hidden states (layer_results)."""
         return self.encode(self.preprocess(waveform), layers)
 
     def forward(self, waveform) -> torch.Tensor:
@@ -513,7 +517,7 @@ class BEATs(nn.Module):
         return self.extract(waveform).tokens
 
     def predict(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Fine-tuned head: per-token logits, mean over tokens, sigmoid -> (B, predictor_class) (§A.2 step 7)."""
+        """Fine-tuned head: per-token logits, mean over tokens, sigmoid -> (B, predictor_class) (extract_features)."""
         if not self.cfg.finetuned_model:
             raise ValueError("predict: this BEATs has no predictor (cfg finetuned_model=False).")
         return torch.sigmoid(self.predictor(self.predictor_dropout(tokens)).mean(dim=1))
@@ -588,12 +592,12 @@ class BEATs(nn.Module):
             for i in range(1, self.cfg.encoder_layers):
                 if not torch.equal(state[name.format(i)], first):
                     raise ValueError(f"checkpoint: {name.format(i)} differs from layer 0's copy; the relative "
-                                     "position embedding is shared by all layers (BEATs doc §A.2).")
+                                     "position embedding is shared by all layers (microsoft/unilm beats/backbone.py).")
         self.load_state_dict(state, strict=True)
 
     @classmethod
     def from_checkpoint(cls, path, map_location="cpu", allow_pickle: bool = False) -> "BEATs":
-        """Builds the model from the file's own cfg and loads its weights strictly (§A.6).
+        """Builds the model from the file's own cfg and loads its weights strictly.
 
         The file is read with torch.load(weights_only=True): official checkpoints hold
         only dicts, primitives and tensors, so this works and never runs pickled code.

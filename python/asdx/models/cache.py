@@ -35,7 +35,7 @@ def _clip_path(clip) -> Path:
 
 
 def beats_preprocessing(**extra) -> dict:
-    """The BEATs front end as a cache-key description (BEATs doc §A.1), plus caller details (crop, channel...)."""
+    """The BEATs front end as a cache-key description (BEATs.preprocess), plus caller details (crop, channel...)."""
     from asdx.features.fbank import BEATS_MEAN, BEATS_STD
 
     return {"frontend": "kaldi_fbank", "scale": 2**15, "n_mels": 128, "sample_rate": 16000, "frame_length_ms": 25.0,

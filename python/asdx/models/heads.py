@@ -1,4 +1,7 @@
-"""Pooling and margin heads for BEATs tokens (BEATs doc §B.4): ASP, GeM, ArcFace, multi-task ArcFace, center loss, mixup.
+"""Pooling and margin heads for BEATs tokens: ASP, GeM, ArcFace, multi-task ArcFace, center loss, mixup.
+
+Sources: attentive statistics pooling (Okabe et al. 2018), GeM (Radenović et al. 2018),
+ArcFace (Deng et al. 2019), center loss (Wen et al. 2016), mixup (Zhang et al. 2018).
 
 Token inputs are (batch, tokens, channels). Randomness (mixup) comes from a
 seeded generator owned by the object, never from global RNG state.
@@ -27,7 +30,7 @@ def _check_tokens(x: torch.Tensor, name: str = "x") -> None:
 
 
 class AttentiveStatsPooling(nn.Module):
-    """Attentive statistics pooling, Okabe et al. 2018 (§B.4): (B, T, C) -> [mu; sigma] (B, 2C).
+    """Attentive statistics pooling, Okabe et al. 2018: (B, T, C) -> [mu; sigma] (B, 2C).
 
     e_t = v^T tanh(W h_t + b); alpha = softmax_t(e); mu = sum alpha h;
     sigma = sqrt(sum alpha h^2 - mu^2 + eps). The paper's scalar bias k inside
@@ -53,7 +56,9 @@ class AttentiveStatsPooling(nn.Module):
 
 
 class GeMPooling(nn.Module):
-    """Generalised mean over tokens (§B.4): g = (mean_t max(x, eps)^p)^(1/p); p fixed or learnable (init 3).
+    """Generalised mean over tokens (GeM, Radenović et al. 2018): g = (mean_t max(x, eps)^p)^(1/p).
+
+    p is fixed or learnable (init 3).
 
     Negatives are clamped (transformer features can be negative; the clamp is at a
     small eps, not 0, so the p-th root and a learnable p keep finite gradients).
@@ -81,7 +86,7 @@ class GeMPooling(nn.Module):
 
 
 class ArcFace(nn.Module):
-    """Additive angular margin (Deng et al. 2019; §B.4): target logit s cos(theta_y + m), others s cos(theta_j).
+    """Additive angular margin (ArcFace, Deng et al. 2019): target logit s cos(theta_y + m), others s cos(theta_j).
 
     Numerically safe at theta = 0 and pi: sin(theta) = sqrt(max(1 - cos^2, eps)),
     so the gradient of the root stays finite; past theta_y + m > pi the target

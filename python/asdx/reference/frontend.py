@@ -2,8 +2,8 @@
 
 Each follows its source step by step: the official DCASE AE baseline
 (librosa melspectrogram), Kaldi/torchaudio fbank as BEATs uses it, and the
-spatial cues of docs §C. Inputs are (batch, channels, samples); outputs use
-the same layouts as the kernels.
+spatial cues (ILD, IPD, mid/side, GCC-PHAT of Knapp & Carter 1976). Inputs are
+(batch, channels, samples); outputs use the same layouts as the kernels.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def stft_centred(signals, n_fft, hop):
 
 
 def logmel_dcase(waveform, sample_rate=16000, n_fft=1024, hop_length=512, n_mels=128, fmin=0.0, fmax=None):
-    """(B, C, frames, n_mels) dB: official baseline §2, 10 log10(max(mel power, eps))."""
+    """(B, C, frames, n_mels) dB as the official AE baseline: 10 log10(max(mel power, eps))."""
     power = np.abs(stft_centred(np.asarray(waveform), n_fft, hop_length)) ** 2
     mel = power @ slaney_mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax).T
     return 10.0 * np.log10(np.maximum(mel, DCASE_LOG_FLOOR))

@@ -1,7 +1,7 @@
 """SciPy versions of asdx.scoring.gamma: the test oracle and the benchmark baseline.
 
 fit is scipy.stats.gamma.fit (Nelder-Mead from scipy's moment start, as the official
-baseline calls it, §5); with floc it is scipy's exact two-parameter MLE.
+baseline calls it); with floc it is scipy's exact two-parameter MLE.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ def mahalanobis_from_covariances(queries, means, covariances) -> np.ndarray:
 
 
 def ae_mahalanobis_scores(clip_mean_errors, precisions) -> np.ndarray:
-    """Official AE baseline (§4): min over k of d̄ᵀ P_k d̄, no mean subtracted, shape (N,)."""
+    """Official AE baseline ("selective" Mahalanobis): min over k of d̄ᵀ P_k d̄, no mean subtracted, shape (N,)."""
     d = np.asarray(clip_mean_errors, dtype=np.float64)
     p = np.asarray(precisions, dtype=np.float64)
     return np.stack([np.einsum("ni,ij,nj->n", d, pk, d) for pk in p], axis=1).min(1)

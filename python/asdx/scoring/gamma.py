@@ -1,4 +1,4 @@
-"""Gamma fit of anomaly scores and the decision threshold (official baseline §5).
+"""Gamma fit of anomaly scores and the decision threshold (official baseline, nttcslab/dcase2023_task2_baseline_ae).
 
 The DCASE baseline fits ``scipy.stats.gamma.fit(scores)`` (shape, loc, scale all
 free) to the training scores and declares a test score anomalous when it is
@@ -287,7 +287,7 @@ def gamma_logpdf(x, shape, loc=0.0, scale=1.0):
 # ----------------------------------------------------------------------------- threshold
 
 class GammaThreshold:
-    """Decision threshold from a gamma fit of normal training scores (official baseline §5).
+    """Decision threshold from a gamma fit of normal training scores, as the official baseline does.
 
     fit(train_scores) fits the gamma (all three parameters free by default, as the baseline
     does; loc=0.0 fixes the location) and sets threshold_ = ppf(q). decide(scores) returns 1

@@ -214,8 +214,9 @@ def ae_mahalanobis_scores(clip_mean_errors, precisions):
     """Official AE-baseline MAHALA clip score: min over k of d̄ᵀ P_k d̄, shape (N,).
 
     d̄ is the clip-mean reconstruction-error vector, used raw (no mean is
-    subtracted), and P_k are the source and target precisions (official baseline
-    §4, "Selective Mahalanobis"). Same kernel with zero means.
+    subtracted), and P_k are the source and target precisions (the "selective
+    Mahalanobis" of the official baseline, nttcslab/dcase2023_task2_baseline_ae).
+    Same kernel with zero means.
     """
     q = prepare(clip_mean_errors, "clip_mean_errors", ndim=2)
     p = prepare(precisions, "precisions", ndim=3, dtype=np.float64, allow_empty=False).numpy()
@@ -238,7 +239,7 @@ class MahalanobisScorer(BaseEstimator):
     ("source"/"target" or 0/1), or a single one without `domain`. The precision is
     the stable inverse of the (optionally shrunk) covariance (`stable_precision`).
     score_samples(X): the squared distance to the nearest fitted domain, float64 (N,),
-    higher = more anomalous (the "selective" minimum of the DCASE AE baseline, §4). This is the
+    higher = more anomalous (the "selective" minimum of the DCASE AE baseline). This is the
     DCASE sign, the opposite of scikit-learn's outlier detectors (whose score_samples is higher =
     more normal). A scikit-learn estimator otherwise: get_params/clone work, and an unfitted
     scorer raises sklearn.exceptions.NotFittedError.

@@ -14,7 +14,7 @@ Deliberate fixes, documented: the covariance inverse is a Cholesky-based inverse
 in float64 with a ridge only if a covariance is singular (the official float32
 torch.inverse has no fallback); the gamma threshold is fitted on train-normal
 CLIP scores (held-out ones by default, see below), as the system report says, not
-on mini-batch losses (§5), so the
+on mini-batch losses (as the official baseline does), so the
 decisions are calibrated to what is thresholded; randomness comes from seeded
 generators instead of global RNG state.
 Speed: features come once from the C++ frontend, and the training matrix is one
@@ -37,7 +37,7 @@ fitted on them is too low and flags too many normal clips.
     scores unchanged); `folds` extra models, each trained by the same recipe on the
     other folds' clips (domain-stratified) with its own covariances, score their
     held-out fold. About `folds` times the training cost.
-  - "official": what the official baseline fits its gamma on (official baseline §5):
+  - "official": what the official baseline (nttcslab/dcase2023_task2_baseline_ae) fits its gamma on:
     MSE = the last epoch's per-batch training losses (train-mode BN, before each step)
     and the validation batches' mean losses; MAHALA = one score per mini-batch of
     256 vectors treated as one clip, over the shuffled training batches and then the
@@ -306,7 +306,7 @@ class AESystem(System):
 
     @torch.no_grad()
     def _official_threshold_scores(self, flat, train_idx, val_idx) -> np.ndarray:
-        """The scores the official baseline fits its gamma on (official baseline §5): mini-batch scores."""
+        """The scores the official baseline fits its gamma on: mini-batch scores."""
         size = self.config.batch_size
         if self.config.score == "MSE":
             # the last epoch's training-batch losses (train-mode BN, before each step), then each validation
@@ -333,7 +333,7 @@ class AESystem(System):
         self.model.train()
         permuted = train_idx[torch.randperm(len(train_idx), generator=self.generator)]
         total, count = 0.0, 0
-        self.last_epoch_batch_losses_ = []  # the official MSE gamma fit uses the last epoch's (official §5)
+        self.last_epoch_batch_losses_ = []  # the official MSE gamma fit uses the last epoch's
         for start in range(0, len(permuted), self.config.batch_size):
             batch = flat[permuted[start : start + self.config.batch_size]]
             if batch.shape[0] <= 1:  # BatchNorm cannot train on one row; the official code skips it
@@ -359,7 +359,7 @@ class AESystem(System):
 
     @torch.no_grad()
     def _fit_covariances(self, flat, is_target, train_idx) -> None:
-        """The official "epoch 101" pass (official baseline §3.4), quirks included."""
+        """The official "epoch 101" covariance pass (networks/dcase2023t2_ae/dcase2023t2_ae.py), quirks included."""
         self.model.eval()
         n_mels = self.config.n_mels
         scatter = {False: torch.zeros(n_mels, n_mels, dtype=torch.float64, device=self.device),
