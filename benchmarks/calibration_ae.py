@@ -49,7 +49,7 @@ from asdx._atomic import atomic_write_text
 from asdx.data import generate, machine_clips, resolve_machines
 from asdx.data.loader import ClipSet
 from asdx.metrics import harmonic_mean, machine_metrics
-from asdx.scoring.gamma import GammaThreshold
+from asdx.scoring.threshold import GammaThreshold
 from asdx.systems.ae import AEConfig, AESystem
 from asdx.systems.base import MachineScores, SystemContext
 

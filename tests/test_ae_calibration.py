@@ -12,7 +12,7 @@ import torch
 
 from asdx.data import generate
 from asdx.runner import RunOptions, run
-from asdx.scoring.gamma import GammaThreshold
+from asdx.scoring.threshold import GammaThreshold
 from asdx.systems.ae import THRESHOLD_SCORES, AEConfig, AESystem, holdout_clips, stratified_folds
 
 BEFORE = Path(__file__).parent / "data" / "ae_scores_before_runner_v2.json"

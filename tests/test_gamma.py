@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 
 import asdx.reference.gamma as ref
 from asdx.scoring import gamma as G
+from asdx.scoring import special as S
+from asdx.scoring import threshold as T
 from conftest import fixture_path, requires_cuda
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -97,14 +99,14 @@ def test_fixture_batch_equals_single():
 @given(st.lists(st.floats(-3.0, 5.0), min_size=1, max_size=50))
 def test_digamma_trigamma(exponents):
     x = 10.0 ** np.array(exponents)
-    np.testing.assert_allclose(G.digamma(x), ref.digamma(x), rtol=1e-12, atol=1e-13)
-    np.testing.assert_allclose(G.trigamma(x), ref.trigamma(x), rtol=1e-12)
+    np.testing.assert_allclose(S.digamma(x), ref.digamma(x), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(S.trigamma(x), ref.trigamma(x), rtol=1e-12)
 
 
 def test_digamma_trigamma_domain():
-    assert np.isnan(G.digamma(0.0)) and np.isnan(G.digamma(-1.5)) and np.isnan(G.trigamma(-2.0))
-    assert G.digamma(np.inf) == np.inf and G.trigamma(np.inf) == 0.0
-    np.testing.assert_allclose(G.digamma(1e-300), special.digamma(1e-300), rtol=1e-14)
+    assert np.isnan(S.digamma(0.0)) and np.isnan(S.digamma(-1.5)) and np.isnan(S.trigamma(-2.0))
+    assert S.digamma(np.inf) == np.inf and S.trigamma(np.inf) == 0.0
+    np.testing.assert_allclose(S.digamma(1e-300), special.digamma(1e-300), rtol=1e-14)
 
 
 @SETTINGS
@@ -113,7 +115,7 @@ def test_incomplete_gamma(a, offsets):
     # x around the bulk (a +- k sqrt(a)) and far into both tails (factors e^+-12).
     spread = np.array(offsets)
     x = np.concatenate([a * np.exp(spread), np.maximum(a + spread * math.sqrt(a), 0.0)])
-    p, q = G.gammainc(a, x), G.gammaincc(a, x)
+    p, q = S.gammainc(a, x), S.gammaincc(a, x)
     expected_p, expected_q = ref.gammainc(a, x), ref.gammaincc(a, x)
     # Relative accuracy wherever the value is representable; tails down to 1e-280.
     for ours, theirs in ((p, expected_p), (q, expected_q)):
@@ -129,23 +131,23 @@ def test_incomplete_gamma_inverse(a, probabilities):
     p = np.array(probabilities)
     # Subnormal quantiles (tiny a) carry only a few significant bits: compare those absolutely.
     tiny = np.finfo(np.float64).tiny
-    x = G.gammaincinv(a, p)
+    x = S.gammaincinv(a, p)
     np.testing.assert_allclose(x, ref.gammaincinv(a, p), rtol=1e-9, atol=tiny)
-    xc = G.gammainccinv(a, p)
+    xc = S.gammainccinv(a, p)
     np.testing.assert_allclose(xc, ref.gammainccinv(a, p), rtol=1e-9, atol=tiny)
     # Round trip through our own P and Q where x is a normal double (for a = 1e-3 the
     # lower quantiles underflow to 0, as scipy's do).
-    np.testing.assert_allclose(G.gammainc(a, x[x > 1e-300]), p[x > 1e-300], rtol=1e-10)
-    np.testing.assert_allclose(G.gammaincc(a, xc[xc > 1e-300]), p[xc > 1e-300], rtol=1e-10)
+    np.testing.assert_allclose(S.gammainc(a, x[x > 1e-300]), p[x > 1e-300], rtol=1e-10)
+    np.testing.assert_allclose(S.gammaincc(a, xc[xc > 1e-300]), p[xc > 1e-300], rtol=1e-10)
     assert np.all(ref.gammaincinv(a, p[x == 0]) == 0) and np.all(ref.gammainccinv(a, p[xc == 0]) == 0)
 
 
 def test_incomplete_gamma_edges():
-    assert G.gammainc(2.0, 0.0) == 0.0 and G.gammaincc(2.0, 0.0) == 1.0
-    assert G.gammainc(2.0, np.inf) == 1.0
-    assert np.isnan(G.gammainc(0.0, 1.0)) and np.isnan(G.gammainc(1.0, -1.0)) and np.isnan(G.gammainc(np.nan, 1.0))
-    assert G.gammaincinv(3.0, 0.0) == 0.0 and G.gammaincinv(3.0, 1.0) == np.inf
-    assert np.isnan(G.gammaincinv(3.0, 1.5)) and np.isnan(G.gammaincinv(-1.0, 0.5))
+    assert S.gammainc(2.0, 0.0) == 0.0 and S.gammaincc(2.0, 0.0) == 1.0
+    assert S.gammainc(2.0, np.inf) == 1.0
+    assert np.isnan(S.gammainc(0.0, 1.0)) and np.isnan(S.gammainc(1.0, -1.0)) and np.isnan(S.gammainc(np.nan, 1.0))
+    assert S.gammaincinv(3.0, 0.0) == 0.0 and S.gammaincinv(3.0, 1.0) == np.inf
+    assert np.isnan(S.gammaincinv(3.0, 1.5)) and np.isnan(S.gammaincinv(-1.0, 0.5))
 
 
 def test_incomplete_gamma_large_shape_against_mpmath():
@@ -158,14 +160,14 @@ def test_incomplete_gamma_large_shape_against_mpmath():
             x = a + k * math.sqrt(a)
             series = mpmath.exp(a * mpmath.log(x) - x - mpmath.loggamma(a + 1)) * mpmath.hyp1f1(
                 1, a + 1, x, maxterms=10**7)
-            np.testing.assert_allclose(G.gammainc(a, x), float(series), rtol=1e-10)
-            np.testing.assert_allclose(G.gammaincc(a, x), float(1 - series), rtol=1e-9)
+            np.testing.assert_allclose(S.gammainc(a, x), float(series), rtol=1e-10)
+            np.testing.assert_allclose(S.gammaincc(a, x), float(1 - series), rtol=1e-9)
 
 
 def test_incomplete_gamma_continuous_at_the_temme_switch():
     a = 1e5
     x = a + np.linspace(-30, 30, 101) * math.sqrt(a)
-    below, above = G.gammainc(a * (1 - 1e-15), x), G.gammainc(a * (1 + 1e-15), x)
+    below, above = S.gammainc(a * (1 - 1e-15), x), S.gammainc(a * (1 + 1e-15), x)
     np.testing.assert_allclose(below, above, rtol=1e-9)
 
 
@@ -174,14 +176,14 @@ def test_incomplete_gamma_continuous_at_the_temme_switch():
        st.lists(st.floats(-6.0, 3.0), min_size=1, max_size=20))
 def test_logpdf(a, loc, scale, exponents):
     x = loc + scale * a * 10.0 ** np.array(exponents)
-    np.testing.assert_allclose(G.gamma_logpdf(x, a, loc, scale), ref.gamma_logpdf(x, a, loc, scale),
+    np.testing.assert_allclose(S.gamma_logpdf(x, a, loc, scale), ref.gamma_logpdf(x, a, loc, scale),
                                rtol=1e-9, atol=1e-9 * (1 + a))
 
 
 def test_logpdf_support():
-    assert G.gamma_logpdf(-1.0, 2.0) == -np.inf
-    assert G.gamma_logpdf(0.0, 0.5) == np.inf and G.gamma_logpdf(0.0, 3.0) == -np.inf
-    np.testing.assert_allclose(G.gamma_logpdf(0.0, 1.0, 0.0, 2.0), -math.log(2.0))
+    assert S.gamma_logpdf(-1.0, 2.0) == -np.inf
+    assert S.gamma_logpdf(0.0, 0.5) == np.inf and S.gamma_logpdf(0.0, 3.0) == -np.inf
+    np.testing.assert_allclose(S.gamma_logpdf(0.0, 1.0, 0.0, 2.0), -math.log(2.0))
 
 
 @SETTINGS
@@ -344,18 +346,18 @@ def test_symmetric_scores_reach_the_normal_limit():
 
 def test_threshold_default_is_the_baseline_rule():
     x = np.random.default_rng(5).gamma(3.0, 2.0, size=1000) + 1.0
-    model = G.GammaThreshold().fit(x)
+    model = T.GammaThreshold().fit(x)
     assert model.q == 0.9 and model.loc is None
     fit = G.fit_gamma(x)
     assert (model.shape_, model.loc_, model.scale_) == (fit.shape, fit.loc, fit.scale)
     assert model.threshold_ == fit.ppf(0.9)
     np.testing.assert_allclose(model.threshold_, ref.gamma_threshold(x), rtol=1e-3)
-    fixed = G.GammaThreshold(q=0.95, loc=0.0).fit(x)
+    fixed = T.GammaThreshold(q=0.95, loc=0.0).fit(x)
     assert fixed.loc_ == 0.0 and fixed.threshold_ == G.fit_gamma(x, loc=0.0).ppf(0.95)
 
 
 def test_decide_is_strict():
-    model = G.GammaThreshold().fit(np.random.default_rng(6).gamma(2.0, size=200))
+    model = T.GammaThreshold().fit(np.random.default_rng(6).gamma(2.0, size=200))
     t = model.threshold_
     scores = np.array([t, np.nextafter(t, np.inf), np.nextafter(t, -np.inf), t + 1.0, -5.0])
     decisions = model.decide(scores)
@@ -370,7 +372,7 @@ def test_decide_is_strict():
 @pytest.mark.parametrize("train", [np.array([3.0, 5.0]), np.full(20, 4.0), np.array([2.0])])
 def test_threshold_fallback_for_unfittable_training_scores(train):
     with pytest.warns(G.GammaFitWarning, match="maximum"):
-        model = G.GammaThreshold().fit(train)
+        model = T.GammaThreshold().fit(train)
     assert model.threshold_ == train.max() and math.isnan(model.shape_)
     assert model.status_ in (1, 2)
     np.testing.assert_array_equal(model.decide(np.array([train.max(), train.max() + 1e-9])), [0, 1])
@@ -378,29 +380,29 @@ def test_threshold_fallback_for_unfittable_training_scores(train):
 
 def test_threshold_errors():
     with pytest.raises(ValueError, match="train_scores"):
-        G.GammaThreshold().fit([1.0, np.inf, 2.0, 3.0])
+        T.GammaThreshold().fit([1.0, np.inf, 2.0, 3.0])
     with pytest.raises(ValueError, match="train_scores"):
-        G.GammaThreshold(loc=0.0).fit([-1.0, 2.0, 3.0])
+        T.GammaThreshold(loc=0.0).fit([-1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="train_scores"):
-        G.GammaThreshold().fit([])
+        T.GammaThreshold().fit([])
     with pytest.raises(ValueError, match="q"):
-        G.GammaThreshold(q=1.0).fit([1.0, 2.0, 4.0])
+        T.GammaThreshold(q=1.0).fit([1.0, 2.0, 4.0])
     with pytest.raises(ValueError, match="fit"):
-        G.GammaThreshold().decide([1.0])
+        T.GammaThreshold().decide([1.0])
 
 
 def test_threshold_round_trip_through_json():
     for train in (np.random.default_rng(7).gamma(2.0, size=100), np.full(5, 1.0)):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", G.GammaFitWarning)
-            model = G.GammaThreshold(q=0.8).fit(train)
-        restored = G.GammaThreshold.from_dict(json.loads(json.dumps(model.to_dict(), allow_nan=False)))
+            model = T.GammaThreshold(q=0.8).fit(train)
+        restored = T.GammaThreshold.from_dict(json.loads(json.dumps(model.to_dict(), allow_nan=False)))
         assert restored.threshold_ == model.threshold_ and restored.q == 0.8 and restored.status_ == model.status_
         for name in ("shape_", "loc_", "scale_"):
             a, b = getattr(model, name), getattr(restored, name)
             assert a == b or (math.isnan(a) and math.isnan(b))
     with pytest.raises(ValueError, match="state"):
-        G.GammaThreshold.from_dict({"q": 0.9})
+        T.GammaThreshold.from_dict({"q": 0.9})
 
 
 # ----------------------------------------------------------------------------- CUDA

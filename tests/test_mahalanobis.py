@@ -10,13 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asdx.reference import mahalanobis as ref
-from asdx.scoring.mahalanobis import (
-    MahalanobisScorer,
-    ae_mahalanobis_scores,
-    covariance,
-    mahalanobis,
-    stable_precision,
-)
+from asdx.scoring.covariance import covariance, stable_precision
+from asdx.scoring.mahalanobis import MahalanobisScorer, ae_mahalanobis_scores, mahalanobis
 from sklearn.exceptions import NotFittedError
 
 from conftest import fixture_path, requires_cuda

@@ -41,7 +41,7 @@ from asdx.data import machine_clips, resolve_machines
 from asdx.data.dataset import MachineDir, list_machines, split_dir
 from asdx.data.loader import ClipSet, check_headers
 from asdx.evaluation import MachineTruth, evaluate, result_csv_text, result_json
-from asdx.scoring.gamma import GammaThreshold
+from asdx.scoring.threshold import GammaThreshold
 from asdx.submission import write_submission
 from asdx.systems import SYSTEMS
 from asdx.systems.base import MachineScores, SystemContext

@@ -5,24 +5,12 @@ higher meaning more anomalous. Scorers know nothing about files or machines.
 """
 
 from asdx.scoring.fusion import mean_fusion, min_fusion, rank_normalize
-from asdx.scoring.gamma import (
-    GammaFit,
-    GammaFitBatch,
-    GammaFitWarning,
-    GammaThreshold,
-    fit_gamma,
-    fit_gamma_batch,
-    gamma_ppf,
-)
+from asdx.scoring.gamma import GammaFit, GammaFitBatch, GammaFitWarning, fit_gamma, fit_gamma_batch, gamma_ppf
 from asdx.scoring.gmm import DiagGMMScorer, gmm_diag_loglik
 from asdx.scoring.knn import KNNScorer
-from asdx.scoring.mahalanobis import (
-    MahalanobisScorer,
-    ae_mahalanobis_scores,
-    covariance,
-    mahalanobis,
-    stable_precision,
-)
+from asdx.scoring.threshold import GammaThreshold
+from asdx.scoring.covariance import covariance, stable_precision
+from asdx.scoring.mahalanobis import MahalanobisScorer, ae_mahalanobis_scores, mahalanobis
 
 __all__ = [
     "DiagGMMScorer",

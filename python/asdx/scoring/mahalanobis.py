@@ -1,4 +1,6 @@
-"""Mahalanobis scoring: fitting helpers, the batched kernel and `MahalanobisScorer`.
+"""Mahalanobis scoring: the batched kernel, the official AE-baseline clip score and `MahalanobisScorer`.
+
+The covariance and precision fitting lives in asdx.scoring.covariance.
 
 Each precision P is factored once, in float64, as P = L Lᵀ with L lower
 triangular; the kernel (csrc/cpu/mahalanobis.cpp, csrc/cuda/mahalanobis.cu)
@@ -10,8 +12,6 @@ float64); the sum of squares is accumulated in float64.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
@@ -20,118 +20,9 @@ from sklearn.exceptions import NotFittedError
 from asdx._arrays import Prepared, like_input, match_device, prepare, require_same_width
 from asdx._native import _C, follow_torch_threads, require_cuda_kernels
 from asdx.scoring._domains import domain_codes
+from asdx.scoring.covariance import _check_square_symmetric, covariance, stable_precision
 
-__all__ = [
-    "MahalanobisScorer",
-    "ae_mahalanobis_scores",
-    "covariance",
-    "mahalanobis",
-    "stable_precision",
-]
-
-
-# ---------------------------------------------------------------- fitting helpers
-
-
-def covariance(samples, shrinkage: None | str | float = None) -> np.ndarray:
-    """Covariance (D, D) float64 of samples (N, D), N >= 2.
-
-    shrinkage:
-      - None: the unbiased sample covariance (ddof = 1);
-      - "ledoit-wolf": `sklearn.covariance.LedoitWolf` (its shrinkage toward a scaled
-        identity is chosen from the data, useful when N is small against D, e.g. the
-        10 target clips of a DCASE machine);
-      - a float a in [0, 1]: (1 − a) S + a (tr S / D) I, as `sklearn.covariance.shrunk_covariance`.
-    """
-    x = prepare(samples, "samples", ndim=2, dtype=np.float64, allow_empty=False).numpy()
-    if x.shape[0] < 2:
-        raise ValueError(f"samples: need at least 2 rows to estimate a covariance, got {x.shape[0]}.")
-    if shrinkage is None:
-        return np.atleast_2d(np.cov(x, rowvar=False))
-    if isinstance(shrinkage, str):
-        if shrinkage.lower().replace("_", "-") != "ledoit-wolf":
-            raise ValueError(f"shrinkage: expected None, 'ledoit-wolf' or a float in [0, 1], got {shrinkage!r}.")
-        from sklearn.covariance import LedoitWolf
-
-        return np.asarray(LedoitWolf().fit(x).covariance_, dtype=np.float64)
-    if isinstance(shrinkage, (bool, np.bool_)) or not isinstance(shrinkage, (int, float, np.floating, np.integer)):
-        raise ValueError(f"shrinkage: expected None, 'ledoit-wolf' or a float in [0, 1], got {shrinkage!r}.")
-    alpha = float(shrinkage)
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"shrinkage: must be in [0, 1], got {alpha}.")
-    from sklearn.covariance import shrunk_covariance
-
-    return np.asarray(shrunk_covariance(np.atleast_2d(np.cov(x, rowvar=False)), alpha), dtype=np.float64)
-
-
-def _upper_cholesky(cov: np.ndarray) -> np.ndarray:
-    """U upper triangular with cov = U Uᵀ (Cholesky of the order-reversed matrix)."""
-    lower_of_reversed = np.linalg.cholesky(cov[::-1, ::-1])
-    return lower_of_reversed[::-1, ::-1]
-
-
-def _check_square_symmetric(m: np.ndarray, name: str) -> None:
-    if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] == 0:
-        raise ValueError(f"{name}: expected a non-empty square matrix, got shape {m.shape}.")
-    scale = max(float(np.abs(m).max()), np.finfo(np.float64).tiny)
-    asymmetry = float(np.abs(m - m.T).max())
-    if asymmetry > 1e-8 * scale:
-        raise ValueError(f"{name}: is not symmetric (max |M - Mᵀ| = {asymmetry:.3g}, max |M| = {scale:.3g}).")
-
-
-def stable_precision(cov, ridge: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Precision P = cov⁻¹ and its lower-triangular factor L (P = L Lᵀ), both float64 (D, D).
-
-    Computed without forming an explicit inverse of cov: cov = U Uᵀ (U upper
-    triangular, a Cholesky factorisation of the order-reversed matrix), so
-    L = U⁻ᵀ is lower triangular and needs one triangular inverse.
-
-    When cov is not positive definite (singular, e.g. fewer samples than dims, or
-    slightly indefinite from rounding):
-      - ridge=True: adds r I with the smallest r of the form max(0, −λ_min) + 2^m δ
-        (δ = 1e-10 λ_max, m = 0, 1, ...) for which the Cholesky factorisation succeeds,
-        and warns with the value of r. δ keeps the condition number near 1e10 or below,
-        so the precision keeps about six significant digits; a ridge that only just
-        lets Cholesky pass (condition ~1/eps) would give an inverse that is mostly noise;
-      - ridge=False: raises ValueError.
-    """
-    c = prepare(cov, "cov", ndim=2, dtype=np.float64).numpy()
-    _check_square_symmetric(c, "cov")
-    c = 0.5 * (c + c.T)
-    try:
-        upper = _upper_cholesky(c)
-        ridge_added = 0.0
-    except np.linalg.LinAlgError:
-        eigenvalues = np.linalg.eigvalsh(c)
-        smallest, largest = float(eigenvalues[0]), float(eigenvalues[-1])
-        if not ridge:
-            raise ValueError(
-                f"cov: is not positive definite (smallest eigenvalue {smallest:.3g}, largest {largest:.3g}); "
-                "use ridge=True or a shrinkage covariance."
-            ) from None
-        if largest <= 0.0:
-            raise ValueError(f"cov: has no positive variance (largest eigenvalue {largest:.3g}); cannot regularise.")
-        step = 1e-10 * largest
-        base = max(0.0, -smallest)
-        identity = np.eye(c.shape[0])
-        for doubling in range(200):
-            ridge_added = base + step * 2.0**doubling
-            try:
-                upper = _upper_cholesky(c + ridge_added * identity)
-                break
-            except np.linalg.LinAlgError:
-                continue
-        warnings.warn(
-            f"cov is not positive definite (smallest eigenvalue {smallest:.3g}); added a ridge of "
-            f"{ridge_added:.6g} to the diagonal ({ridge_added / largest:.3g} of the largest eigenvalue).",
-            UserWarning,
-            stacklevel=2,
-        )
-    identity = np.eye(c.shape[0])
-    upper_inverse = np.linalg.solve(upper, identity) if c.shape[0] > 0 else identity
-    factor = np.tril(upper_inverse.T)
-    precision = factor @ factor.T
-    return precision, factor
+__all__ = ["MahalanobisScorer", "ae_mahalanobis_scores", "mahalanobis"]
 
 
 def _factor_precisions(precisions: np.ndarray, name: str) -> np.ndarray:

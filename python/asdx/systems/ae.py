@@ -67,7 +67,8 @@ from asdx._atomic import atomic_write, atomic_write_text
 from asdx.config import validate_fields
 from asdx.features import logmel_dcase, stack_frames
 from asdx.models.ae import AENet
-from asdx.scoring.mahalanobis import ae_mahalanobis_scores, stable_precision
+from asdx.scoring.covariance import stable_precision
+from asdx.scoring.mahalanobis import ae_mahalanobis_scores
 from asdx.systems.base import MachineScores, System, SystemContext
 
 SCORES = ("MSE", "MAHALA")
