@@ -83,16 +83,20 @@ def _plot_scores(ax, train: dict, test: dict, threshold: dict) -> None:
 
     everything = np.concatenate([train["score"], test["score"]])
     bins = np.linspace(everything.min(), everything.max(), 40)
-    ax.hist(train["score"], bins=bins, density=True, alpha=0.4, label="train normal")
+    heights = [ax.hist(train["score"], bins=bins, density=True, alpha=0.4, label="train normal")[0]]
     if (test["label"] >= 0).any():
         for label, name in ((0, "test normal"), (1, "test anomaly")):
-            ax.hist(test["score"][test["label"] == label], bins=bins, density=True, histtype="step", label=name)
+            heights.append(ax.hist(test["score"][test["label"] == label], bins=bins, density=True,
+                                   histtype="step", label=name)[0])
     else:
-        ax.hist(test["score"], bins=bins, density=True, histtype="step", label="test")
+        heights.append(ax.hist(test["score"], bins=bins, density=True, histtype="step", label="test")[0])
     shape, loc, scale = (threshold.get(k) for k in ("shape", "loc_fitted", "scale"))  # GammaThreshold.to_dict()
     if all(v is not None and np.isfinite(v) for v in (shape, loc, scale)):
         grid = np.linspace(bins[0], bins[-1], 400)
         ax.plot(grid, stats.gamma.pdf(grid, shape, loc, scale), "k-", lw=1, label="gamma fit (train)")
+    tallest = max(float(np.max(h)) if np.size(h) else 0.0 for h in heights)
+    if tallest > 0:  # a J-shaped gamma (shape < 1) spikes at its loc: keep the histograms readable
+        ax.set_ylim(0, 1.3 * tallest)
     ax.axvline(threshold["threshold"], color="red", lw=1, label=f"threshold (q = {threshold.get('q', 0.9):g})")
     ax.set(xlabel="anomaly score", ylabel="density", title="scores")
     ax.legend(fontsize=7)
