@@ -1,31 +1,45 @@
-"""Frontend benchmark: asdx's feature kernels against the NumPy reference, torch and torchaudio.
+"""Frontend benchmark: asdx's feature kernels against the FFT floor, torch, torchaudio and the NumPy reference.
 
-For each frontend (logmel_dcase, kaldi_fbank, stereo_features) it times, on one
-batch of deterministic noise (default 64 clips x 10 s at 16 kHz):
-  - asdx CPU (asdx.features),
-  - the NumPy reference (asdx.reference), on a subset of clips scaled to the batch,
-  - torch CPU equivalents written below (torch.stft / unfold + rfft and matmuls),
+For each frontend (logmel_dcase: n_fft 1024, hop 512, 128 mels; kaldi_fbank: 400/160,
+512-point FFT; stereo_features) it times, on one batch of deterministic noise (default
+64 clips x 10 s at 16 kHz), in float64 and in float32:
+  - asdx CPU (asdx.features; precision="float32" for the float32 rows, when the
+    installed asdx has that keyword, else the row says 'precision= not available yet'),
+  - the FFT floor: numpy.fft.rfft (pocketfft since NumPy 1.17) of the same frames,
+    already framed and windowed (the framing is not timed), split over the same number
+    of threads as asdx; stereo adds the per-frame irfft of GCC-PHAT,
+  - torch equivalents written below in the row's precision (torch.stft / unfold + rfft,
+    mel matmul, log),
   - torchaudio, when it is installed (MelSpectrogram; compliance.kaldi.fbank per clip),
-and, when torch sees a GPU and asdx was built with CUDA, asdx CUDA against the
-torch equivalents on the GPU. Times are best-of-N after one warm-up call. Before
-timing, the torch equivalents are checked against asdx so that a wrong equivalent
-is not benchmarked silently (a failed check prints a warning; the run goes on).
+    else a 'torchaudio not installed' row,
+  - the NumPy float64 reference (asdx.reference.frontend), on a subset scaled to the batch,
+and, when torch sees a GPU and asdx was built with CUDA, asdx CUDA against the torch
+equivalents and torch.fft.rfft (cuFFT) on the GPU, in both precisions. A second table
+answers "would a header-only pocketfft inside the fused frontend pay?": the most that
+replacing asdx's own FFT by a perfect one could save is asdx's time minus the floor.
+
+Times are best-of-N after one warm-up call. Before timing, the torch equivalents are
+checked against asdx so that a wrong equivalent is not benchmarked silently (a failed
+check prints a warning; the run goes on).
 
 Run from the repository root:
     python benchmarks/bench_frontend.py [--clips 64] [--seconds 10] [--threads 2] [--repeat 5]
     python -m benchmarks frontend [same options]
 --quick runs tiny sizes as a smoke test; it and --no-record leave benchmarks/RESULTS.md
-alone, otherwise a section with the machine, the table and footnotes is appended to it.
+alone, otherwise a section with the machine, the tables and footnotes is appended to it.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -40,7 +54,7 @@ from benchmarks._common import machine_lines, publish, timeit_best
 
 try:
     import torchaudio
-except ImportError:  # optional: its columns read n/a
+except ImportError:  # optional: its rows say so
     torchaudio = None
 
 SAMPLE_RATE = 16000
@@ -50,32 +64,152 @@ MAX_LAG = 320
 DCASE_FLOOR = 2.220446049250313e-16
 KALDI_FLOOR = float(torch.finfo(torch.float32).eps)
 REF_CLIPS = 8  # the NumPy reference is timed on this many clips and scaled to the batch
-# Speed-up goals: (baseline column, minimum baseline_ms / asdx_ms).
-GOALS = {
-    "logmel_dcase": [("ref", 20.0), ("torch", 2.0)],
-    "kaldi_fbank": [("torchaudio", 5.0)],
-    "stereo_features": [("ref", 20.0), ("torch", 2.0)],
+KERNELS = ("logmel_dcase", "kaldi_fbank", "stereo_features")
+PRECISIONS = ("float64", "float32")
+NUMPY_DTYPE = {"float64": np.float64, "float32": np.float32}
+TORCH_DTYPE = {"float64": torch.float64, "float32": torch.float32}
+# asdx_ms / floor_ms must stay at or below this (the issue's goal for the whole logmel).
+FLOOR_GOALS = {"logmel_dcase": 1.5}
+# Speed-up goals: baseline role -> minimum baseline_ms / asdx_ms, same precision.
+SPEEDUP_GOALS = {
+    "logmel_dcase": {"ref": 20.0, "torch": 2.0},
+    "kaldi_fbank": {"torchaudio": 5.0},
+    "stereo_features": {"ref": 20.0, "torch": 2.0},
 }
+NO_PRECISION = "precision= not available yet"
+NO_TORCHAUDIO = "torchaudio not installed"
+
+
+# --------------------------------------------------------------------------- asdx calls
+
+
+def asdx_call(kernel: str, precision: str) -> Callable:
+    """asdx.features.<kernel> at `precision`; float64 is the default, so it is called without the keyword
+    (the script then works before and after the keyword exists)."""
+    fn = getattr(features, kernel)
+    if precision == "float64":
+        return fn
+    return lambda x: fn(x, precision=precision)
+
+
+def try_asdx(kernel: str, precision: str, sample) -> tuple[Callable | None, object, str]:
+    """(fn, fn(sample), "") when asdx runs `kernel` at `precision`, else (None, None, why)."""
+    fn = asdx_call(kernel, precision)
+    try:
+        return fn, fn(sample), ""
+    except TypeError as error:  # an asdx without the keyword (or whose kernel lacks the argument)
+        print(f"asdx {kernel} {precision}: {NO_PRECISION} ({error})")
+        return None, None, NO_PRECISION
+
+
+# --------------------------------------------------------------------------- the FFT floor
+
+
+def _centred_frames(signals: np.ndarray) -> np.ndarray:
+    """(..., frames, N_FFT) periodic-Hann windowed frames, centred with zero padding (librosa center=True)."""
+    padded = np.pad(signals.astype(np.float64), [(0, 0)] * (signals.ndim - 1) + [(N_FFT // 2, N_FFT // 2)])
+    n_frames = 1 + signals.shape[-1] // HOP
+    windows = np.lib.stride_tricks.sliding_window_view(padded, N_FFT, axis=-1)[..., ::HOP, :][..., :n_frames, :]
+    hann = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(N_FFT) / N_FFT)
+    return windows * hann
+
+
+def _kaldi_frames(signals: np.ndarray) -> np.ndarray:
+    """(..., frames, KALDI_PADDED): scaled, DC-removed, pre-emphasised, Povey-windowed, zero-padded frames."""
+    scaled = signals.astype(np.float64) * 32768.0
+    n_frames = 0 if scaled.shape[-1] < KALDI_LENGTH else 1 + (scaled.shape[-1] - KALDI_LENGTH) // KALDI_SHIFT
+    frames = np.lib.stride_tricks.sliding_window_view(scaled, KALDI_LENGTH, axis=-1)[..., ::KALDI_SHIFT, :]
+    frames = frames[..., :n_frames, :]
+    frames = frames - frames.mean(axis=-1, keepdims=True)
+    frames = frames - 0.97 * np.concatenate([frames[..., :1], frames[..., :-1]], axis=-1)
+    povey = (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(KALDI_LENGTH) / (KALDI_LENGTH - 1))) ** 0.85
+    padded = np.zeros(frames.shape[:-1] + (KALDI_PADDED,))
+    padded[..., :KALDI_LENGTH] = frames * povey
+    return padded
+
+
+def floor_inputs(kernel: str, x: np.ndarray, precision: str) -> list[tuple[str, np.ndarray]]:
+    """The transforms the floor times, as (kind, input) with input (frames, n) contiguous in `precision`:
+    "rfft" of real frames, and for stereo_features also "irfft" of one PHAT cross-spectrum per frame."""
+    dtype = NUMPY_DTYPE[precision]
+
+    def flat(a):
+        return np.ascontiguousarray(a.reshape(-1, a.shape[-1]), dtype=dtype)
+
+    if kernel == "logmel_dcase":
+        return [("rfft", flat(_centred_frames(x)))]
+    if kernel == "kaldi_fbank":
+        return [("rfft", flat(_kaldi_frames(x)))]
+    near, far = _centred_frames(x[:, 0]), _centred_frames(x[:, 1])
+    cross = np.fft.rfft(near) * np.conj(np.fft.rfft(far))
+    phat = np.conj(cross) / (np.abs(cross) + 1e-20)
+    complex_dtype = np.complex128 if precision == "float64" else np.complex64
+    return [("rfft", flat(near)), ("rfft", flat(far)),
+            ("irfft", np.ascontiguousarray(phat.reshape(-1, phat.shape[-1]), dtype=complex_dtype))]
+
+
+_NUMPY_FFT_OUT = "out" in inspect.signature(np.fft.rfft).parameters  # NumPy >= 2.0
+
+
+class FftFloor:
+    """numpy.fft.rfft / irfft of prepared frames into preallocated outputs, the frames split over `threads`
+    Python threads (NumPy's pocketfft releases the GIL, so the chunks run in parallel, like asdx's threads).
+    NumPy >= 2 transforms float32 input in float32 (older NumPy upcasts to float64)."""
+
+    def __init__(self, jobs: list[tuple[str, np.ndarray]], threads: int, pool: ThreadPoolExecutor):
+        self.pool, self.threads = pool, threads
+        self.jobs = []
+        for kind, data in jobs:
+            if kind == "rfft":
+                out_dtype = np.complex64 if data.dtype == np.float32 else np.complex128
+                fn, out = (lambda a, **kw: np.fft.rfft(a, axis=-1, **kw)), np.empty(
+                    (data.shape[0], data.shape[1] // 2 + 1), out_dtype)
+            else:
+                out_dtype = np.float32 if data.dtype == np.complex64 else np.float64
+                fn, out = (lambda a, **kw: np.fft.irfft(a, n=N_FFT, axis=-1, **kw)), np.empty(
+                    (data.shape[0], N_FFT), out_dtype)
+            self.jobs.append((fn, data, out))
+        self.frames = sum(data.shape[0] for kind, data in jobs if kind == "rfft")
+
+    def _run(self, fn, data, out):
+        kwargs = (lambda lo, hi: {"out": out[lo:hi]}) if _NUMPY_FFT_OUT else (lambda lo, hi: {})
+        bounds = np.linspace(0, data.shape[0], self.threads + 1).astype(int)
+        pieces = [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+        if len(pieces) <= 1:
+            fn(data, **kwargs(0, data.shape[0]))
+            return
+        for future in [self.pool.submit(fn, data[lo:hi], **kwargs(lo, hi)) for lo, hi in pieces]:
+            future.result()
+
+    def __call__(self):
+        for fn, data, out in self.jobs:
+            self._run(fn, data, out)
+
+
+def time_floor(kernel: str, x: np.ndarray, precision: str, args, pool: ThreadPoolExecutor) -> float:
+    fft = FftFloor(floor_inputs(kernel, x, precision), args.threads, pool)
+    return timeit_best(fft, args.repeat)
 
 
 # --------------------------------------------------------------------------- torch equivalents
 
 
 class TorchEquivalents:
-    """The three frontends written with plain torch ops (float32), on one device.
+    """The three frontends written with plain torch ops in one dtype, on one device.
 
     These are equivalents for the benchmark, not asdx code: filterbanks and windows
     are built once here, as a torch user would, and only the per-batch work is timed.
     """
 
-    def __init__(self, device: str | torch.device = "cpu"):
+    def __init__(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
         def tensor(array):
-            return torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32, device=device)
+            return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype, device=device)
 
+        self.dtype = dtype
         self.slaney = tensor(reference.slaney_mel_filterbank(SAMPLE_RATE, N_FFT, N_MELS).T)  # (513, 128)
         self.kaldi_bank = tensor(reference.kaldi_mel_filterbank(SAMPLE_RATE, KALDI_PADDED, N_MELS).T)  # (257, 128)
-        self.hann = torch.hann_window(N_FFT, periodic=True, device=device)
-        self.povey = torch.hann_window(KALDI_LENGTH, periodic=False, device=device).pow(0.85)
+        self.hann = torch.hann_window(N_FFT, periodic=True, device=device, dtype=dtype)
+        self.povey = torch.hann_window(KALDI_LENGTH, periodic=False, device=device, dtype=dtype).pow(0.85)
 
     def _stft(self, signals: torch.Tensor) -> torch.Tensor:
         """(..., samples) -> complex (..., frames, bins), centred zero-padded frames."""
@@ -131,26 +265,32 @@ class TorchEquivalents:
         gcc = torch.stack([(index - MAX_LAG).to(height.dtype), height], dim=-1)
         return bands, ipd, gcc
 
+    def for_kernel(self, kernel: str) -> Callable:
+        return {"logmel_dcase": self.logmel, "kaldi_fbank": self.kaldi, "stereo_features": self.stereo}[kernel]
+
 
 class TorchaudioFrontends:
-    """The torchaudio calls people use for these features (CPU), when torchaudio is installed."""
+    """The torchaudio calls people use for these features (CPU), in one dtype, when torchaudio is installed."""
 
-    def __init__(self):
+    def __init__(self, dtype: torch.dtype = torch.float32):
         self.melspec = torchaudio.transforms.MelSpectrogram(
             sample_rate=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS, power=2.0,
-            norm="slaney", mel_scale="slaney", pad_mode="constant")
+            norm="slaney", mel_scale="slaney", pad_mode="constant").to(dtype)
 
     def logmel(self, x: torch.Tensor) -> torch.Tensor:
         mel = self.melspec(x)  # (B, C, 128, frames)
         return (10.0 * torch.log10(mel.clamp(min=DCASE_FLOOR))).transpose(-1, -2)
 
     def kaldi(self, x: torch.Tensor) -> torch.Tensor:
-        """One compliance.kaldi.fbank call per clip and channel, as BEATs does."""
+        """One compliance.kaldi.fbank call per clip and channel, as BEATs does (computes in x's dtype)."""
         batch, channels, n = x.shape
         out = [torchaudio.compliance.kaldi.fbank(clip.unsqueeze(0) * 2**15, num_mel_bins=N_MELS,
                                                  sample_frequency=SAMPLE_RATE, frame_length=25, frame_shift=10)
                for clip in x.reshape(batch * channels, n)]
         return torch.stack(out).reshape(batch, channels, -1, N_MELS)
+
+    def for_kernel(self, kernel: str) -> Callable | None:
+        return {"logmel_dcase": self.logmel, "kaldi_fbank": self.kaldi}.get(kernel)
 
 
 # --------------------------------------------------------------------------- equivalence checks
@@ -217,33 +357,28 @@ def check(kernel: str, label: str, ours, theirs) -> str | None:
 
 @dataclass
 class Row:
+    """One implementation of one frontend at one precision. role: floor, asdx, torch, torchaudio or ref."""
+
     kernel: str
-    input: str
-    asdx_ms: float
-    ref_ms: float | None = None
-    torch_ms: float | None = None
-    torchaudio_ms: float | None = None
-
-    def ratio(self, baseline: str) -> float | None:
-        ms = getattr(self, f"{baseline}_ms")
-        return None if ms is None else ms / self.asdx_ms
-
-    def goals(self) -> str:
-        cells = []
-        for baseline, target in GOALS[self.kernel]:
-            ratio = self.ratio(baseline)
-            verdict = "not measured" if ratio is None else ("met" if ratio >= target else "NOT met")
-            cells.append(f"≥{target:g}× {baseline}: {verdict}")
-        return "; ".join(cells)
+    precision: str
+    role: str
+    what: str
+    ms: float | None
+    note: str = ""  # why ms is None (shown in its place)
 
 
 @dataclass
-class GpuRow:
+class Group:
+    """The rows of one (kernel, precision), with the floor used for its ratios."""
+
     kernel: str
+    precision: str
     input: str
-    clips: int
-    asdx_ms: float
-    torch_ms: float
+    rows: list[Row]
+    floor_ms: float | None = None
+
+    def ms(self, role: str) -> float | None:
+        return next((r.ms for r in self.rows if r.role == role and r.ms is not None), None)
 
 
 def _ms(value: float | None) -> str:
@@ -251,25 +386,90 @@ def _ms(value: float | None) -> str:
 
 
 def _x(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1f}×"
+    return "" if value is None else f"{value:.2f}×"
 
 
-def cpu_table(rows: list[Row]) -> list[str]:
-    lines = ["| kernel | input | asdx CPU ms | NumPy ref ms¹ | torch CPU ms² | torchaudio ms³ "
-             "| ref/asdx | torch/asdx | torchaudio/asdx | goals |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for r in rows:
-        lines.append(f"| {r.kernel} | {r.input} | {_ms(r.asdx_ms)} | {_ms(r.ref_ms)} | {_ms(r.torch_ms)} "
-                     f"| {_ms(r.torchaudio_ms)} | {_x(r.ratio('ref'))} | {_x(r.ratio('torch'))} "
-                     f"| {_x(r.ratio('torchaudio'))} | {r.goals()} |")
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def row_goal(group: Group, row: Row) -> str:
+    asdx_ms = group.ms("asdx")
+    if row.role == "asdx":
+        target = FLOOR_GOALS.get(group.kernel)
+        if target is None:
+            return ""
+        if row.ms is None or group.floor_ms is None:
+            return f"≤{target:g}× floor: not measured"
+        return f"≤{target:g}× floor: {_verdict(row.ms / group.floor_ms <= target)}"
+    target = SPEEDUP_GOALS[group.kernel].get(row.role)
+    if target is None:
+        return ""
+    if row.ms is None or asdx_ms is None:
+        return f"asdx ≥{target:g}×: not measured"
+    return f"asdx ≥{target:g}×: {_verdict(row.ms / asdx_ms >= target)}"
+
+
+def cpu_table(groups: list[Group]) -> list[str]:
+    lines = ["| kernel | precision | input | implementation | ms | ÷ floor | asdx speed-up | goal |",
+             "|---|---|---|---|---:|---:|---:|---|"]
+    for g in groups:
+        asdx_ms = g.ms("asdx")
+        for r in g.rows:
+            if r.ms is None:
+                lines.append(f"| {g.kernel} | {g.precision} | {g.input} | {r.what} | {r.note or 'n/a'} |  |  "
+                             f"| {row_goal(g, r)} |")
+                continue
+            what, over_floor = r.what, None if g.floor_ms is None else r.ms / g.floor_ms
+            if r.role == "floor":
+                over_floor = None
+                if g.floor_ms is not None and g.floor_ms < r.ms:  # float32: NumPy's float64 transform was faster
+                    what += f" (float64's {g.floor_ms:.1f} ms is faster: the floor used)"
+            speedup = None if asdx_ms is None or r.role in ("asdx", "floor") else r.ms / asdx_ms
+            lines.append(f"| {g.kernel} | {g.precision} | {g.input} | {what} | {_ms(r.ms)} | {_x(over_floor)} "
+                         f"| {_x(speedup)} | {row_goal(g, r)} |")
     return lines
 
 
+def pocketfft_table(groups: list[Group]) -> list[str]:
+    """(b): the most a perfect FFT inside asdx could save is asdx's time minus the bare FFT's."""
+    lines = ["| kernel | precision | asdx ms | FFT floor ms | asdx − floor ms | most a perfect FFT swap could save |",
+             "|---|---|---:|---:|---:|---|"]
+    for g in groups:
+        asdx_ms = g.ms("asdx")
+        if asdx_ms is None or g.floor_ms is None:
+            lines.append(f"| {g.kernel} | {g.precision} | {_ms(asdx_ms)} | {_ms(g.floor_ms)} |  | not measured |")
+            continue
+        gap = asdx_ms - g.floor_ms
+        saving = (f"{gap / asdx_ms:.0%} of asdx's time (upper bound)" if gap > 0 else
+                  "nothing: asdx's whole frontend is faster than the bare FFT")
+        lines.append(f"| {g.kernel} | {g.precision} | {asdx_ms:.1f} | {g.floor_ms:.1f} | {gap:+.1f} | {saving} |")
+    return lines
+
+
+@dataclass
+class GpuRow:
+    kernel: str
+    precision: str
+    input: str
+    clips: int
+    asdx_ms: float | None
+    torch_ms: float
+    floor_ms: float
+    note: str = ""
+
+
 def gpu_table(rows: list[GpuRow]) -> list[str]:
-    lines = ["| kernel | input | asdx CUDA ms | torch CUDA ms² | torch/asdx | asdx clips/s | torch clips/s |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| kernel | precision | input | asdx CUDA ms | torch CUDA ms² | cuFFT floor ms⁴ | asdx ÷ floor "
+             "| torch/asdx | asdx clips/s | torch clips/s |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r.kernel} | {r.input} | {r.asdx_ms:.2f} | {r.torch_ms:.2f} | {r.torch_ms / r.asdx_ms:.1f}× "
+        if r.asdx_ms is None:
+            lines.append(f"| {r.kernel} | {r.precision} | {r.input} | {r.note} | {r.torch_ms:.2f} | {r.floor_ms:.2f} "
+                         f"|  |  |  | {r.clips / r.torch_ms * 1e3:,.0f} |")
+            continue
+        lines.append(f"| {r.kernel} | {r.precision} | {r.input} | {r.asdx_ms:.2f} | {r.torch_ms:.2f} "
+                     f"| {r.floor_ms:.2f} | {r.asdx_ms / r.floor_ms:.2f}× | {r.torch_ms / r.asdx_ms:.1f}× "
                      f"| {r.clips / r.asdx_ms * 1e3:,.0f} | {r.clips / r.torch_ms * 1e3:,.0f} |")
     return lines
 
@@ -291,7 +491,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench_frontend", description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", type=int, default=64, help="clips per batch (default 64)")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per clip at 16 kHz (default 10)")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads for asdx and torch (default 2)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="CPU threads for asdx, torch and the FFT floor (default 2)")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs after one warm-up; best is kept (default 5)")
     parser.add_argument("--no-record", action="store_true", help="do not append to benchmarks/RESULTS.md")
     parser.add_argument("--quick", action="store_true",
@@ -304,51 +505,95 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def run_cpu(stereo: np.ndarray, args, label: dict[str, str], warnings: list[str]) -> list[Row]:
-    mono = np.ascontiguousarray(stereo[:, :1])
-    inputs = {"logmel_dcase": mono, "kaldi_fbank": mono, "stereo_features": stereo}
-    equivalents = TorchEquivalents("cpu")
-    torch_fns = {"logmel_dcase": equivalents.logmel, "kaldi_fbank": equivalents.kaldi,
-                 "stereo_features": equivalents.stereo}
-    audio_fns = {}
-    if torchaudio is not None:
-        frontends = TorchaudioFrontends()
-        audio_fns = {"logmel_dcase": frontends.logmel, "kaldi_fbank": frontends.kaldi}
+def _kernel_input(kernel: str, stereo: np.ndarray) -> np.ndarray:
+    return stereo if kernel == "stereo_features" else np.ascontiguousarray(stereo[:, :1])
 
+
+def run_cpu(stereo: np.ndarray, args, label: dict[str, str], warnings: list[str]) -> list[Group]:
+    equivalents = {p: TorchEquivalents("cpu", TORCH_DTYPE[p]) for p in PRECISIONS}
+    audio = {p: TorchaudioFrontends(TORCH_DTYPE[p]) for p in PRECISIONS} if torchaudio is not None else {}
     n_ref = min(args.clips, REF_CLIPS)
-    rows = []
-    for kernel, x in inputs.items():
-        ours, ref = getattr(features, kernel), getattr(reference, kernel)
-        x_torch = torch.from_numpy(x)
-        subset = x[:n_ref]
-        for name, fn in [("torch CPU equivalent", torch_fns[kernel]), ("torchaudio", audio_fns.get(kernel))]:
-            if fn is not None:
-                warnings.append(check(kernel, name, ours(subset), fn(torch.from_numpy(subset))))
-        row = Row(kernel, label[kernel], timeit_best(lambda: ours(x), args.repeat))
-        row.ref_ms = timeit_best(lambda: ref(subset), args.repeat) * args.clips / n_ref
-        row.torch_ms = timeit_best(lambda: torch_fns[kernel](x_torch), args.repeat)
-        if kernel in audio_fns:
-            row.torchaudio_ms = timeit_best(lambda: audio_fns[kernel](x_torch), args.repeat)
-        rows.append(row)
-        print(f"timed {kernel}: asdx {row.asdx_ms:.1f} ms, ref {row.ref_ms:.1f} ms, torch {row.torch_ms:.1f} ms, "
-              f"torchaudio {_ms(row.torchaudio_ms)}{'' if row.torchaudio_ms is None else ' ms'}", flush=True)
-    return rows
+    groups: list[Group] = []
+    with ThreadPoolExecutor(args.threads) as pool:
+        for kernel in KERNELS:
+            x = _kernel_input(kernel, stereo)
+            subset = x[:n_ref]
+            floor64 = None
+            for precision in PRECISIONS:
+                rows: list[Row] = []
+                group = Group(kernel, precision, label[kernel], rows)
+                # asdx, checked for availability on the subset first
+                ours, ours_subset, why = try_asdx(kernel, precision, subset)
+                # floor: the bare FFTs of the same frames, framing excluded
+                floor_ms = time_floor(kernel, x, precision, args, pool)
+                what = f"FFT floor: numpy.fft.rfft, {precision} frames¹"
+                if kernel == "stereo_features":
+                    what = f"FFT floor: numpy.fft.rfft (near, far) + irfft (GCC), {precision}¹"
+                rows.append(Row(kernel, precision, "floor", what, floor_ms))
+                if precision == "float64":
+                    floor64 = group.floor_ms = floor_ms
+                else:  # a floor is the least the FFTs cost: NumPy's float32 path can be the slower one
+                    group.floor_ms = min(floor_ms, floor64) if floor64 is not None else floor_ms
+                asdx_ms = timeit_best(lambda: ours(x), args.repeat) if ours is not None else None
+                rows.append(Row(kernel, precision, "asdx", f"asdx CPU ({precision} FFT)", asdx_ms, why))
+
+                # torch in the same precision; checked against asdx of that precision (float64 asdx if none)
+                reference_out = ours_subset if ours_subset is not None else getattr(features, kernel)(subset)
+                torch_fn = equivalents[precision].for_kernel(kernel)
+                x_torch = torch.from_numpy(x).to(TORCH_DTYPE[precision])
+                warnings.append(check(kernel, f"torch CPU equivalent {precision}", reference_out,
+                                      torch_fn(x_torch[:n_ref])))
+                rows.append(Row(kernel, precision, "torch", f"torch CPU equivalent ({precision})²",
+                                timeit_best(lambda: torch_fn(x_torch), args.repeat)))
+                if kernel == "stereo_features":
+                    pass  # torchaudio has no counterpart: no row
+                elif torchaudio is None:
+                    rows.append(Row(kernel, precision, "torchaudio", f"torchaudio ({precision})³", None, NO_TORCHAUDIO))
+                else:
+                    audio_fn = audio[precision].for_kernel(kernel)
+                    warnings.append(check(kernel, f"torchaudio {precision}", reference_out, audio_fn(x_torch[:n_ref])))
+                    rows.append(Row(kernel, precision, "torchaudio", f"torchaudio ({precision})³",
+                                    timeit_best(lambda: audio_fn(x_torch), args.repeat)))
+                if precision == "float64":
+                    ref = getattr(reference, kernel)
+                    rows.append(Row(kernel, precision, "ref", "NumPy reference (asdx.reference, float64)⁵",
+                                    timeit_best(lambda: ref(subset), args.repeat) * args.clips / n_ref))
+                groups.append(group)
+                print(f"timed {kernel} {precision}: " + ", ".join(
+                    f"{r.role} {_ms(r.ms)}" + (" ms" if r.ms is not None else f" ({r.note})") for r in rows),
+                      flush=True)
+    return groups
 
 
-def run_gpu(stereo: np.ndarray, args, label: dict[str, str], warnings: list[str]) -> list[GpuRow]:
-    device = torch.device("cuda")
+def run_gpu(stereo: np.ndarray, args, label: dict[str, str], warnings: list[str],
+            device: torch.device | str = "cuda") -> list[GpuRow]:
+    """asdx CUDA vs the torch equivalents and a cuFFT floor on `device`, both precisions (data already there)."""
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     x = torch.from_numpy(stereo).to(device)
-    mono = x[:, :1].contiguous()
-    equivalents = TorchEquivalents(device)
-    cases = [("logmel_dcase", mono, equivalents.logmel), ("kaldi_fbank", mono, equivalents.kaldi),
-             ("stereo_features", x, equivalents.stereo)]
     rows = []
-    for kernel, data, torch_fn in cases:
-        ours = getattr(features, kernel)
-        warnings.append(check(kernel, "torch CUDA equivalent", ours(data[:REF_CLIPS]), torch_fn(data[:REF_CLIPS])))
-        asdx_ms = timeit_best(lambda: ours(data), args.repeat, torch.cuda.synchronize)
-        torch_ms = timeit_best(lambda: torch_fn(data), args.repeat, torch.cuda.synchronize)
-        rows.append(GpuRow(kernel, label[kernel], args.clips, asdx_ms, torch_ms))
+    for kernel in KERNELS:
+        data = x if kernel == "stereo_features" else x[:, :1].contiguous()
+        host = _kernel_input(kernel, stereo)
+        for precision in PRECISIONS:
+            dtype = TORCH_DTYPE[precision]
+            torch_fn = TorchEquivalents(device, dtype).for_kernel(kernel)
+            typed = data.to(dtype)
+            ours, ours_subset, why = try_asdx(kernel, precision, data[:REF_CLIPS])
+            reference_out = ours_subset if ours_subset is not None else getattr(features, kernel)(data[:REF_CLIPS])
+            warnings.append(check(kernel, f"torch {device.type} equivalent {precision}", reference_out,
+                                  torch_fn(typed[:REF_CLIPS])))
+            # cuFFT floor: torch.fft.rfft / irfft of the same prepared frames, already on the device
+            jobs = [(kind, torch.from_numpy(a).to(device)) for kind, a in floor_inputs(kernel, host, precision)]
+
+            def floor():
+                for kind, a in jobs:
+                    torch.fft.rfft(a, dim=-1) if kind == "rfft" else torch.fft.irfft(a, n=N_FFT, dim=-1)
+
+            floor_ms = timeit_best(floor, args.repeat, sync)
+            asdx_ms = timeit_best(lambda: ours(data), args.repeat, sync) if ours is not None else None
+            torch_ms = timeit_best(lambda: torch_fn(typed), args.repeat, sync)
+            rows.append(GpuRow(kernel, precision, label[kernel], args.clips, asdx_ms, torch_ms, floor_ms, why))
     return rows
 
 
@@ -362,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings: list[str] = []
 
     with torch.inference_mode():
-        rows = run_cpu(stereo, args, label, warnings)
+        groups = run_cpu(stereo, args, label, warnings)
         gpu_rows, gpu_name = [], None
         if not torch.cuda.is_available():
             gpu_note = "GPU rows skipped: torch sees no CUDA device."
@@ -371,27 +616,49 @@ def main(argv: list[str] | None = None) -> int:
         else:
             gpu_name = torch.cuda.get_device_name()
             gpu_rows = run_gpu(stereo, args, label, warnings)
-            gpu_note = f"GPU rows: data already on {gpu_name}; torch.cuda.synchronize() after each call."
+            gpu_note = (f"GPU rows: data already on {gpu_name}; torch.cuda.synchronize() after each call; asdx float64 "
+                        "vs torch float64 and asdx precision=\"float32\" vs torch float32.")
     warnings = [w for w in warnings if w]
 
     n_ref = min(args.clips, REF_CLIPS)
+    missing_precision = any(r.note == NO_PRECISION for g in groups for r in g.rows)
     section = [f"## bench_frontend — {datetime.now().astimezone().isoformat(timespec='seconds')}", "",
-               *machine_lines(args.threads, gpu_name), "", *cpu_table(rows), ""]
+               *machine_lines(args.threads, gpu_name), "", *cpu_table(groups), ""]
     if gpu_rows:
         section += [*gpu_table(gpu_rows), ""]
     section += [
+        "Would a header-only pocketfft inside the fused frontend pay? Replacing asdx's own FFT by a perfect one "
+        "saves at most asdx's time minus the floor (the bound assumes the FFT were all of asdx's time; the mel "
+        "sums, logs and framing that asdx also does only lower it):",
+        "",
+        *pocketfft_table(groups),
+        "",
         f"Times are for the whole batch, best of {args.repeat} after one warm-up call; input is seeded noise "
-        "(16 kHz; far channel = quieter 7-sample-delayed copy of near plus its own noise).",
-        f"¹ asdx.reference (NumPy, float64) timed on {n_ref} of {args.clips} clips and scaled linearly "
-        f"(× {args.clips / n_ref:g}).",
-        "² torch equivalents written in benchmarks/bench_frontend.py (float32: torch.stft or unfold + rfft, "
-        "matmul with the same filterbanks; GCC-PHAT via irfft), checked against asdx before timing.",
+        "(16 kHz; far channel = quieter 7-sample-delayed copy of near plus its own noise). asdx always takes "
+        "float32 audio; its precision is the FFT's. Each row's ÷ floor is its time over the floor of its precision; "
+        "asdx speed-up is its time over asdx's of the same precision.",
+        f"¹ The FFT floor: numpy.fft.rfft (pocketfft since NumPy 1.17) of the frames {'into preallocated outputs ' if _NUMPY_FFT_OUT else ''}"
+        f"over {args.threads} Python threads (NumPy releases the GIL), i.e. only the transforms: framing, windowing "
+        "(and Kaldi's DC removal, pre-emphasis and zero padding to 512) are done before timing and are excluded. "
+        "logmel_dcase: one 1024-point rfft per frame; kaldi_fbank: one 512-point rfft per frame; stereo_features: "
+        "an rfft of the near and of the far frame plus a 1024-point irfft (GCC-PHAT) per frame. The float32 ratios "
+        "use the faster of NumPy's float32 and float64 transforms as the floor (NumPy ≥ 2 computes float32 in "
+        "float32, not always faster).",
+        "² torch equivalents written in benchmarks/bench_frontend.py in the row's dtype (torch.stft or unfold + "
+        "rfft, matmul with the same filterbanks, log; GCC-PHAT via irfft), checked against asdx of the same "
+        "precision before timing; the float64 rows get float64 input (conversion not timed).",
         "³ torchaudio: MelSpectrogram(norm/mel_scale 'slaney') + 10·log10 for logmel_dcase; one "
         "compliance.kaldi.fbank call per clip for kaldi_fbank; no torchaudio counterpart of stereo_features. "
-        + ("" if torchaudio is not None else "torchaudio is not installed here, so its columns read n/a."),
+        + ("" if torchaudio is not None else f"{NO_TORCHAUDIO} here, so its rows read so."),
+        *(["⁴ cuFFT floor: torch.fft.rfft / irfft of the same prepared frames on the GPU, in the row's precision."]
+          if gpu_rows else []),
+        f"⁵ asdx.reference (NumPy, float64) timed on {n_ref} of {args.clips} clips and scaled linearly "
+        f"(× {args.clips / n_ref:g}).",
         "",
-        "Goals: logmel_dcase and stereo_features ≥20× the NumPy reference and ≥2× torch CPU; "
-        "kaldi_fbank ≥5× torchaudio CPU (compliance.kaldi.fbank).",
+        "Goals: logmel_dcase within 1.5× of the FFT floor; logmel_dcase and stereo_features ≥20× the NumPy "
+        "reference and ≥2× torch CPU in the same precision; kaldi_fbank ≥5× torchaudio CPU "
+        "(compliance.kaldi.fbank) in the same precision.",
+        *([f"asdx float32 rows: {NO_PRECISION} in this asdx build."] if missing_precision else []),
         gpu_note,
         *warnings,
     ]

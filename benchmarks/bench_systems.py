@@ -437,7 +437,7 @@ def soundfile_int16_near(clips: ClipSet) -> None:
 
 
 def finite_checks(audio: list[torch.Tensor]) -> None:
-    """The per-item NaN/inf check asdx's feature kernels run on their input (asdx.features._input)."""
+    """The per-item NaN/inf check asdx's feature kernels run on their input (asdx._arrays.prepare_waveform)."""
     for a in audio:
         torch.isfinite(a).reshape(a.shape[0], -1).all(dim=1).numpy()
 

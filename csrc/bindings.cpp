@@ -13,6 +13,7 @@
 
 #include "asdx/fft.h"
 #include "asdx/frontend.h"
+#include "asdx/frontend_tables.h"
 #include "asdx/gmm.h"
 #include "asdx/mahalanobis.h"
 #include "asdx/gamma_kernels.h"
@@ -150,6 +151,18 @@ void require_same_size(std::initializer_list<const DoubleArray*> arrays) {
   for (const DoubleArray* a : arrays) require(a->ndim() == 1 && a->size() == n, "arrays must be 1-D of one length");
 }
 
+py::tuple table_blob_to_python(const TableBlob& blob) {
+  py::array_t<uint8_t> bytes(static_cast<py::ssize_t>(blob.bytes.size()));
+  std::copy(blob.bytes.begin(), blob.bytes.end(), bytes.mutable_data());
+  return py::make_tuple(bytes, py::cast(std::vector<int64_t>(blob.offsets.begin(), blob.offsets.end())));
+}
+
+// Offsets of a cached table blob, checked against the slots the kernels read.
+const int64_t* table_offsets(const std::vector<int64_t>& offsets) {
+  require(offsets.size() == kTableSlots, "table offsets: expected " + std::to_string(kTableSlots) + " entries");
+  return offsets.data();
+}
+
 py::dict build_info() {
   py::dict info;
 #ifdef ASDX_WITH_CUDA
@@ -190,7 +203,8 @@ PYBIND11_MODULE(_C, m) {
 
   m.def(
       "logmel_dcase_cpu",
-      [](const FloatArray& x, int sample_rate, int n_fft, int hop, int n_mels, double fmin, double fmax) {
+      [](const FloatArray& x, int sample_rate, int n_fft, int hop, int n_mels, double fmin, double fmax,
+         bool float32) {
         const LogmelConfig c = make_logmel(sample_rate, n_fft, hop, n_mels, fmin, fmax);
         const auto [n_signals, n_samples] = signal_shape(x);
         const int64_t frames = logmel_frames(c, n_samples);
@@ -199,17 +213,17 @@ PYBIND11_MODULE(_C, m) {
         float* o = out.mutable_data();
         {
           py::gil_scoped_release release;
-          logmel_dcase_cpu(in, n_signals, n_samples, c, o);
+          logmel_dcase_cpu(in, n_signals, n_samples, c, float32, o);
         }
         return out;
       },
       py::arg("signals"), py::arg("sample_rate"), py::arg("n_fft"), py::arg("hop_length"), py::arg("n_mels"),
-      py::arg("fmin"), py::arg("fmax"));
+      py::arg("fmin"), py::arg("fmax"), py::arg("float32"));
 
   m.def(
       "kaldi_fbank_cpu",
       [](const FloatArray& x, int sample_rate, int frame_length, int frame_shift, int n_mels, double low_freq,
-         double high_freq, double preemphasis, bool beats_normalise) {
+         double high_freq, double preemphasis, bool beats_normalise, bool float32) {
         const KaldiConfig c =
             make_kaldi(sample_rate, frame_length, frame_shift, n_mels, low_freq, high_freq, preemphasis, beats_normalise);
         const auto [n_signals, n_samples] = signal_shape(x);
@@ -219,16 +233,18 @@ PYBIND11_MODULE(_C, m) {
         float* o = out.mutable_data();
         {
           py::gil_scoped_release release;
-          kaldi_fbank_cpu(in, n_signals, n_samples, c, o);
+          kaldi_fbank_cpu(in, n_signals, n_samples, c, float32, o);
         }
         return out;
       },
       py::arg("signals"), py::arg("sample_rate"), py::arg("frame_length"), py::arg("frame_shift"), py::arg("n_mels"),
-      py::arg("low_freq"), py::arg("high_freq"), py::arg("preemphasis"), py::arg("beats_normalise"));
+      py::arg("low_freq"), py::arg("high_freq"), py::arg("preemphasis"), py::arg("beats_normalise"),
+      py::arg("float32"));
 
   m.def(
       "stereo_features_cpu",
-      [](const FloatArray& x, int sample_rate, int n_fft, int hop, int n_mels, double fmin, double fmax, int max_lag) {
+      [](const FloatArray& x, int sample_rate, int n_fft, int hop, int n_mels, double fmin, double fmax, int max_lag,
+         bool float32) {
         require(x.ndim() == 3 && x.shape(1) == 2, "stereo input must be (batch, 2, samples)");
         require(max_lag >= 0, "max_lag must be >= 0");
         StereoConfig c;
@@ -247,12 +263,33 @@ PYBIND11_MODULE(_C, m) {
         float* pg = gcc.mutable_data();
         {
           py::gil_scoped_release release;
-          stereo_features_cpu(in, batch, n_samples, c, pb, pi, pg);
+          stereo_features_cpu(in, batch, n_samples, c, float32, pb, pi, pg);
         }
         return py::make_tuple(bands, ipd, gcc);
       },
       py::arg("stereo"), py::arg("sample_rate"), py::arg("n_fft"), py::arg("hop_length"), py::arg("n_mels"),
-      py::arg("fmin"), py::arg("fmax"), py::arg("max_lag"));
+      py::arg("fmin"), py::arg("fmax"), py::arg("max_lag"), py::arg("float32"));
+
+  // Constant tables for the CUDA frontends: (uint8 blob, offsets), uploaded once per
+  // (configuration, device) by asdx._cuda.device_table.
+  m.def(
+      "logmel_tables",
+      [](int sample_rate, int n_fft, int hop, int n_mels, double fmin, double fmax, bool float32) {
+        const LogmelConfig c = make_logmel(sample_rate, n_fft, hop, n_mels, fmin, fmax);
+        return table_blob_to_python(float32 ? logmel_tables<float>(c) : logmel_tables<double>(c));
+      },
+      py::arg("sample_rate"), py::arg("n_fft"), py::arg("hop_length"), py::arg("n_mels"), py::arg("fmin"),
+      py::arg("fmax"), py::arg("float32"));
+  m.def(
+      "kaldi_tables",
+      [](int sample_rate, int frame_length, int frame_shift, int n_mels, double low_freq, double high_freq,
+         double preemphasis, bool beats_normalise, bool float32) {
+        const KaldiConfig c =
+            make_kaldi(sample_rate, frame_length, frame_shift, n_mels, low_freq, high_freq, preemphasis, beats_normalise);
+        return table_blob_to_python(float32 ? kaldi_tables<float>(c) : kaldi_tables<double>(c));
+      },
+      py::arg("sample_rate"), py::arg("frame_length"), py::arg("frame_shift"), py::arg("n_mels"), py::arg("low_freq"),
+      py::arg("high_freq"), py::arg("preemphasis"), py::arg("beats_normalise"), py::arg("float32"));
 
   // ---- Scoring kernels: Mahalanobis (factors L with P = L L^T) and diagonal GMM.
   m.def(
@@ -269,6 +306,14 @@ PYBIND11_MODULE(_C, m) {
                                    : gmm_diag_cpu_typed<double>(queries, log_weights, means, variances);
       },
       py::arg("queries"), py::arg("log_weights"), py::arg("means"), py::arg("variances"));
+  // Bytes of device scratch gmm_diag_loglik_cuda needs (defined in CPU-only builds too).
+  m.def(
+      "gmm_diag_scratch_bytes",
+      [](int64_t k, int64_t dims, bool float32) {
+        require(k >= 1 && dims >= 1, "gmm_diag_scratch_bytes: k and dims must be >= 1");
+        return asdx::gmm::gmm_diag_scratch_bytes(k, dims, float32);
+      },
+      py::arg("k"), py::arg("dims"), py::arg("float32"));
 
   // --- gamma fit, quantile and special functions (asdx.scoring.gamma)
   m.def(
@@ -334,46 +379,56 @@ PYBIND11_MODULE(_C, m) {
   // module never links libtorch; the caller allocates outputs and passes its stream.
   m.def(
       "logmel_dcase_cuda",
-      [](uintptr_t in, int64_t n_signals, int64_t n_samples, uintptr_t out, uintptr_t stream, int sample_rate,
-         int n_fft, int hop, int n_mels, double fmin, double fmax) {
+      [](uintptr_t in, int64_t n_signals, int64_t n_samples, uintptr_t out, uintptr_t tables,
+         const std::vector<int64_t>& offsets, uintptr_t stream, int sample_rate, int n_fft, int hop, int n_mels,
+         double fmin, double fmax, bool float32) {
         const LogmelConfig c = make_logmel(sample_rate, n_fft, hop, n_mels, fmin, fmax);
+        const int64_t* o = table_offsets(offsets);
         py::gil_scoped_release release;
-        logmel_dcase_cuda(reinterpret_cast<const float*>(in), n_signals, n_samples, c, reinterpret_cast<float*>(out),
+        logmel_dcase_cuda(reinterpret_cast<const float*>(in), n_signals, n_samples, c, float32,
+                          reinterpret_cast<const unsigned char*>(tables), o, reinterpret_cast<float*>(out),
                           reinterpret_cast<void*>(stream));
       },
-      py::arg("signals_ptr"), py::arg("n_signals"), py::arg("n_samples"), py::arg("out_ptr"), py::arg("stream"),
-      py::arg("sample_rate"), py::arg("n_fft"), py::arg("hop_length"), py::arg("n_mels"), py::arg("fmin"),
-      py::arg("fmax"));
+      py::arg("signals_ptr"), py::arg("n_signals"), py::arg("n_samples"), py::arg("out_ptr"), py::arg("tables_ptr"),
+      py::arg("table_offsets"), py::arg("stream"), py::arg("sample_rate"), py::arg("n_fft"), py::arg("hop_length"),
+      py::arg("n_mels"), py::arg("fmin"), py::arg("fmax"), py::arg("float32"));
   m.def(
       "kaldi_fbank_cuda",
-      [](uintptr_t in, int64_t n_signals, int64_t n_samples, uintptr_t out, uintptr_t stream, int sample_rate,
-         int frame_length, int frame_shift, int n_mels, double low_freq, double high_freq, double preemphasis,
-         bool beats_normalise) {
+      [](uintptr_t in, int64_t n_signals, int64_t n_samples, uintptr_t out, uintptr_t tables,
+         const std::vector<int64_t>& offsets, uintptr_t stream, int sample_rate, int frame_length, int frame_shift,
+         int n_mels, double low_freq, double high_freq, double preemphasis, bool beats_normalise, bool float32) {
         const KaldiConfig c =
             make_kaldi(sample_rate, frame_length, frame_shift, n_mels, low_freq, high_freq, preemphasis, beats_normalise);
+        const int64_t* o = table_offsets(offsets);
         py::gil_scoped_release release;
-        kaldi_fbank_cuda(reinterpret_cast<const float*>(in), n_signals, n_samples, c, reinterpret_cast<float*>(out),
+        kaldi_fbank_cuda(reinterpret_cast<const float*>(in), n_signals, n_samples, c, float32,
+                         reinterpret_cast<const unsigned char*>(tables), o, reinterpret_cast<float*>(out),
                          reinterpret_cast<void*>(stream));
       },
-      py::arg("signals_ptr"), py::arg("n_signals"), py::arg("n_samples"), py::arg("out_ptr"), py::arg("stream"),
-      py::arg("sample_rate"), py::arg("frame_length"), py::arg("frame_shift"), py::arg("n_mels"), py::arg("low_freq"),
-      py::arg("high_freq"), py::arg("preemphasis"), py::arg("beats_normalise"));
+      py::arg("signals_ptr"), py::arg("n_signals"), py::arg("n_samples"), py::arg("out_ptr"), py::arg("tables_ptr"),
+      py::arg("table_offsets"), py::arg("stream"), py::arg("sample_rate"), py::arg("frame_length"),
+      py::arg("frame_shift"), py::arg("n_mels"), py::arg("low_freq"), py::arg("high_freq"), py::arg("preemphasis"),
+      py::arg("beats_normalise"), py::arg("float32"));
   m.def(
       "stereo_features_cuda",
       [](uintptr_t in, int64_t batch, int64_t n_samples, uintptr_t bands, uintptr_t ipd, uintptr_t gcc,
-         uintptr_t stream, int sample_rate, int n_fft, int hop, int n_mels, double fmin, double fmax, int max_lag) {
+         uintptr_t tables, const std::vector<int64_t>& offsets, uintptr_t stream, int sample_rate, int n_fft, int hop,
+         int n_mels, double fmin, double fmax, int max_lag, bool float32) {
         require(max_lag >= 0, "max_lag must be >= 0");
         StereoConfig c;
         c.mel = make_logmel(sample_rate, n_fft, hop, n_mels, fmin, fmax);
         c.max_lag = max_lag;
+        const int64_t* o = table_offsets(offsets);
         py::gil_scoped_release release;
-        stereo_features_cuda(reinterpret_cast<const float*>(in), batch, n_samples, c, reinterpret_cast<float*>(bands),
+        stereo_features_cuda(reinterpret_cast<const float*>(in), batch, n_samples, c, float32,
+                             reinterpret_cast<const unsigned char*>(tables), o, reinterpret_cast<float*>(bands),
                              reinterpret_cast<float*>(ipd), reinterpret_cast<float*>(gcc),
                              reinterpret_cast<void*>(stream));
       },
       py::arg("stereo_ptr"), py::arg("batch"), py::arg("n_samples"), py::arg("bands_ptr"), py::arg("ipd_ptr"),
-      py::arg("gcc_ptr"), py::arg("stream"), py::arg("sample_rate"), py::arg("n_fft"), py::arg("hop_length"),
-      py::arg("n_mels"), py::arg("fmin"), py::arg("fmax"), py::arg("max_lag"));
+      py::arg("gcc_ptr"), py::arg("tables_ptr"), py::arg("table_offsets"), py::arg("stream"), py::arg("sample_rate"),
+      py::arg("n_fft"), py::arg("hop_length"), py::arg("n_mels"), py::arg("fmin"), py::arg("fmax"), py::arg("max_lag"),
+      py::arg("float32"));
   // ---- Scoring kernels on CUDA: device pointers, outputs allocated by the caller.
   m.def(
       "mahalanobis_cuda",
@@ -399,24 +454,26 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "gmm_diag_loglik_cuda",
       [](uintptr_t queries, int64_t n, int64_t dims, uintptr_t log_weights, uintptr_t means, uintptr_t variances,
-         int64_t k, uintptr_t out, uintptr_t stream, bool float32) {
+         int64_t k, uintptr_t out, uintptr_t scratch, uintptr_t stream, bool float32) {
         require(n >= 0 && dims >= 1 && k >= 1, "gmm_diag_loglik_cuda: bad sizes");
         py::gil_scoped_release release;
         void* s = reinterpret_cast<void*>(stream);
+        void* work = reinterpret_cast<void*>(scratch);  // gmm_diag_scratch_bytes(k, dims, float32) bytes
         const double* w = reinterpret_cast<const double*>(log_weights);
         double* o = reinterpret_cast<double*>(out);
         if (float32) {
           asdx::gmm::gmm_diag_loglik_cuda(reinterpret_cast<const float*>(queries), n, dims, w,
                                           reinterpret_cast<const float*>(means),
-                                          reinterpret_cast<const float*>(variances), k, o, s);
+                                          reinterpret_cast<const float*>(variances), k, o, work, s);
         } else {
           asdx::gmm::gmm_diag_loglik_cuda(reinterpret_cast<const double*>(queries), n, dims, w,
                                           reinterpret_cast<const double*>(means),
-                                          reinterpret_cast<const double*>(variances), k, o, s);
+                                          reinterpret_cast<const double*>(variances), k, o, work, s);
         }
       },
       py::arg("queries_ptr"), py::arg("n"), py::arg("dims"), py::arg("log_weights_ptr"), py::arg("means_ptr"),
-      py::arg("variances_ptr"), py::arg("k"), py::arg("out_ptr"), py::arg("stream"), py::arg("float32"));
+      py::arg("variances_ptr"), py::arg("k"), py::arg("out_ptr"), py::arg("scratch_ptr"), py::arg("stream"),
+      py::arg("float32"));
 
   // --- gamma on CUDA: float64 values, int64 offsets (n_sets + 1, validated by the caller),
   // outputs allocated by the caller: four float64 arrays and one int32 array of n_sets.

@@ -78,7 +78,7 @@ def test_errors_leave_no_state_behind():
     assert np.all(np.isfinite(logmel_dcase(x)))
 
 
-# The NaN/inf check above lives in Python (asdx.features._input.prepare_waveform) and runs before
+# The NaN/inf check above lives in Python (asdx._arrays.prepare_waveform) and runs before
 # any kernel thread starts. The compiled kernels have no finiteness check of their own (bindings.cpp
 # only guards memory safety): called directly with a NaN they must still return, keep its effect
 # in the signal that holds it (no scratch buffer carried from one signal or thread to the next), and
@@ -86,10 +86,11 @@ def test_errors_leave_no_state_behind():
 NATIVE_CALLS = {
     # name: (call, output index, signals per call); parameters as the Python wrappers pass them
     "logmel_dcase_cpu": (lambda x: [_C.logmel_dcase_cpu(x.reshape(-1, x.shape[-1]), 16000, 1024, 512, 128,
-                                                        0.0, 8000.0)], 1),
+                                                        0.0, 8000.0, False)], 1),
     "kaldi_fbank_cpu": (lambda x: [_C.kaldi_fbank_cpu(x.reshape(-1, x.shape[-1]), 16000, 400, 160, 128, 20.0,
-                                                      0.0, 0.97, False)], 1),
-    "stereo_features_cpu": (lambda x: list(_C.stereo_features_cpu(x, 16000, 1024, 512, 128, 0.0, 8000.0, 320)),
+                                                      0.0, 0.97, False, False)], 1),
+    "stereo_features_cpu": (lambda x: list(_C.stereo_features_cpu(x, 16000, 1024, 512, 128, 0.0, 8000.0, 320,
+                                                                False)),
                             2),
 }
 

@@ -78,3 +78,57 @@ def test_beats_normalisation_is_applied_after_the_log(frontend_npz):
     raw = kaldi_fbank(signal)
     np.testing.assert_allclose(kaldi_fbank(signal, normalise=True), (raw - 15.41663) / (2 * 6.55582), rtol=0,
                                atol=1e-5)
+
+
+# precision="float32" promises 0.01 dB on every band within 80 dB of its frame's peak
+# (the float32 FFT's rounding floor sits ~140 dB below the peak amplitude).
+FLOAT32_TOLERANCE_DB = 0.01
+NATURAL_LOG_PER_DB = np.log(10) / 10
+
+
+def _within_80_db(db):
+    return db >= db.max(axis=-1, keepdims=True) - 80.0
+
+
+@pytest.mark.parametrize("name", SIGNALS)
+def test_float32_logmel_is_within_a_hundredth_db_of_librosa_near_the_peak(frontend_npz, name):
+    signal = frontend_npz[f"signal/{name}"][None, None]
+    expected = frontend_npz[f"logmel_dcase/{name}"].T
+    fast = logmel_dcase(signal, precision="float32")[0, 0]
+    mask = _within_80_db(expected)
+    np.testing.assert_allclose(fast[mask], expected[mask], rtol=0, atol=FLOAT32_TOLERANCE_DB)
+
+
+@pytest.mark.parametrize("name", SIGNALS)
+def test_float32_kaldi_fbank_is_within_a_hundredth_db_near_the_peak(frontend_npz, name):
+    signal = frontend_npz[f"signal/{name}"][None, None]
+    exact = reference.kaldi_fbank(signal)[0, 0]
+    fast = kaldi_fbank(signal, precision="float32")[0, 0]
+    if exact.size == 0:
+        return
+    mask = _within_80_db(exact / NATURAL_LOG_PER_DB)
+    np.testing.assert_allclose(fast[mask], exact[mask], rtol=0, atol=FLOAT32_TOLERANCE_DB * NATURAL_LOG_PER_DB)
+
+
+def test_float32_stereo_bands_are_within_a_hundredth_db_near_the_peak(frontend_npz):
+    from asdx.features import stereo_features
+
+    near = frontend_npz["signal/harmonic_plus_noise"]
+    far = np.roll(near, 7) * 0.5 + 0.01 * frontend_npz["signal/noise"][: near.size]
+    stereo = np.stack([near, far])[None].astype(np.float32)
+    exact = stereo_features(stereo)
+    fast = stereo_features(stereo, precision="float32")
+    for channel in (0, 1, 5, 6):  # the log-mel channels
+        mask = _within_80_db(exact.bands[0, channel])
+        np.testing.assert_allclose(fast.bands[0, channel][mask], exact.bands[0, channel][mask], rtol=0,
+                                   atol=FLOAT32_TOLERANCE_DB)
+    np.testing.assert_array_equal(fast.gcc[..., 0], exact.gcc[..., 0])
+
+
+def test_float32_is_really_a_different_fft(frontend_npz):
+    """Far below the peak the float32 FFT's rounding shows: proves the option reaches the kernel."""
+    signal = frontend_npz["signal/sine440"][None, None]
+    deep = ~_within_80_db(logmel_dcase(signal)[0, 0])
+    assert np.abs(logmel_dcase(signal, precision="float32")[0, 0] - logmel_dcase(signal)[0, 0])[deep].max() > 1.0
+    with pytest.raises(ValueError, match="precision"):
+        logmel_dcase(signal, precision="half")

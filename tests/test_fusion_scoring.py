@@ -1,4 +1,5 @@
-"""T_fusion scoring pieces (system report §2.3): BIC-chosen DiagGMMScorer, out-of-fold GMM scores, rank-min fusion."""
+"""T_fusion scoring pieces (system report §2.3): BIC-chosen DiagGMMScorer, its out-of-fold train_scores_,
+rank-min fusion."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import rankdata
+from sklearn.exceptions import NotFittedError
 from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import KFold, StratifiedKFold
 
@@ -83,15 +85,18 @@ def domains(source: int, target: int) -> np.ndarray:
     ids=["stratified", "reduced", "singleton", "no-domain"],
 )
 @pytest.mark.parametrize("n_components", [2, "bic"])
-def test_out_of_fold_scores_match_a_direct_computation(domain, splitter, n_components):
+def test_train_scores_are_out_of_fold_and_match_a_direct_computation(domain, splitter, n_components):
     rng = np.random.default_rng(11)
     x = planted(2, seed=11, rows_per_cluster=30)[rng.permutation(60)]
-    scorer = DiagGMMScorer(n_components, max_components=4).fit(x)
+    scorer = DiagGMMScorer(n_components, max_components=4, n_splits=5).fit(x, domain)
     k = scorer.n_components_
     before = {name: np.copy(getattr(scorer, name)) for name in ("weights_", "means_", "variances_")}
     bic_before = dict(scorer.bic_)
+    # the domain only stratifies the folds: the mixture is the one fitted without it
+    unstratified = DiagGMMScorer(n_components, max_components=4).fit(x)
+    np.testing.assert_array_equal(scorer.means_, unstratified.means_)
 
-    oof = scorer.out_of_fold_scores(x, domain, n_splits=5)
+    oof = scorer.train_scores_
 
     expected = np.full(len(x), np.nan)
     for kept, held in splitter.split(x, domain):
@@ -102,15 +107,19 @@ def test_out_of_fold_scores_match_a_direct_computation(domain, splitter, n_compo
     for name, value in before.items():
         np.testing.assert_array_equal(getattr(scorer, name), value)
     assert scorer.n_components_ == k and scorer.bic_ == bic_before
+    # cached, and a copy each time: changing one does not change the next
+    first = oof.copy()
+    oof[:] = 0.0
+    np.testing.assert_array_equal(scorer.train_scores_, first)
 
 
 @pytest.mark.parametrize("n_components", [2, "bic"])
-def test_out_of_fold_scores_are_honest_about_an_outlier(n_components):
+def test_train_scores_are_honest_about_an_outlier(n_components):
     rng = np.random.default_rng(0)
     x = np.vstack([rng.standard_normal((100, 4)), 6 + rng.standard_normal((100, 4)), np.full((1, 4), 25.0)])
     scorer = DiagGMMScorer(n_components, max_components=4).fit(x)
     in_sample = scorer.score_samples(x)
-    oof = scorer.out_of_fold_scores(x)
+    oof = scorer.train_scores_
     # In-sample the outlier shaped the model (with "bic" it even gets its own component);
     # held out, it is as far from the normal rows as it really is.
     assert oof[-1] > in_sample[-1] + 300
@@ -166,19 +175,20 @@ def test_bad_max_components_is_named():
         DiagGMMScorer("bic", max_components=0).fit(planted(1))
 
 
-def test_out_of_fold_errors():
+def test_train_scores_errors():
     x = planted(1, rows_per_cluster=12)
-    scorer = DiagGMMScorer(2).fit(x)
-    for n_splits in (1, 0, 13, 2.5):
-        with pytest.raises(ValueError, match="n_splits: must be an integer from 2"):
-            scorer.out_of_fold_scores(x, n_splits=n_splits)
-    with pytest.raises(ValueError, match="fit"):
-        DiagGMMScorer().out_of_fold_scores(x)
+    for n_splits in (1, 0, 2.5, True, "5"):
+        with pytest.raises(ValueError, match="n_splits: must be an integer >= 2"):
+            DiagGMMScorer(2, n_splits=n_splits).fit(x)
+    scorer = DiagGMMScorer(2, n_splits=13).fit(x)  # fit and score_samples do not need the folds
+    assert scorer.score_samples(x).shape == (12,)
+    with pytest.raises(ValueError, match="n_splits: 13 folds for the 12 rows"):
+        scorer.train_scores_
+    with pytest.raises(NotFittedError, match="fit"):
+        DiagGMMScorer().train_scores_
     with pytest.raises(ValueError, match="domain"):
-        scorer.out_of_fold_scores(x, domain=["source"] * 5)
-    with pytest.raises(ValueError, match="X: has 3 features"):
-        scorer.out_of_fold_scores(x[:, :3])
+        DiagGMMScorer(2).fit(x, domain=["source"] * 5)
     # 6 rows, K = 5, two folds: each fold mixture would see only 3 rows
     six = planted(1, rows_per_cluster=6)
     with pytest.raises(ValueError, match="fewer than the n_components_=5 components"):
-        DiagGMMScorer(5).fit(six).out_of_fold_scores(six, n_splits=2)
+        DiagGMMScorer(5, n_splits=2).fit(six).train_scores_

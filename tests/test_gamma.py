@@ -290,6 +290,36 @@ def test_batch_shapes_and_kinds():
     assert len(G.fit_gamma_batch(np.zeros((0, 5)))) == 0
 
 
+@pytest.mark.parametrize("big_at", ["first", "middle", "last"])
+def test_ragged_batch_is_split_by_work_with_identical_results(big_at):
+    # One big set among many small ones: the CPU kernel splits the sets into contiguous runs of about
+    # equal total length (not equal counts); every set must still be fitted exactly once, as alone.
+    import asdx
+
+    rng = np.random.default_rng(21)
+    small = [rng.gamma(2.0, 1.0, 20) + 3.0 for _ in range(500)]
+    big = rng.gamma(3.0, 2.0, 100_000) - 1.0
+    where = {"first": 0, "middle": 250, "last": 500}[big_at]
+    sets = small[:where] + [big] + small[where:]
+    before = asdx.get_num_threads()
+    results = {}
+    try:
+        for threads in (1, 4, 3, 2):
+            asdx.set_num_threads(threads)
+            results[threads] = G.fit_gamma_batch(sets)  # all kept alive: no output buffer is reused
+    finally:
+        asdx.set_num_threads(before)
+    serial = results[1]
+    assert np.all(serial.status == 0)
+    for threads, batch in results.items():
+        for name in ("shape", "loc", "scale", "loglik", "status"):
+            np.testing.assert_array_equal(getattr(batch, name), getattr(serial, name),
+                                          err_msg=f"{name} with {threads} threads")
+    assert serial[where] == G.fit_gamma(big)
+    for i in (0, 1, 249, 250, 251, 499, 500):
+        assert serial[i] == G.fit_gamma(sets[i])
+
+
 def test_batch_statuses_do_not_fail_the_batch():
     good = np.random.default_rng(0).gamma(2.0, size=100)
     sets = [good, np.array([1.0, 2.0]), np.full(10, 3.0), np.array([1.0, np.nan, 2.0, 3.0]),

@@ -196,13 +196,10 @@ def test_scorer_errors_name_the_argument():
         DiagGMMScorer(n_components=0).fit(x)
     with pytest.raises(ValueError, match="reg_covar"):
         DiagGMMScorer(reg_covar=-1.0).fit(x)
-    with pytest.raises(ValueError, match="domain: DiagGMMScorer fits one mixture"):
-        DiagGMMScorer().fit(x, domain=["source"] * 20)
-    fitted = DiagGMMScorer().fit(x)
-    with pytest.raises(ValueError, match="domain"):
-        fitted.out_of_fold_scores(x, domain=[0] * 3)
+    with pytest.raises(ValueError, match="domain"):  # fit's domain stratifies the folds of train_scores_
+        DiagGMMScorer().fit(x, domain=[0] * 3)
     with pytest.raises(ValueError, match="domain"):  # an unknown label, not a silent third stratum
-        fitted.out_of_fold_scores(x, domain=["src"] * 10 + ["target"] * 10)
+        DiagGMMScorer().fit(x, domain=["src"] * 10 + ["target"] * 10)
     with pytest.raises(ValueError, match="X: has 2 features"):
         DiagGMMScorer().fit(x).score_samples(x[:, :2])
 

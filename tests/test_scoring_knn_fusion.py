@@ -32,7 +32,7 @@ def test_knn_scorer_takes_the_nearer_domain():
 def test_knn_train_scores_are_leave_one_out():
     X, domain = clusters(1)
     scorer = KNNScorer(k=2).fit(X, domain)
-    train = scorer.train_scores()
+    train = scorer.train_scores_
     assert train.shape == (210,) and np.all(train > 0)
     i = 7
     others = np.delete(X, i, axis=0)

@@ -1,4 +1,6 @@
-// CPU gamma kernels: sets are fitted in parallel, one set per task; within a
+// CPU gamma kernels: sets are fitted in parallel, contiguous runs of sets per
+// thread balanced by their total size (not their count: one huge set among
+// many small ones must not leave one thread with most of the work); within a
 // set the reducer is a plain loop over its scores (asdx/gamma.h has the math).
 #include <algorithm>
 
@@ -9,8 +11,12 @@
 namespace asdx::gamma {
 namespace {
 
-// A fit of ~1000 scores takes ~0.1 ms; fewer sets than this per thread are not worth one.
-constexpr int64_t kMinSetsPerThread = 1;
+// A fit makes a few passes over its scores plus a scalar iteration (digamma,
+// trigamma, ...) whose cost does not depend on the set's size: a set weighs
+// its length plus kSetOverhead scores' worth. A fit of ~1000 scores takes
+// ~0.1 ms; a thread gets at least kMinScoresPerThread of weight.
+constexpr int64_t kSetOverhead = 64;
+constexpr int64_t kMinScoresPerThread = 1024;
 constexpr int64_t kMinElementsPerThread = 256;
 
 class SerialReducer {
@@ -69,7 +75,7 @@ class SerialReducer {
 
 void fit_cpu(const double* values, const int64_t* offsets, int64_t n_sets, bool fixed_loc, double loc,
              const FitOutputs& out) {
-  cpu::parallel_for(n_sets, kMinSetsPerThread, [&](int64_t begin, int64_t end) {
+  cpu::parallel_for_weighted(offsets, n_sets, kSetOverhead, kMinScoresPerThread, [&](int64_t begin, int64_t end) {
     for (int64_t s = begin; s < end; ++s) {
       SerialReducer reducer(values + offsets[s], offsets[s + 1] - offsets[s]);
       const Fit fit = fixed_loc ? fit_fixed_loc(reducer, loc) : fit_free_loc(reducer);

@@ -129,17 +129,18 @@ template <class T>
 void loglik_impl(const T* queries, int64_t n, int64_t dims, const double* log_weights, const T* means,
                  const T* variances, int64_t k, double* out) {
   if (n <= 0) return;
-  // Per-component constants and precisions, in float64 then cast to T.
+  // Per-component constants and precisions: the per-element math of the CUDA
+  // setup kernel (asdx/gmm.h), summed here in order.
   std::vector<double> constants(k);
   std::vector<T> precisions(k * dims);
   for (int64_t c = 0; c < k; ++c) {
-    double log_det = 0.0;
+    double log_terms = 0.0;
     for (int64_t d = 0; d < dims; ++d) {
-      const double v = static_cast<double>(variances[c * dims + d]);
-      log_det += std::log(2.0 * kPi * v);
-      precisions[c * dims + d] = static_cast<T>(1.0 / v);
+      const T v = variances[c * dims + d];
+      log_terms += log_normaliser_term(static_cast<double>(v));
+      precisions[c * dims + d] = precision_of(v);
     }
-    constants[c] = log_weights[c] - 0.5 * log_det;
+    constants[c] = component_constant(log_weights[c], log_terms);
   }
   cpu::parallel_for(n, kMinRowsPerThread, [&](int64_t begin, int64_t end) {
     std::vector<double> scratch(kQb * k);

@@ -1,12 +1,16 @@
-// Error checking and stream-ordered upload of the host-built tables.
+// Launch hygiene shared by every CUDA kernel file.
+//
+// asdx does not link libtorch: callers (the Python wrappers) allocate every
+// output, scratch buffer and constant table as torch tensors, so all device
+// memory comes from torch's caching allocator, and pass raw pointers plus the
+// current torch stream. What is left here is checking.
 #pragma once
 
 #include <cuda_runtime.h>
 
-#include <cstring>
+#include <cstddef>
 #include <stdexcept>
 #include <string>
-#include <vector>
 
 #define ASDX_CUDA_CHECK(expr)                                                                      \
   do {                                                                                             \
@@ -19,48 +23,45 @@
 
 namespace asdx::cuda {
 
-// Small constant tables (twiddles, window, filterbank) gathered into one host
-// blob, uploaded with one copy and freed in stream order after the kernels.
-class DeviceBlob {
- public:
-  explicit DeviceBlob(cudaStream_t stream) : stream_(stream) {}
-  DeviceBlob(const DeviceBlob&) = delete;
-  DeviceBlob& operator=(const DeviceBlob&) = delete;
-  ~DeviceBlob() {
-    if (device_ != nullptr) cudaFreeAsync(device_, stream_);
+// Call right before a launch. An error left by earlier work on this thread (a
+// torch kernel, say) is reported as such and NOT cleared, so that the
+// cudaGetLastError after our launch can only see our own launch's error.
+inline void check_before_launch(const char* kernel) {
+  const cudaError_t pending = cudaPeekAtLastError();
+  if (pending != cudaSuccess) {
+    throw std::runtime_error(std::string("asdx: a CUDA error from earlier work was pending before launching ") +
+                             kernel + ": " + cudaGetErrorString(pending));
   }
+}
 
-  template <class T>
-  size_t add(const std::vector<T>& values) {
-    const size_t offset = (host_.size() + 15) / 16 * 16;
-    host_.resize(offset + values.size() * sizeof(T));
-    if (!values.empty()) std::memcpy(host_.data() + offset, values.data(), values.size() * sizeof(T));
-    return offset;
+// Call right after a launch: configuration errors (grid, shared memory) surface here.
+inline void check_after_launch(const char* kernel) {
+  const cudaError_t status = cudaGetLastError();
+  if (status != cudaSuccess) {
+    throw std::runtime_error(std::string("asdx: launching ") + kernel + " failed: " + cudaGetErrorString(status));
   }
+}
 
-  void upload() {
-    const size_t bytes = host_.empty() ? 16 : host_.size();
-    ASDX_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&device_), bytes, stream_));
-    if (!host_.empty()) {
-      // From pageable memory this returns once the bytes are staged, so host_ may die after.
-      ASDX_CUDA_CHECK(cudaMemcpyAsync(device_, host_.data(), host_.size(), cudaMemcpyHostToDevice, stream_));
-    }
-  }
+// Dynamic shared memory a block may use on the current device (opt-in maximum).
+inline size_t max_shared_memory_per_block() {
+  int device = 0;
+  ASDX_CUDA_CHECK(cudaGetDevice(&device));
+  int bytes = 0;
+  ASDX_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  return static_cast<size_t>(bytes);
+}
 
-  template <class T>
-  const T* at(size_t offset) const {
-    return reinterpret_cast<const T*>(device_ + offset);
-  }
-
- private:
-  cudaStream_t stream_;
-  std::vector<unsigned char> host_;
-  unsigned char* device_ = nullptr;
-};
-
-// Dynamic shared memory above the default 48 KiB must be opted into per kernel.
+// Throws std::invalid_argument (ValueError in Python) naming the limit when
+// `bytes` exceed it; otherwise opts the kernel into that much if above 48 KiB.
 template <class Kernel>
-void allow_shared_memory(Kernel kernel, size_t bytes) {
+void reserve_shared_memory(Kernel kernel, size_t bytes, const std::string& what) {
+  const size_t limit = max_shared_memory_per_block();
+  if (bytes > limit) {
+    throw std::invalid_argument(what + " needs " + std::to_string(bytes) +
+                                " bytes of shared memory per block; this GPU allows at most " + std::to_string(limit) +
+                                " (cudaDevAttrMaxSharedMemoryPerBlockOptin). Use a smaller n_fft or "
+                                "precision='float32' (half the bytes), or run on the CPU.");
+  }
   if (bytes > 48 * 1024) {
     ASDX_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
   }

@@ -119,7 +119,10 @@ class BlockReducer {
   int64_t n_;
 };
 
-__global__ void fit_kernel(const double* values, const int64_t* offsets, bool fixed_loc, double loc, FitOutputs out) {
+// Register-heavy (every thread runs the whole scalar MLE iteration): the bound
+// lets the compiler budget registers for kThreads threads per block.
+__global__ void __launch_bounds__(kThreads)
+    fit_kernel(const double* values, const int64_t* offsets, bool fixed_loc, double loc, FitOutputs out) {
   const int64_t s = blockIdx.x;
   const int64_t begin = offsets[s];
   BlockReducer reducer(values + begin, offsets[s + 1] - begin);
@@ -151,8 +154,9 @@ void fit_cuda(const double* values, const int64_t* offsets, int64_t n_sets, bool
     const int64_t count = n_sets - first < kMaxBlocks ? n_sets - first : kMaxBlocks;
     const FitOutputs chunk{out.shape + first, out.loc + first, out.scale + first, out.loglik + first,
                            out.status + first};
+    cuda::check_before_launch("gamma fit_kernel");
     fit_kernel<<<static_cast<unsigned>(count), kThreads, 0, s>>>(values, offsets + first, fixed_loc, loc, chunk);
-    ASDX_CUDA_CHECK(cudaGetLastError());
+    cuda::check_after_launch("gamma fit_kernel");
   }
 }
 
@@ -160,9 +164,10 @@ void ppf_cuda(const double* q, const double* shape, const double* loc, const dou
               void* stream) {
   if (n <= 0) return;
   const int64_t blocks = (n + kThreads - 1) / kThreads;
+  cuda::check_before_launch("gamma ppf_kernel");
   ppf_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(q, shape, loc, scale,
                                                                                                   n, out);
-  ASDX_CUDA_CHECK(cudaGetLastError());
+  cuda::check_after_launch("gamma ppf_kernel");
 }
 
 }  // namespace asdx::gamma

@@ -90,9 +90,10 @@ void launch(const T* queries, int64_t n, int64_t dims, const T* means, const T* 
   if (n <= 0 || k <= 0) return;
   if (k > 65535) throw std::invalid_argument("mahalanobis_cuda: at most 65535 components");
   const dim3 grid(static_cast<unsigned>((n + kTile - 1) / kTile), static_cast<unsigned>(k));
+  cuda::check_before_launch("mahalanobis_kernel");
   mahalanobis_kernel<T><<<grid, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(queries, n, dims, means, factors,
                                                                                    k, out);
-  ASDX_CUDA_CHECK(cudaGetLastError());
+  cuda::check_after_launch("mahalanobis_kernel");
 }
 
 }  // namespace

@@ -1,8 +1,17 @@
-"""Validation and device handling shared by the scoring kernels and the nearest-neighbour banks.
+"""The one validation layer of asdx's public kernels: audio for the frontends,
+matrices and vectors for the scorers and nearest-neighbour banks.
 
-Scoring inputs are numeric matrices/vectors given as numpy arrays or torch
-tensors. They are checked once here, at the public boundary, with messages
-that name the argument; kernels then see contiguous float32/float64 data.
+Inputs are numpy arrays or torch tensors. They are checked once here, at the
+public boundary, with messages that name the argument (and the batch index);
+kernels then see contiguous float32 audio or float32/float64 matrices.
+
+Finiteness: host data is checked here and refused with a ValueError. Checking
+a CUDA tensor for NaN/inf and raising would need its answer on the host, a
+device sync on every call; so by default CUDA audio is checked on the device
+instead, in stream order, and the features of a non-finite clip come back as
+NaN (`check_finite=None`). `check_finite=True` raises for CUDA input too, at
+the cost of that one sync; `False` skips the check (non-finite samples then
+give unspecified features for their clip).
 """
 
 from __future__ import annotations
@@ -13,6 +22,97 @@ import numpy as np
 import torch
 
 _TORCH_TO_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+@dataclass(frozen=True)
+class Waveform:
+    """A validated audio batch: `data` is float32, contiguous, (batch, channels, samples).
+
+    finite_mask: for CUDA input checked on the device, a (batch,) bool tensor on that device
+    (no host sync); None when the data was checked on the host or not at all.
+    """
+
+    data: np.ndarray | torch.Tensor
+    is_torch: bool
+    finite_mask: torch.Tensor | None = None
+
+    @property
+    def on_cuda(self) -> bool:
+        return self.is_torch and self.data.is_cuda
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.data.shape)  # type: ignore[return-value]
+
+
+def _check_audio_dtype(name: str, dtype_name: str, is_float: bool, is_integer: bool) -> None:
+    if is_float:
+        return
+    if is_integer:
+        raise ValueError(
+            f"{name}: dtype {dtype_name} is integer or boolean PCM; convert it to float audio in [-1, 1] "
+            "first (e.g. int16 / 32768)."
+        )
+    raise ValueError(f"{name}: dtype {dtype_name} cannot be converted to float32 audio.")
+
+
+def _raise_non_finite(name: str, finite: np.ndarray) -> None:
+    bad = np.flatnonzero(~finite)
+    listed = ", ".join(str(i) for i in bad[:5]) + (", ..." if bad.size > 5 else "")
+    raise ValueError(
+        f"{name}[{bad[0]}]: contains NaN or inf (batch index {bad[0]}; {bad.size} bad item(s): {listed})."
+    )
+
+
+def prepare_waveform(waveform, name: str = "waveform", channels: int | None = None,
+                     check_finite: bool | None = None) -> Waveform:
+    """Checks rank, length, dtype and (see the module docstring) finiteness; returns contiguous float32 data."""
+    if check_finite not in (None, True, False):
+        raise ValueError(f"check_finite: must be None, True or False, got {check_finite!r}.")
+    if isinstance(waveform, torch.Tensor):
+        _check_audio_dtype(name, str(waveform.dtype), waveform.is_floating_point(),
+                           not waveform.is_floating_point() and not waveform.is_complex())
+        if waveform.requires_grad and torch.is_grad_enabled():
+            # our kernels have no backward: returning a result silently cut off from the graph would train
+            # nothing upstream without a word
+            raise ValueError(f"{name}: requires grad, but asdx.features kernels are not differentiable; pass "
+                             f"{name}.detach() (the features are then constants for autograd).")
+        data = waveform.detach()
+        is_torch = True
+    else:
+        try:
+            data = np.asarray(waveform)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{name}: cannot be read as an array ({error}).") from error
+        _check_audio_dtype(name, str(data.dtype), data.dtype.kind == "f", data.dtype.kind in "iub")
+        is_torch = False
+
+    if data.ndim != 3:
+        raise ValueError(f"{name}: expected shape (batch, channels, samples), got {tuple(data.shape)} (rank {data.ndim}).")
+    batch, n_channels, n_samples = (int(s) for s in data.shape)
+    if n_samples == 0:
+        raise ValueError(f"{name}: has zero samples (shape {tuple(data.shape)}).")
+    if n_channels == 0 or (channels is not None and n_channels != channels):
+        expected = f"{channels}" if channels is not None else "at least 1"
+        raise ValueError(f"{name}: expected {expected} channels, got shape {tuple(data.shape)}.")
+
+    if not is_torch:
+        data = np.ascontiguousarray(data, dtype=np.float32)
+        if check_finite is not False:
+            finite = np.isfinite(data).reshape(batch, n_channels * n_samples).all(axis=1)
+            if not finite.all():
+                _raise_non_finite(name, finite)
+        return Waveform(data, False)
+    data = data.to(torch.float32).contiguous()
+    if check_finite is False:
+        return Waveform(data, True)
+    finite_mask = torch.isfinite(data).reshape(batch, n_channels * n_samples).all(dim=1)
+    if data.is_cuda and check_finite is None:
+        return Waveform(data, True, finite_mask)  # stays on the device: no sync
+    finite = finite_mask.cpu().numpy()
+    if not finite.all():
+        _raise_non_finite(name, finite)
+    return Waveform(data, True)
 
 
 @dataclass(frozen=True)

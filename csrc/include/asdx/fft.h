@@ -1,11 +1,14 @@
-// Radix-2 FFT building blocks shared by the CPU loop and the CUDA shared-memory kernel.
+// Radix-2 FFT building blocks of the CUDA shared-memory kernels, and the complex
+// helpers the CPU frontends share with them (the CPU's FFT itself is pocketfft).
 //
-// The transforms run in double: real machine sounds (and the golden fixtures)
-// have bands 150+ dB below a frame's peak, and a float32 FFT's rounding floor
-// (~eps of the peak amplitude) would swamp them. Everything after the FFT
-// (powers, mel sums, logs) is float32.
+// The transforms run in `Real`. double is the default: real machine sounds (and
+// the golden fixtures) have bands 150+ dB below a frame's peak, and a float32
+// FFT's rounding floor (~1e-7 of the peak amplitude, i.e. ~140 dB down) swamps
+// them. float is the opt-in fast path for GPUs whose double rate is 1/32-1/64
+// of their float rate; it is accurate to ~0.01 dB on bands within 80 dB of the
+// frame's peak. Everything after the FFT (powers, mel sums, logs) is float32.
 //
-// Both backends run the same decimation-in-time schedule: inputs are written in
+// The CUDA kernels run a decimation-in-time schedule: inputs are written in
 // bit-reversed order, then log2(n) stages of butterflies combine them in place.
 // Stage s (half-size h = 2^s) reads its twiddles from a flat table at [h - 1, 2h - 1).
 #pragma once
@@ -17,9 +20,10 @@
 
 namespace asdx::fft {
 
+template <class Real>
 struct Complex {
-  double re;
-  double im;
+  Real re;
+  Real im;
 };
 
 ASDX_HD bool is_power_of_two(int64_t n) { return n > 0 && (n & (n - 1)) == 0; }
@@ -40,9 +44,10 @@ ASDX_HD unsigned reverse_bits(unsigned index, int bits) {
 }
 
 // (a, b) <- (a + w b, a - w b)
-ASDX_HD void butterfly(double& ar, double& ai, double& br, double& bi, double wr, double wi) {
-  const double tr = br * wr - bi * wi;
-  const double ti = br * wi + bi * wr;
+template <class Real>
+ASDX_HD void butterfly(Real& ar, Real& ai, Real& br, Real& bi, Real wr, Real wi) {
+  const Real tr = br * wr - bi * wi;
+  const Real ti = br * wi + bi * wr;
   br = ar - tr;
   bi = ai - ti;
   ar = ar + tr;
@@ -52,14 +57,30 @@ ASDX_HD void butterfly(double& ar, double& ai, double& br, double& bi, double wr
 // Two real frames x and y packed as z = x + j y share one complex FFT. Given
 // Z[k] and Z[(n - k) mod n], recover X[k] = (Z[k] + conj Z[n-k]) / 2 and
 // Y[k] = (Z[k] - conj Z[n-k]) / 2j.
-ASDX_HD void unpack_two_real(double zr, double zi, double mirror_r, double mirror_i, Complex& x, Complex& y) {
-  x.re = 0.5 * (zr + mirror_r);
-  x.im = 0.5 * (zi - mirror_i);
-  y.re = 0.5 * (zi + mirror_i);
-  y.im = -0.5 * (zr - mirror_r);
+template <class Real>
+ASDX_HD void unpack_two_real(Real zr, Real zi, Real mirror_r, Real mirror_i, Complex<Real>& x, Complex<Real>& y) {
+  const Real half = Real(0.5);
+  x.re = half * (zr + mirror_r);
+  x.im = half * (zi - mirror_i);
+  y.re = half * (zi + mirror_i);
+  y.im = -half * (zr - mirror_r);
 }
 
-ASDX_HD float squared_magnitude(const Complex& z) { return static_cast<float>(z.re * z.re + z.im * z.im); }
+template <class Real>
+ASDX_HD float squared_magnitude(const Complex<Real>& z) {
+  return static_cast<float>(z.re * z.re + z.im * z.im);
+}
+
+// Bin k of two real frames a and b packed as a + j b, after the packed FFT:
+// writes |A[k]|^2 and |B[k]|^2. Both backends call this for k = 0..n/2.
+template <class Real>
+ASDX_HD void unpack_powers_at(const Real* re, const Real* im, int n, int k, float* power_a, float* power_b) {
+  const int mirror = (n - k) & (n - 1);
+  Complex<Real> a, b;
+  unpack_two_real(re[k], im[k], re[mirror], im[mirror], a, b);
+  power_a[k] = squared_magnitude(a);
+  power_b[k] = squared_magnitude(b);
+}
 
 // Host-side tables, computed in double once per call and shared by both backends.
 struct Tables {

@@ -43,24 +43,30 @@ inline int64_t kaldi_frames(const KaldiConfig& c, int64_t n_samples) {
   return n_samples < c.frame_length ? 0 : 1 + (n_samples - c.frame_length) / c.frame_shift;
 }
 
-// signals: (n_signals, n_samples); out: (n_signals, frames, n_mels).
+// signals: (n_signals, n_samples); out: (n_signals, frames, n_mels). float32 runs
+// the FFT in float instead of double (see asdx/fft.h for the accuracy).
 void logmel_dcase_cpu(const float* signals, int64_t n_signals, int64_t n_samples, const LogmelConfig& config,
-                      float* out);
+                      bool float32, float* out);
 void kaldi_fbank_cpu(const float* signals, int64_t n_signals, int64_t n_samples, const KaldiConfig& config,
-                     float* out);
+                     bool float32, float* out);
 // stereo: (batch, 2, n_samples); bands: (batch, 7, frames, n_mels); ipd: (batch, 2, frames, n_fft/2+1);
 // gcc: (batch, frames, 2) holding (peak lag in samples, peak height).
 void stereo_features_cpu(const float* stereo, int64_t batch, int64_t n_samples, const StereoConfig& config,
-                         float* bands, float* ipd, float* gcc);
+                         bool float32, float* bands, float* ipd, float* gcc);
 
 #ifdef ASDX_WITH_CUDA
-// Device pointers; stream is a cudaStream_t.
+// Device pointers; stream is a cudaStream_t. tables is the device copy of the
+// configuration's TableBlob (asdx/frontend_tables.h) in the same precision, and
+// table_offsets its host-side offsets (kTableSlots entries).
 void logmel_dcase_cuda(const float* signals, int64_t n_signals, int64_t n_samples, const LogmelConfig& config,
-                       float* out, void* stream);
+                       bool float32, const unsigned char* tables, const int64_t* table_offsets, float* out,
+                       void* stream);
 void kaldi_fbank_cuda(const float* signals, int64_t n_signals, int64_t n_samples, const KaldiConfig& config,
-                      float* out, void* stream);
+                      bool float32, const unsigned char* tables, const int64_t* table_offsets, float* out,
+                      void* stream);
 void stereo_features_cuda(const float* stereo, int64_t batch, int64_t n_samples, const StereoConfig& config,
-                          float* bands, float* ipd, float* gcc, void* stream);
+                          bool float32, const unsigned char* tables, const int64_t* table_offsets, float* bands,
+                          float* ipd, float* gcc, void* stream);
 #endif
 
 }  // namespace asdx::frontend

@@ -12,26 +12,13 @@
 
 namespace asdx::mahalanobis {
 
-// The sum of squares is carried in double even for float32 queries: its terms
-// are all positive, so this only removes rounding growth over D terms.
-template <class T>
-struct Accumulator {
-  using type = double;
-};
-
-// Adds one output coordinate's contribution y^2 to a query's distance.
+// Adds one output coordinate's contribution y^2 to a query's distance. The sum
+// of squares is carried in double even for float32 queries: its terms are all
+// positive, so this only removes rounding growth over D terms.
 template <class T>
 ASDX_HD double add_square(double distance, T y) {
   const double v = static_cast<double>(y);
   return distance + v * v;
-}
-
-// Coordinate j of L^T x for one centred query x (L row-major, dims x dims).
-template <class T>
-ASDX_HD T factor_column_dot(const T* factor, const T* centred, int64_t dims, int64_t j) {
-  T y = T(0);
-  for (int64_t i = j; i < dims; ++i) y += factor[i * dims + j] * centred[i];
-  return y;
 }
 
 // queries (n, dims); means (k, dims); factors (k, dims, dims) lower triangular

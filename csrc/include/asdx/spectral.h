@@ -46,9 +46,10 @@ ASDX_HD void unit_phasor(float re, float im, float& cos_out, float& sin_out) {
 
 // Kaldi frame preparation for sample n of a frame: DC removal, then pre-emphasis
 // with the first sample as its own predecessor (as Kaldi and torchaudio do).
-ASDX_HD double kaldi_prepared_sample(const double* frame, int n, double mean, double preemphasis) {
-  const double current = frame[n] - mean;
-  const double previous = frame[n > 0 ? n - 1 : 0] - mean;
+template <class Real>
+ASDX_HD Real kaldi_prepared_sample(const Real* frame, int n, Real mean, Real preemphasis) {
+  const Real current = frame[n] - mean;
+  const Real previous = frame[n > 0 ? n - 1 : 0] - mean;
   return current - preemphasis * previous;
 }
 
@@ -62,9 +63,10 @@ ASDX_HD bool gcc_peak_better(float value, int lag, float best_value, int best_la
 }
 
 // Sample of a centred frame with zero padding outside the signal (librosa center=True, pad_mode="constant").
-ASDX_HD double centred_sample(const float* signal, int64_t n_samples, int64_t frame, int n, int hop, int n_fft) {
+template <class Real>
+ASDX_HD Real centred_sample(const float* signal, int64_t n_samples, int64_t frame, int n, int hop, int n_fft) {
   const int64_t index = frame * hop + n - n_fft / 2;
-  return (index >= 0 && index < n_samples) ? static_cast<double>(signal[index]) : 0.0;
+  return (index >= 0 && index < n_samples) ? static_cast<Real>(signal[index]) : Real(0);
 }
 
 }  // namespace asdx::spectral

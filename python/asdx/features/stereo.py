@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from asdx._arrays import prepare_waveform
 from asdx._native import _C
-from asdx.features._input import prepare_waveform, run_kernel
+from asdx.features._launch import check_precision, run_frontend
 
 BAND_CHANNELS = ("near_logmel", "far_logmel", "ild", "ipd_cos", "ipd_sin", "mid_logmel", "side_logmel")
 
@@ -33,7 +34,8 @@ class StereoFeatures(NamedTuple):
 
 def stereo_features(waveform, *, sample_rate: int = 16000, n_fft: int = 1024, hop_length: int = 512,
                     n_mels: int = 128, fmin: float = 0.0, fmax: float | None = None,
-                    max_lag: int = 320) -> StereoFeatures:
+                    max_lag: int = 320, precision: str = "float64",
+                    check_finite: bool | None = None) -> StereoFeatures:
     """Spatial cues (ILD, IPD, mid/side, GCC-PHAT: Knapp & Carter 1976) for near/far stereo clips, one FFT per frame.
 
     Frames are centred and zero padded with a periodic Hann window, as in
@@ -41,19 +43,23 @@ def stereo_features(waveform, *, sample_rate: int = 16000, n_fft: int = 1024, ho
     waveform: (batch, 2, samples), channel 0 near, channel 1 far.
     max_lag (samples) bounds the GCC-PHAT search; the default ±320 is ±20 ms at
     16 kHz, for microphones whose spacing is unknown. It is clipped to n_fft/2 - 1.
+    precision and check_finite: as in logmel_dcase. Not differentiable.
     """
     if max_lag < 0:
         raise ValueError(f"max_lag: must be >= 0, got {max_lag}.")
     fmax = sample_rate / 2.0 if fmax is None else float(fmax)
-    wave = prepare_waveform(waveform, channels=2)
+    float32 = check_precision(precision)
+    wave = prepare_waveform(waveform, channels=2, check_finite=check_finite)
     batch, _, n_samples = wave.shape
     frames = 1 + n_samples // hop_length
-    params = (sample_rate, n_fft, hop_length, n_mels, float(fmin), fmax, int(max_lag))
-    bands, ipd, gcc = run_kernel(
+    params = (sample_rate, n_fft, hop_length, n_mels, float(fmin), fmax, int(max_lag), float32)
+    bands, ipd, gcc = run_frontend(
         wave,
         "stereo_features",
         [(batch, len(BAND_CHANNELS), frames, n_mels), (batch, 2, frames, n_fft // 2 + 1), (batch, frames, 2)],
         lambda data: _C.stereo_features_cpu(data, *params),
-        lambda src, b, i, g, stream: _C.stereo_features_cuda(src, batch, n_samples, b, i, g, stream, *params),
+        lambda src, b, i, g, tables, offsets, stream: _C.stereo_features_cuda(src, batch, n_samples, b, i, g, tables,
+                                                                              offsets, stream, *params),
+        ("logmel", (sample_rate, n_fft, hop_length, n_mels, float(fmin), fmax, float32)),
     )
     return StereoFeatures(bands, ipd, gcc)

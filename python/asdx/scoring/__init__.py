@@ -1,7 +1,9 @@
 """Scorers over embeddings or reconstruction errors, scikit-learn style, and the gamma threshold.
 
 fit(X, domain=None) returns self; score_samples(X) returns float64 (N,),
-higher meaning more anomalous. Scorers know nothing about files or machines.
+higher meaning more anomalous (the DCASE sign, the opposite of scikit-learn's outlier
+detectors); train_scores_ holds honest scores of the training rows (kNN and Mahalanobis:
+leave-one-out, GMM: out-of-fold), in the same sign. Scorers know nothing about files or machines.
 """
 
 from asdx.scoring.fusion import mean_fusion, min_fusion, rank_normalize

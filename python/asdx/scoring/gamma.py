@@ -37,7 +37,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from asdx._native import _C, follow_torch_threads, require_cuda_kernels
+from asdx._cuda import launch_on
+from asdx._native import _C, follow_torch_threads
 from asdx._arrays import like_input, prepare
 
 STATUS = {0: "ok", 1: "too few scores (< 3)", 2: "constant scores", 3: "non-finite scores",
@@ -131,7 +132,6 @@ def fit_gamma_batch(score_sets, loc: float | None = None) -> GammaFitBatch:
     fixed, loc_value = _loc_arguments(loc)
     values, offsets, reference = _flatten(score_sets)
     if isinstance(values, torch.Tensor) and values.is_cuda:
-        require_cuda_kernels("fit_gamma_batch")
         return _fit_cuda(values, offsets, fixed, loc_value)
     follow_torch_threads()
     arrays = _C.gamma_fit_cpu(values, offsets, fixed, loc_value)
@@ -177,13 +177,12 @@ def _fit_cpu(values: np.ndarray, offsets: np.ndarray, fixed: bool, loc: float) -
 def _fit_cuda(values: torch.Tensor, offsets: torch.Tensor, fixed: bool, loc: float) -> GammaFitBatch:
     device = values.device
     n_sets = int(offsets.numel()) - 1
-    outputs = [torch.empty(n_sets, dtype=torch.float64, device=device) for _ in range(4)]
-    status = torch.empty(n_sets, dtype=torch.int32, device=device)
-    if n_sets > 0:
-        values = values.contiguous()
-        offsets = offsets.contiguous()
-        with torch.cuda.device(device):
-            stream = torch.cuda.current_stream(device).cuda_stream
+    with launch_on(device, "fit_gamma_batch") as stream:
+        outputs = [torch.empty(n_sets, dtype=torch.float64, device=device) for _ in range(4)]
+        status = torch.empty(n_sets, dtype=torch.int32, device=device)
+        if n_sets > 0:
+            values = values.contiguous()
+            offsets = offsets.contiguous()
             _C.gamma_fit_cuda(values.data_ptr(), offsets.data_ptr(), n_sets, fixed, loc,
                               *[o.data_ptr() for o in outputs], status.data_ptr(), stream)
     return GammaFitBatch(*outputs, status)
@@ -222,13 +221,11 @@ def gamma_ppf(q, shape, loc, scale):
     out_shape = arrays[0].shape
     flat = [np.ascontiguousarray(a, dtype=np.float64).reshape(-1) for a in arrays]
     if torch_inputs and torch_inputs[0].on_cuda:
-        require_cuda_kernels("gamma_ppf")
         device = torch_inputs[0].data.device
-        tensors = [torch.from_numpy(a).to(device) for a in flat]
-        out = torch.empty(flat[0].size, dtype=torch.float64, device=device)
-        if out.numel() > 0:
-            with torch.cuda.device(device):
-                stream = torch.cuda.current_stream(device).cuda_stream
+        with launch_on(device, "gamma_ppf") as stream:
+            tensors = [torch.from_numpy(a).to(device) for a in flat]
+            out = torch.empty(flat[0].size, dtype=torch.float64, device=device)
+            if out.numel() > 0:
                 _C.gamma_ppf_cuda(*[t.data_ptr() for t in tensors], out.numel(), out.data_ptr(), stream)
         return out.reshape(out_shape)
     follow_torch_threads()

@@ -60,12 +60,16 @@ def gmm_diag_loglik(queries, weights, means, variances):
         device = q.data.device
         out = torch.empty((n,), dtype=torch.float64, device=device)
         if n > 0:
+            from asdx import _cuda
+
             lw = torch.from_numpy(log_weights).to(device)
             m_dev, v_dev = match_device(m, q), match_device(v, q)
-            with torch.cuda.device(device):
-                stream = torch.cuda.current_stream(device).cuda_stream
+            k, float32 = m.shape[0], q.numpy_dtype == np.float32
+            # Precisions and per-component constants: device memory from torch's allocator, not ours.
+            work = _cuda.scratch(_C.gmm_diag_scratch_bytes(k, d, float32), device)
+            with _cuda.launch_on(device, "gmm_diag_loglik") as stream:
                 _C.gmm_diag_loglik_cuda(q.data.data_ptr(), n, d, lw.data_ptr(), m_dev.data_ptr(), v_dev.data_ptr(),
-                                        m.shape[0], out.data_ptr(), stream, q.numpy_dtype == np.float32)
+                                        k, out.data_ptr(), work.data_ptr(), stream, float32)
         return out
     follow_torch_threads()
     return like_input(_C.gmm_diag_loglik_cpu(q.numpy(), log_weights, m.numpy(), v.numpy()), q)
@@ -83,31 +87,34 @@ class DiagGMMScorer(BaseEstimator):
     The GMM half of T_fusion (system report §2.3: "KNN and diagonal GMM negative
     log-likelihood scorers ... rank-normalized and combined by element-wise minimum").
 
-    fit(X) fits one mixture to all rows with
+    fit(X, domain=None) fits one mixture to all rows with
     `sklearn.mixture.GaussianMixture(covariance_type="diag")`: its components cover both
-    domains, so fit refuses a `domain` (the other scorers fit per domain and take the min).
+    domains (the other scorers fit per domain and take the min), so `domain` does not change
+    the mixture; it only stratifies the folds of train_scores_.
     score_samples(X) is the negative per-sample
     log-likelihood from our kernel, float64 (N,), higher = more anomalous: the DCASE sign, the
     opposite of scikit-learn's score_samples (higher = more normal). A scikit-learn estimator
     otherwise: get_params/clone work, and an unfitted scorer raises NotFittedError.
-    Honest train scores: out_of_fold_scores(X, domain) (KNNScorer's equivalent is train_scores()).
 
     n_components: an int >= 1, or "bic": fit K = 1..max_components (K above the number
     of rows skipped) and keep the fit with the lowest BIC (the smallest K on a tie), so
     each machine gets as many components as its data supports.
+    n_splits: the number of folds of train_scores_ (an int >= 2).
 
     Learned: n_components_ (the K used), bic_ (dict K -> BIC on the fit rows; only the
     K used when n_components is an int), weights_ (K), means_ (K, D), variances_ (K, D)
-    float64, converged_, n_features_in_.
+    float64, converged_, n_features_in_, and train_scores_, the honest (out-of-fold) scores
+    of the fit rows (see its docstring).
     """
 
     def __init__(self, n_components: int | str = 1, reg_covar: float = 1e-6, max_iter: int = 100,
-                 random_state: int | None = 0, max_components: int = 8):
+                 random_state: int | None = 0, max_components: int = 8, n_splits: int = 5):
         self.n_components = n_components
         self.reg_covar = reg_covar
         self.max_iter = max_iter
         self.random_state = random_state
         self.max_components = max_components
+        self.n_splits = n_splits
 
     def _check_settings(self) -> None:
         if not (self.n_components == "bic" if isinstance(self.n_components, str)
@@ -117,6 +124,8 @@ class DiagGMMScorer(BaseEstimator):
             raise ValueError(f"max_components: must be an integer >= 1, got {self.max_components!r}.")
         if not (isinstance(self.reg_covar, (int, float, np.floating)) and self.reg_covar >= 0):
             raise ValueError(f"reg_covar: must be a number >= 0, got {self.reg_covar!r}.")
+        if not (_is_int(self.n_splits) and self.n_splits >= 2):
+            raise ValueError(f"n_splits: must be an integer >= 2, got {self.n_splits!r}.")
 
     def _fit_mixture(self, x: np.ndarray, k: int):
         from sklearn.mixture import GaussianMixture
@@ -125,14 +134,13 @@ class DiagGMMScorer(BaseEstimator):
                                max_iter=int(self.max_iter), random_state=self.random_state).fit(x)
 
     def fit(self, X, domain=None) -> "DiagGMMScorer":
+        """Fits one mixture to every row of X; `domain` ("source"/"target" or 0/1 per row), if
+        given, only stratifies the folds of train_scores_."""
         self._check_settings()
         x = prepare(X, "X", ndim=2, dtype=np.float64, allow_empty=False).numpy()
         if self.n_components != "bic" and x.shape[0] < self.n_components:
             raise ValueError(f"X: {x.shape[0]} rows for n_components={self.n_components}; need at least as many rows.")
-        if domain is not None:  # use it or refuse it: a silently ignored argument misleads
-            raise ValueError("domain: DiagGMMScorer fits one mixture over every row (its components cover both "
-                             "domains) and takes no domain in fit; pass it to out_of_fold_scores, where it "
-                             "stratifies the folds.")
+        codes = None if domain is None else domain_codes(domain, x.shape[0])  # unknown labels are refused
         if self.n_components == "bic":
             bic, mixture = {}, None
             for k in range(1, min(int(self.max_components), x.shape[0]) + 1):
@@ -150,41 +158,50 @@ class DiagGMMScorer(BaseEstimator):
         self.variances_ = np.asarray(mixture.covariances_, dtype=np.float64)
         self.converged_ = bool(mixture.converged_)
         self.n_features_in_ = x.shape[1]
+        self._train = np.array(x, copy=True)  # train_scores_ reads it later: not a view of the caller's X
+        self._train_domain = codes
+        self._train_scores_cache = None
         return self
 
-    def out_of_fold_scores(self, X, domain=None, n_splits: int = 5) -> np.ndarray:
-        """Honest train scores, float64 (N,): each row scored by a mixture that did not see it.
+    @property
+    def train_scores_(self) -> np.ndarray:
+        """Honest scores of the fit rows, float64 (N,) in fit order, DCASE sign: out-of-fold −log p.
 
         In-sample −log p of the fit rows is optimistic (a lone outlier can even get a
         component of its own), so a threshold or a rank reference built from it is
-        biased; cross-fitting avoids that. Call fit(X) first, on these rows: every fold
-        mixture uses its n_components_ and settings, and the scorer's fitted state is
-        left unchanged. With "bic" the K choice therefore saw all rows — a small leak
-        accepted so that BIC is not rerun per fold.
+        biased; cross-fitting avoids that. Each row is scored by a mixture fitted, with
+        n_components_ and the scorer's settings, on the other folds of the rows given to
+        fit. With "bic" the K choice therefore saw all rows: a small leak accepted so that
+        BIC is not rerun per fold.
 
-        Folds: StratifiedKFold on `domain` when every domain has >= n_splits rows;
+        Folds: StratifiedKFold on fit's `domain` when every domain has >= n_splits rows;
         else with n_splits lowered to the smallest domain count when that is >= 2
-        (the rare target domain still lands in every fold); else plain KFold. Always
-        shuffle=True, random_state=self.random_state.
+        (the rare target domain still lands in every fold); else (or without a domain)
+        plain KFold. Always shuffle=True, random_state=self.random_state.
+
+        Computed on first access (n_splits mixture fits) and cached; each access returns a
+        copy. Raises NotFittedError before fit, and ValueError naming n_splits when there
+        are fewer rows than folds or a fold leaves fewer rows than components.
         """
+        if not hasattr(self, "means_"):
+            raise NotFittedError("DiagGMMScorer: call fit(X) before reading train_scores_.")
+        if self._train_scores_cache is None:
+            self._train_scores_cache = self._out_of_fold_scores()
+        return self._train_scores_cache.copy()
+
+    def _out_of_fold_scores(self) -> np.ndarray:
         from sklearn.model_selection import KFold, StratifiedKFold
 
-        if not hasattr(self, "means_"):
-            raise NotFittedError("DiagGMMScorer: call fit(X) before out_of_fold_scores(X).")
-        x = prepare(X, "X", ndim=2, dtype=np.float64, allow_empty=False).numpy()
-        if x.shape[1] != self.n_features_in_:
-            raise ValueError(f"X: has {x.shape[1]} features, but the scorer was fitted with {self.n_features_in_}.")
+        x, labels, n_splits = self._train, self._train_domain, int(self.n_splits)
         n = x.shape[0]
-        if not (_is_int(n_splits) and 2 <= n_splits <= n):
-            raise ValueError(f"n_splits: must be an integer from 2 to the number of rows ({n}), got {n_splits!r}.")
-        splitter = KFold(int(n_splits), shuffle=True, random_state=self.random_state)
-        labels = None
-        if domain is not None:
-            labels = domain_codes(domain, n)  # "source"/"target" or 0/1; anything else is refused
+        if n_splits > n:
+            raise ValueError(f"n_splits: {n_splits} folds for the {n} rows given to fit; train_scores_ needs "
+                             "at least one row per fold (use fewer splits or more rows).")
+        splitter = KFold(n_splits, shuffle=True, random_state=self.random_state)
+        if labels is not None:
             smallest = int(np.unique(labels, return_counts=True)[1].min())
             if smallest >= 2:
-                splitter = StratifiedKFold(min(int(n_splits), smallest), shuffle=True,
-                                           random_state=self.random_state)
+                splitter = StratifiedKFold(min(n_splits, smallest), shuffle=True, random_state=self.random_state)
         k = self.n_components_
         scores = np.full(n, np.nan)
         for fold, (kept, held) in enumerate(splitter.split(x, labels)):
@@ -196,7 +213,11 @@ class DiagGMMScorer(BaseEstimator):
         return scores
 
     def score_samples(self, X) -> np.ndarray:
-        """Negative log-likelihood, float64 (N,); higher = more anomalous."""
+        """Negative log-likelihood, float64 (N,).
+
+        DCASE sign: higher = more anomalous, the opposite of scikit-learn's score_samples
+        (GaussianMixture's is the log-likelihood, higher = more normal).
+        """
         if not hasattr(self, "means_"):
             raise NotFittedError("DiagGMMScorer: call fit(X) before score_samples(X).")
         x = prepare(X, "X", ndim=2)

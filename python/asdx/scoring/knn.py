@@ -22,8 +22,9 @@ class KNNScorer(BaseEstimator):
 
     A scikit-learn estimator otherwise: constructor arguments are stored unchanged (checked in
     fit), get_params/clone work, and an unfitted scorer raises NotFittedError.
-    Honest train scores: the method train_scores() (leave-one-out); DiagGMMScorer's equivalent
-    is out_of_fold_scores(X, domain).
+
+    Learned: banks_ (domain -> Bank), train_rows_ (domain -> row indices into X), n_features_in_,
+    and train_scores_, the honest scores of the training rows (see its docstring).
     """
 
     def __init__(self, k: int = 1, metric: str = "l2", device: str | None = None):
@@ -47,7 +48,8 @@ class KNNScorer(BaseEstimator):
             self.train_rows_[name] = np.flatnonzero(mask)
             self.banks_[name] = Bank(host[mask], metric=self.metric, device=self.device)
         self.n_features_in_ = x.shape[1]
-        self._train = host
+        self._train = np.array(host, copy=True)  # train_scores_ reads it later: not a view of the caller's X
+        self._train_scores_cache = None
         return self
 
     def _check_fitted(self) -> None:
@@ -55,7 +57,11 @@ class KNNScorer(BaseEstimator):
             raise NotFittedError("KNNScorer: call fit() first.")
 
     def score_samples(self, X) -> np.ndarray:
-        """(N,) float64: min over domains of the mean distance to the k nearest bank members."""
+        """(N,) float64: min over domains of the mean distance to the k nearest bank members.
+
+        DCASE sign: higher = more anomalous, the opposite of scikit-learn's outlier detectors
+        (whose score_samples is higher = more normal).
+        """
         self._check_fitted()
         x = prepare(X, "X", ndim=2, dtype=np.float32)
         if x.shape[1] != self.n_features_in_:
@@ -64,12 +70,23 @@ class KNNScorer(BaseEstimator):
                     for bank in self.banks_.values()]
         return np.min(per_bank, axis=0)
 
-    def train_scores(self) -> np.ndarray:
-        """Honest train scores, for the gamma fit: leave-one-out scores of the training rows (fit order).
+    @property
+    def train_scores_(self) -> np.ndarray:
+        """Honest scores of the training rows, float64 (N,) in fit order, DCASE sign: leave-one-out.
 
-        Each row is scored against its own bank without itself and against the other banks in full.
+        Row i is scored as score_samples would score it had it not been in the training data:
+        against its own domain's bank without itself, and against the other domains' banks in
+        full, the minimum over domains. (In-sample, every row would be its own nearest
+        neighbour.) Computed on first access and cached (each access returns a copy); raises
+        NotFittedError before fit, and ValueError when a row has no neighbours left (a lone
+        domain bank of exactly k rows).
         """
         self._check_fitted()
+        if self._train_scores_cache is None:
+            self._train_scores_cache = self._leave_one_out_scores()
+        return self._train_scores_cache.copy()
+
+    def _leave_one_out_scores(self) -> np.ndarray:
         scores = np.full(self._train.shape[0], np.inf)
         for name, rows in self.train_rows_.items():
             for other, bank in self.banks_.items():

@@ -12,13 +12,16 @@ float64); the sum of squares is accumulated in float64.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
 from asdx._arrays import Prepared, like_input, match_device, prepare, require_same_width
-from asdx._native import _C, follow_torch_threads, require_cuda_kernels
+from asdx._cuda import launch_on
+from asdx._native import _C, follow_torch_threads
 from asdx.scoring._domains import domain_codes
 from asdx.scoring.covariance import _check_square_symmetric, covariance, stable_precision
 
@@ -52,13 +55,11 @@ def _run_kernel(q: Prepared, means: np.ndarray | torch.Tensor, factors: np.ndarr
     f = Prepared(np.ascontiguousarray(factors, dtype=dtype), "factors")
     n, d = q.shape
     if q.on_cuda:
-        require_cuda_kernels("mahalanobis")
         device = q.data.device
-        out = torch.empty((n, k), dtype=q.data.dtype, device=device)
-        if n > 0:
-            m_dev, f_dev = match_device(m, q), match_device(f, q)
-            with torch.cuda.device(device):
-                stream = torch.cuda.current_stream(device).cuda_stream
+        with launch_on(device, "mahalanobis") as stream:
+            out = torch.empty((n, k), dtype=q.data.dtype, device=device)
+            if n > 0:
+                m_dev, f_dev = match_device(m, q), match_device(f, q)
                 _C.mahalanobis_cuda(q.data.data_ptr(), n, d, m_dev.data_ptr(), f_dev.data_ptr(), k,
                                     out.data_ptr(), stream, dtype == np.float32)
         return out
@@ -138,7 +139,9 @@ class MahalanobisScorer(BaseEstimator):
     Parameters: shrinkage (None, "ledoit-wolf" or a float, see `covariance`);
     ridge (see `stable_precision`).
     Learned: means_ (K, D), covariances_, precisions_, factors_ (K, D, D) float64,
-    domains_ (tuple of "source"/"target" or ("all",)), n_features_in_.
+    domains_ (tuple of "source"/"target" or ("all",)), n_features_in_, and train_scores_,
+    the leave-one-out scores of the training rows (in-sample ones are biased low; see its
+    docstring).
     """
 
     def __init__(self, shrinkage: None | str | float = None, ridge: bool = True):
@@ -149,10 +152,12 @@ class MahalanobisScorer(BaseEstimator):
         x = prepare(X, "X", ndim=2, allow_empty=False)
         data = x.numpy().astype(np.float64, copy=False)
         if domain is None:
-            groups = [("all", data)]
+            indices = [("all", np.arange(data.shape[0]))]
         else:
             codes = domain_codes(domain, data.shape[0])
-            groups = [(name, data[codes == code]) for code, name in ((0, "source"), (1, "target")) if (codes == code).any()]
+            indices = [(name, np.flatnonzero(codes == code)) for code, name in ((0, "source"), (1, "target"))
+                       if (codes == code).any()]
+        groups = [(name, data[rows]) for name, rows in indices]
         means, covariances, precisions, factors = [], [], [], []
         for name, rows in groups:
             if rows.shape[0] < 2:
@@ -169,11 +174,118 @@ class MahalanobisScorer(BaseEstimator):
         self.precisions_ = np.stack(precisions)
         self.factors_ = np.stack(factors)
         self.n_features_in_ = data.shape[1]
+        self._train = np.array(data, copy=True)  # train_scores_ reads it later: not a view of the caller's X
+        self._train_rows = [rows for _, rows in indices]
+        self._train_scores_cache = None
         return self
 
     def score_samples(self, X) -> np.ndarray:
-        """Squared distance to the nearest fitted domain, float64 (N,); higher = more anomalous."""
+        """Squared distance to the nearest fitted domain, float64 (N,).
+
+        DCASE sign: higher = more anomalous, the opposite of scikit-learn's outlier detectors
+        (whose score_samples is higher = more normal; e.g. EllipticEnvelope's is the negated
+        Mahalanobis distance).
+        """
         return self.domain_scores(X).min(1)
+
+    @property
+    def train_scores_(self) -> np.ndarray:
+        """Honest scores of the training rows, float64 (N,) in fit order, DCASE sign: leave-one-out.
+
+        Row i is scored as score_samples would score it had it not been in the training data:
+        its squared distance to its own domain refitted without it (mean, covariance with the
+        same shrinkage, precision with the same ridge rule), and to the other domains as
+        fitted, the minimum over domains. In-sample distances are biased low: a fitted row
+        helped shape its own mean and covariance (without shrinkage, d_i <= (n-1)²/n however
+        far out the row lies).
+
+        Exact, not an approximation. With shrinkage None or a float the refit is a rank-one
+        downdate of the domain's scatter matrix A (A₋ᵢ = A − n/(n−1) rᵢrᵢᵀ, rᵢ = xᵢ − μ),
+        solved for all rows at once with one eigendecomposition of A and the
+        Sherman–Morrison formula (the shrinkage target tr(S)/D I is updated too); rows whose
+        left-out covariance is (nearly) singular, all rows with "ledoit-wolf" (its shrinkage
+        intensity is re-estimated from the remaining rows), and domains whose covariance
+        needed a ridge are refitted one row at a time, which costs one covariance fit per row.
+        A domain with 2 rows has no covariance without one of them: its rows are scored
+        against the other domains only (ValueError when there is none).
+        Computed on first access and cached; each access returns a copy. Raises
+        NotFittedError before fit.
+        """
+        if not hasattr(self, "factors_"):
+            raise NotFittedError("MahalanobisScorer: call fit(X) before reading train_scores_.")
+        if self._train_scores_cache is None:
+            self._train_scores_cache = self._leave_one_out_scores()
+        return self._train_scores_cache.copy()
+
+    def _leave_one_out_scores(self) -> np.ndarray:
+        x = self._train
+        in_sample = self.domain_scores(x)  # (N, K): the distances to the domains a row did not help fit
+        scores = np.full(x.shape[0], np.inf)
+        for j, (name, rows) in enumerate(zip(self.domains_, self._train_rows)):
+            others = [c for c in range(len(self.domains_)) if c != j]
+            if others:
+                scores[rows] = in_sample[np.ix_(rows, others)].min(1)
+            if rows.size >= 3:
+                scores[rows] = np.minimum(scores[rows], self._own_domain_left_out(x[rows], rows, name))
+            elif not others:
+                raise ValueError(f"X: the {name} domain has {rows.size} rows; leaving one out leaves too few to "
+                                 "fit a covariance and there is no other domain, so train_scores_ is undefined.")
+        return scores
+
+    def _own_domain_left_out(self, rows: np.ndarray, index: np.ndarray, name: str) -> np.ndarray:
+        """Squared distance of each row to its domain's fit without it, (n,) float64; n >= 3.
+        index: the rows' positions in the X given to fit (for messages)."""
+        n, d = rows.shape
+        out = np.full(n, np.nan)
+        refit = np.ones(n, dtype=bool)
+        if not isinstance(self.shrinkage, str):  # None or a float: the closed form
+            alpha = 0.0 if self.shrinkage is None else float(self.shrinkage)
+            r = rows - rows.mean(0)
+            scatter = r.T @ r
+            eigenvalues, vectors = np.linalg.eigh(0.5 * (scatter + scatter.T))
+            c = n / (n - 1.0)
+            # (n-2) Σ₋ᵢ = M_i − (1−α) c rᵢrᵢᵀ with M_i = (1−α) A + α tᵢ I, tᵢ = tr(A₋ᵢ)/D; the left-out
+            # row sits at xᵢ − μ₋ᵢ = c rᵢ, so d₋ᵢ = (n−2) c² m / (1 − (1−α) c m), m = rᵢᵀ M_i⁻¹ rᵢ.
+            t = (np.trace(scatter) - c * np.einsum("ij,ij->i", r, r)) / d
+            spectrum = (1.0 - alpha) * eigenvalues[None, :] + alpha * t[:, None]  # eigenvalues of each M_i
+            projected = r @ vectors
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                m = np.einsum("ij,ij->i", projected, projected / spectrum)
+                slack = 1.0 - (1.0 - alpha) * c * m  # the share of M_i's variance along rᵢ that stays
+                closed = (n - 2.0) * c * c * m / slack
+            # Closed form where both inverses are well conditioned (then neither this domain's fit nor
+            # the row's refit needs a ridge); elsewhere (a covariance that is or nearly is singular,
+            # where stable_precision may add a ridge) the row is refitted.
+            well = (spectrum.min(1) > 1e-8 * spectrum.max(1)) & (slack >= 1e-3) & np.isfinite(closed)
+            out[well] = closed[well]
+            refit = ~well
+        if refit.any():
+            out[refit] = self._refit_rows(rows, np.flatnonzero(refit), index, name)
+        return out
+
+    def _refit_rows(self, rows: np.ndarray, which: np.ndarray, index: np.ndarray, name: str) -> np.ndarray:
+        distances = np.empty(which.size)
+        ridged = 0
+        for slot, i in enumerate(which):
+            rest = np.delete(rows, i, axis=0)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    _, factor = stable_precision(covariance(rest, self.shrinkage), ridge=self.ridge)
+                except ValueError as error:
+                    raise ValueError(f"X: leaving row {index[i]} out of the {name} domain for train_scores_: "
+                                     f"{error}") from None
+            for w in caught:
+                if "ridge" in str(w.message):
+                    ridged += 1
+                else:
+                    warnings.warn(w.message, w.category, stacklevel=5)
+            distances[slot] = float(np.sum((factor.T @ (rows[i] - rest.mean(0))) ** 2))
+        if ridged:
+            warnings.warn(f"MahalanobisScorer.train_scores_: {ridged} leave-one-out covariance(s) of the {name} "
+                          "domain were not positive definite; stable_precision added a ridge.", UserWarning,
+                          stacklevel=5)
+        return distances
 
     def domain_scores(self, X) -> np.ndarray:
         """Squared distances to each fitted domain, float64 (N, K), columns in `domains_` order."""

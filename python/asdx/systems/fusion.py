@@ -255,7 +255,7 @@ class FusionBanks:
             raise ValueError(f"{machine}: {n} train clips; the kNN scorer's leave-one-out scores need more than "
                              f"knn_k={config.knn_k}.")
         knn = knn_scorer(config.knn_k, config.knn_metric).fit(bank)
-        knn_train = knn.train_scores()
+        knn_train = knn.train_scores_  # leave-one-out
         folds = min(config.gmm_folds, n)
         largest = max(1, (n - math.ceil(n / folds)) // MIN_CLIPS_PER_COMPONENT)  # fits in every fold's rows
         if config.gmm_components is None:
@@ -266,8 +266,9 @@ class FusionBanks:
                 raise ValueError(f"{machine}: gmm_components={components} needs {MIN_CLIPS_PER_COMPONENT} train "
                                  f"clips per component in each of the {folds} folds' fits, but the bank has {n} "
                                  f"clips; use fewer components (or leave gmm_components unset for BIC).")
-        gmm = DiagGMMScorer(n_components=components, max_components=max_components, random_state=seed).fit(bank)
-        gmm_train = gmm.out_of_fold_scores(bank, domain=np.asarray(domains), n_splits=folds)
+        gmm = DiagGMMScorer(n_components=components, max_components=max_components, random_state=seed,
+                            n_splits=folds).fit(bank, domain=np.asarray(domains))  # domain: stratified folds
+        gmm_train = gmm.train_scores_  # out-of-fold
         state = cls(machine, config.knn_k, config.knn_metric, config.rank_norm, bank.astype(np.float32),
                     gmm.weights_, gmm.means_, gmm.variances_, knn_train, gmm_train)
         info = {"gmm_components": int(gmm.n_components_), "gmm_bic": {int(k): float(v) for k, v in gmm.bic_.items()}}

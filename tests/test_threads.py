@@ -1,0 +1,161 @@
+"""The CPU kernels' persistent thread pool (csrc/cpu/parallel.cpp): a forked child and
+several Python threads at once get the same results as one serial caller."""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import asdx
+from asdx.scoring.gamma import fit_gamma_batch
+from asdx.scoring.gmm import gmm_diag_loglik
+from asdx.scoring.mahalanobis import mahalanobis
+
+THREADS = 4  # more than this machine's cores is fine: the pool has as many workers as asked for
+
+# Python >= 3.12 warns that forking a multi-threaded process may deadlock: that is what is tested here.
+pytestmark = pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+
+
+def _inputs():
+    rng = np.random.default_rng(11)
+    d, k = 24, 3
+    queries = rng.standard_normal((6000, d))
+    means = rng.standard_normal((k, d))
+    variances = rng.uniform(0.5, 2.0, (k, d))
+    weights = np.array([0.2, 0.3, 0.5])
+    a = rng.standard_normal((k, d, d))
+    precisions = np.einsum("kij,klj->kil", a, a) + d * np.eye(d)
+    sets = [rng.gamma(2.0, 1.5, size) + 1.0 for size in rng.integers(20, 400, 300)]
+    return queries, weights, means, variances, precisions, sets
+
+
+def _run_kernels(inputs) -> list[np.ndarray]:
+    queries, weights, means, variances, precisions, sets = inputs
+    fit = fit_gamma_batch(sets)
+    return [
+        np.asarray(gmm_diag_loglik(queries, weights, means, variances)),
+        np.asarray(gmm_diag_loglik(queries.astype(np.float32), weights, means.astype(np.float32),
+                                   variances.astype(np.float32))),
+        np.asarray(mahalanobis(queries, means, precisions)),
+        np.asarray(fit.shape), np.asarray(fit.loc), np.asarray(fit.scale), np.asarray(fit.status),
+    ]
+
+
+def _assert_same(actual: list[np.ndarray], expected: list[np.ndarray]) -> None:
+    assert len(actual) == len(expected)
+    for a, e in zip(actual, expected):
+        np.testing.assert_array_equal(a, e)
+
+
+@pytest.fixture
+def pool_threads():
+    before = asdx.get_num_threads()
+    asdx.set_num_threads(THREADS)
+    yield THREADS
+    asdx.set_num_threads(before)
+
+
+def _child(inputs, results) -> None:
+    try:
+        results.put(("ok", asdx.get_num_threads(), _run_kernels(inputs)))
+    except BaseException as error:  # report, do not hang the parent
+        results.put(("error", 0, repr(error)))
+
+
+def _run_in_forked_child(inputs, timeout: float = 120.0):
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=_child, args=(inputs, results))
+    child.start()
+    try:
+        status, threads, payload = results.get(timeout=timeout)
+    except queue.Empty:
+        pytest.fail(f"the forked child gave no result within {timeout} s (a deadlocked thread pool?)")
+    finally:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+            child.join()
+    assert status == "ok", payload
+    return threads, payload
+
+
+def test_kernels_work_in_a_forked_child_after_the_parent_used_the_pool(pool_threads):
+    inputs = _inputs()
+    expected = _run_kernels(inputs)  # starts the parent's workers
+    threads, actual = _run_in_forked_child(inputs)
+    assert threads == pool_threads  # the child really runs multi-threaded chunks
+    _assert_same(actual, expected)
+    _assert_same(_run_kernels(inputs), expected)  # and the parent's pool still works
+
+
+def test_fork_while_another_thread_is_inside_a_kernel(pool_threads):
+    # The fork may land while the parent's pool is mid-job, its locks held by threads the child does not have.
+    inputs = _inputs()
+    expected = _run_kernels(inputs)
+    stop = threading.Event()
+    errors = []
+
+    def busy():
+        try:
+            while not stop.is_set():
+                _assert_same(_run_kernels(inputs), expected)
+        except BaseException as error:
+            errors.append(error)
+
+    worker = threading.Thread(target=busy)
+    worker.start()
+    try:
+        for _ in range(3):
+            _, actual = _run_in_forked_child(inputs)
+            _assert_same(actual, expected)
+    finally:
+        stop.set()
+        worker.join()
+    assert not errors, errors
+
+
+def test_concurrent_callers_get_the_serial_results(pool_threads):
+    inputs = _inputs()
+    expected = _run_kernels(inputs)  # one caller at a time
+    n_callers, rounds = 4, 5
+    barrier = threading.Barrier(n_callers)
+    results: dict[int, list] = {}
+    errors = []
+
+    def caller(index: int) -> None:
+        try:
+            barrier.wait()
+            results[index] = [_run_kernels(inputs) for _ in range(rounds)]
+        except BaseException as error:
+            errors.append(error)
+
+    callers = [threading.Thread(target=caller, args=(i,), daemon=True) for i in range(n_callers)]
+    for t in callers:
+        t.start()
+    deadline = time.monotonic() + 120.0
+    for t in callers:
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in callers), "a caller is still running (deadlock?)"
+    assert not errors, errors
+    assert sorted(results) == list(range(n_callers))
+    for per_caller in results.values():
+        for actual in per_caller:
+            _assert_same(actual, expected)
+
+
+def test_thread_count_does_not_change_the_results(pool_threads):
+    inputs = _inputs()
+    parallel = _run_kernels(inputs)
+    asdx.set_num_threads(1)
+    serial = _run_kernels(inputs)
+    # Each row / set is computed by the same code whatever the chunking; only the
+    # float32 GMM's vector tiles may pair rows differently at chunk edges.
+    for a, e in zip(parallel, serial):
+        np.testing.assert_allclose(a, e, rtol=1e-12, atol=0)
