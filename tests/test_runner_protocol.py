@@ -64,7 +64,11 @@ class CountingSystem(System):
         # leave-one-out: each clip's distance to the mean of the others
         n = len(energies)
         loo = np.abs(energies - (energies.sum() - energies) / (n - 1)) * self.config.gain
+        (folder / "mean.json").write_text(json.dumps({"mean": float(self.mean)}))
         return MachineScores(loo, {"distance": distance, "global_offset": energies - self.global_mean})
+
+    def load_machine(self, folder):
+        self.mean = json.loads((folder / "mean.json").read_text())["mean"]
 
     def score_machine(self, test):
         energies = self._energies(test)

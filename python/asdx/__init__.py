@@ -12,8 +12,15 @@ from asdx.info import info
 
 # Subpackages load on first use (`asdx.scoring.KNNScorer` works after a bare `import asdx`), so importing
 # asdx stays cheap for a DataLoader worker or a CLI call that needs one kernel.
-SUBMODULES = ("config", "data", "distributed", "evaluation", "features", "index", "metrics", "models", "reference",
-              "report", "runner", "scoring", "submission", "systems")
+SUBMODULES = ("config", "data", "detector", "distributed", "evaluation", "features", "index", "metrics", "models",
+              "reference", "report", "runner", "scoring", "submission", "systems", "watch")
+
+
+def load_detector(run_dir, machine: str, **options):
+    """A finished run's machine as a detector (asdx.detector.load_detector): score new clips, no retraining."""
+    from asdx.detector import load_detector as load
+
+    return load(run_dir, machine, **options)
 
 
 def __getattr__(name: str):
@@ -30,4 +37,4 @@ def __dir__():
     return sorted([*globals(), *SUBMODULES])
 
 
-__all__ = ["SUBMODULES", "__version__", "get_num_threads", "info", "set_num_threads"]
+__all__ = ["SUBMODULES", "__version__", "get_num_threads", "info", "load_detector", "set_num_threads"]

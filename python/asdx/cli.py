@@ -108,6 +108,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
             resolve_device(config.device)
     except ValueError as error:
         problems.append(str(error))
+    seeds = None
+    if args.seeds is not None:
+        from asdx.seeds import parse_seeds
+
+        if getattr(args, "seed", None) is not None:
+            problems.append("--seeds and --seed: give one of them (--seeds runs each listed seed, --seed one run).")
+        try:
+            seeds = parse_seeds(args.seeds)
+        except ValueError as error:
+            problems.append(str(error))
     if problems:
         raise ValueError("\n".join(problems))
 
@@ -120,6 +130,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
                          cache_dir=flags.cache)
     from asdx import distributed
 
+    if seeds is not None:  # one ordinary run per seed under one parent, then its summary (asdx.seeds)
+        from asdx.seeds import format_summary, load_summary, run_seeds
+
+        try:
+            parent = run_seeds(options, config, seeds)
+        finally:
+            distributed.shutdown()
+        if parent is None:  # a torchrun rank other than 0
+            return 0
+        print(format_summary(load_summary(parent)))
+        print(f"\nseeds directory: {parent}\nsummary: {parent / 'summary.html'} (also summary.csv, summary.json)")
+        return 0
     try:
         run_dir, evaluation = run(options, config)
     finally:
@@ -129,6 +151,48 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if evaluation is not None:
         print(format_report(evaluation))
     print(f"\nrun directory: {run_dir}\nreport: {run_dir / 'report.html'}")
+    return 0
+
+
+def _score_rows(detector, paths, failures: list) -> list[tuple[str, float, int]]:
+    result = detector.score_files(paths)
+    failures.extend(result.failures)
+    decisions = detector.decide(result.scores) if len(result) else []
+    return [(name, float(score), int(d)) for name, score, d in zip(result.names, result.scores, decisions)]
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from asdx._atomic import atomic_write_text
+    from asdx.detector import expand_inputs, load_detector
+
+    if not args.inputs and args.watch is None:
+        raise ValueError("give FILE_OR_DIR arguments to score, or --watch DIR.")
+    rows: list[tuple[str, float, int]] = []
+    failures: list[tuple[str, str]] = []
+
+    def emit(new_rows) -> None:
+        rows.extend(new_rows)
+        for name, score, decision in new_rows:
+            print(f"{name}\t{score!r}\t{decision}", flush=True)
+        if args.out:  # rewritten whole, atomically: a reader never sees a half-written CSV
+            atomic_write_text(Path(args.out), "name,score,decision\n"
+                              + "".join(f"{n},{s!r},{d}\n" for n, s, d in rows))
+
+    with load_detector(args.run, args.machine, device=args.device, workers=args.workers,
+                       progress=not args.quiet) as detector:
+        paths = expand_inputs(args.inputs)
+        if paths:
+            emit(_score_rows(detector, paths, failures))
+        if args.watch is not None:
+            from asdx.watch import watch
+
+            print(f"watching {args.watch} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+            watch(Path(args.watch), lambda ready: emit(_score_rows(detector, ready, failures)), args.interval)
+    if failures:
+        print(f"{len(failures)} file(s) not scored:", file=sys.stderr)
+        for path, why in failures:
+            print(f"  {why if why.startswith(path) else f'{path}: {why}'}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -166,6 +230,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from asdx.compare import compare, format_compare, write_compare
+
+    table = compare(args.runs)
+    print(format_compare(table))
+    csv_path, json_path = write_compare(table, args.out)
+    print(f"\nwrote {csv_path}\nwrote {json_path}")
+    return 0
+
+
 def _add_run_parser(sub) -> None:
     from asdx.config import add_config_arguments
     from asdx.systems import SYSTEMS
@@ -180,7 +254,12 @@ def _add_run_parser(sub) -> None:
         p.add_argument("--data", default=os.environ.get("ASDX_DATA", "data"),
                        help="dataset root (default $ASDX_DATA or ./data)")
         p.add_argument("--out", default="runs", help="runs folder (default runs/)")
-        p.add_argument("--name", default=None, help="run name (default <machines>-seed<seed>)")
+        p.add_argument("--name", default=None, help="run name (default <machines>-seed<seed>; with --seeds the "
+                                                    "parent folder's, default <machines>-seeds)")
+        p.add_argument("--seeds", default=None, metavar="N|K,K,...",
+                       help="several runs, one per seed: N = seeds 1..N, or a comma-separated list; each into "
+                            "<out>/<system>/<name>/seed<k>/, then summary.csv/.json/.html (mean ± sd over seeds) "
+                            "in <name>/; finished seeds are skipped, unfinished ones resumed; not with --seed")
         p.add_argument("--config", default=None, help="TOML or YAML file whose keys mirror the flags of the "
                                                       f"{entry.config.__name__} group, at the top level or "
                                                       f"under [{name}]")
@@ -227,9 +306,39 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("--json", action="store_true", help="print the JSON results instead of the table")
     p_eval.set_defaults(handler=_cmd_evaluate)
 
+    p_score = sub.add_parser("score", help="score WAV files with a finished run (no retraining)",
+                             description="Scores clips with the model, banks and threshold of one finished machine "
+                                         "of a run directory; prints name, score and decision (1 = anomaly) per "
+                                         "clip. Bad files are listed at the end (exit status 1); the rest are "
+                                         "scored.")
+    p_score.add_argument("--run", required=True, metavar="RUN_DIR", help="runs/<system>/<name>")
+    p_score.add_argument("--machine", required=True, help="a machine that finished in that run")
+    p_score.add_argument("inputs", nargs="*", metavar="FILE_OR_DIR", help="WAV files, or folders of *.wav")
+    p_score.add_argument("--out", metavar="CSV", help="also write name,score,decision to this CSV")
+    p_score.add_argument("--watch", metavar="DIR", help="then score new WAV files appearing in DIR until Ctrl-C "
+                                                         "(a file is taken once its size is stable and its header "
+                                                         "complete)")
+    p_score.add_argument("--interval", type=float, default=1.0, help="--watch polling interval, seconds")
+    p_score.add_argument("--device", default=None, help="override the run's device (e.g. cpu)")
+    p_score.add_argument("--workers", type=int, default=0, help="DataLoader workers decoding audio (default 0)")
+    p_score.add_argument("--quiet", action="store_true", help="no progress bars")
+    p_score.set_defaults(handler=_cmd_score)
+
     p_report = sub.add_parser("report", help="regenerate report.html of a run directory")
     p_report.add_argument("run_dir", help="runs/<system>/<name>")
     p_report.set_defaults(handler=_cmd_report)
+
+    p_compare = sub.add_parser("compare", help="several runs side by side: Ω, AUCs and pAUC per machine and overall",
+                               description="One table, one column per run directory or parent of seed runs "
+                                           "(`asdx run ... --seeds`: mean ± sd over its seeds); rows per machine "
+                                           "and overall: Ω, its difference to the first column, its spread over "
+                                           "seeds, AUC (source), AUC (target), pAUC. Writes compare.csv and "
+                                           "compare.json.")
+    p_compare.add_argument("runs", nargs="+", metavar="RUN_OR_PARENT",
+                           help="runs/<system>/<name> folders; the first is the reference")
+    p_compare.add_argument("--out", default=".", metavar="DIR",
+                           help="where to write compare.csv and compare.json (default: the current folder)")
+    p_compare.set_defaults(handler=_cmd_compare)
 
     p_beats = sub.add_parser("beats", help="load a BEATs checkpoint strictly and describe it (optionally embed WAVs)")
     p_beats.add_argument("--beats", default=None, help="checkpoint path, or random-tiny (tests/demo only); "

@@ -168,6 +168,9 @@ def _as_clip_list(vectors) -> list[torch.Tensor]:
     return list(vectors.unbind(0)) if isinstance(vectors, torch.Tensor) else list(vectors)
 
 
+MODEL_FILE = "model.pt"
+
+
 class AESystem(System):
     """Per-machine stage only: fit_machine trains the AE and its covariances; score_machine scores clips.
 
@@ -223,7 +226,20 @@ class AESystem(System):
         if self.config.threshold_scores == "holdout":  # which rows of train_scores.csv the threshold comes from
             names = [clip.name for clip, held in zip(train.clips, self.held_out_) if held]
             atomic_write_text(Path(folder) / "held_out_clips.txt", "".join(f"{name}\n" for name in names))
+        # the final model with its covariances' precisions: what load_machine restores
+        atomic_write(Path(folder) / MODEL_FILE, lambda tmp: torch.save(self.state_dict(), tmp))
         return self.machine_train_scores()
+
+    def load_machine(self, folder: Path) -> None:
+        """Restores the trained AE and its precisions from fit_machine's model file."""
+        path = Path(folder) / MODEL_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; the machine was trained by an older asdx or did not finish.")
+        self.reset()
+        state = torch.load(path, weights_only=True, map_location="cpu")
+        if state.get("precisions") is None and self.config.score != "MSE":
+            raise ValueError(f"{path}: holds no covariance precisions; train the machine again.")
+        self.load_state_dict(state)
 
     def machine_train_scores(self) -> MachineScores:
         """The train scores for the runner, by config.threshold_scores (see the module docstring)."""

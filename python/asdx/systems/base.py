@@ -98,6 +98,9 @@ class System(abc.ABC):
         the gamma threshold is fitted on them; when only some are (ae's holdout), the
         honest ones go in MachineScores.threshold_scores and the threshold is fitted on
         those; score_machine(test) -> MachineScores.
+    Reuse (asdx.load_detector, `asdx score`): load_machine(folder) restores from the
+    machine's folder alone everything score_machine needs (after load_global for systems
+    with a global stage), so a finished run scores new clips without retraining.
     """
 
     name: ClassVar[str] = ""
@@ -150,5 +153,9 @@ class System(abc.ABC):
         """Fits the machine's model or banks; returns honest (held-out) train-normal scores."""
 
     @abc.abstractmethod
+    def load_machine(self, folder: Path):
+        """Restores what fit_machine wrote into folder, ready for score_machine; no training, no dataset."""
+
+    @abc.abstractmethod
     def score_machine(self, test: ClipSet) -> MachineScores:
-        """Scores the test clips with what fit_machine fitted."""
+        """Scores the test clips with what fit_machine fitted (or load_machine restored)."""

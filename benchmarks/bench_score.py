@@ -1,0 +1,82 @@
+"""`asdx score` throughput: clips per second scored by a finished run, end to end from WAV.
+
+Per system: train a run once on one synthetic machine (small settings: scoring
+cost does not depend on how long a model trained), then time
+Detector.score_files over N 10 s stereo test clips: WAV decoding, features
+(and BEATs for the systems built on it), the model, the banks, the threshold.
+The goal of the issue is >= 200 clips/s for the AE on 2 CPU cores. The
+BEATs-based systems run with the random *tiny* BEATs here (no real weights on
+this machine), so their rows are a lower bound on real cost, labelled as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+import asdx
+from asdx.cli import main as asdx_main
+from asdx.data import generate
+from asdx.detector import load_detector
+from benchmarks._common import machine_lines, publish
+
+SETTINGS = {
+    "ae": ["--epochs", "1"],
+    "sera": ["--beats", "random-tiny", "--epochs", "1"],
+    "fusion": ["--beats", "random-tiny", "--epochs", "1"],
+    "proto": ["--beats", "random-tiny", "--size", "tiny", "--epochs", "1", "--batch-size", "8"],
+}
+GOAL_AE_CLIPS_PER_S = 200.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--systems", default="ae,sera,fusion,proto")
+    parser.add_argument("--clips", type=int, default=400, help="test clips scored (10 s each)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1, help="DataLoader workers decoding WAVs")
+    parser.add_argument("--work", default=None, help="folder for data and runs (default ~/.cache/asdx/bench-score)")
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args(argv)
+    asdx.set_num_threads(args.threads)
+    work = Path(args.work) if args.work else Path.home() / ".cache" / "asdx" / "bench-score"
+    per_cell = max(1, args.clips // 4)  # 4 test cells: source/target x normal/anomaly
+    data = generate(work / "data", machines="fan", seconds=10.0, n_source=40, n_target=4, n_test=per_cell,
+                    seed=1, progress=False)
+    test_dir = data / "dev_data" / "raw" / "fan" / "test"
+    paths = sorted(test_dir.glob("*.wav"))
+    rows = []
+    for system in args.systems.split(","):
+        run_dir = work / "runs" / system / "bench"
+        if not (run_dir / "machines" / "fan" / "done.json").exists():
+            code = asdx_main(["run", system, "--machine", "fan", "--data", str(data), "--out", str(work / "runs"),
+                              "--name", "bench", "--quiet", "--workers", "0", *SETTINGS[system]])
+            if code != 0:
+                raise SystemExit(f"training {system} for the benchmark failed")
+        with load_detector(run_dir, "fan", device="cpu", workers=args.workers) as detector:
+            detector.score_files(paths[:8])  # warm-up: imports, first allocations
+            start = time.perf_counter()
+            result = detector.score_files(paths)
+            elapsed = time.perf_counter() - start
+        assert len(result) == len(paths) and not result.failures
+        rate = len(paths) / elapsed
+        goal = (f"goal >= {GOAL_AE_CLIPS_PER_S:.0f}: {'met' if rate >= GOAL_AE_CLIPS_PER_S else 'NOT met'}"
+                if system == "ae" else "tiny random BEATs: lower bound on real cost")
+        rows.append(f"| {system} | {len(paths)} | {elapsed:.2f} s | {rate:.1f} | {goal} |")
+        print(rows[-1], flush=True)
+    section = [f"## bench_score — {datetime.now().astimezone().isoformat(timespec='seconds')}", "",
+               *machine_lines(args.threads, None), "",
+               f"`Detector.score_files` on {len(paths)} synthetic 10 s stereo clips of `fan` (16 kHz PCM WAV), end "
+               f"to end from the files, {args.workers} DataLoader worker(s), CPU, torch threads {torch.get_num_threads()}.",
+               "", "| system | clips | time | clips/s | note |", "|---|---:|---:|---:|---|", *rows, "",
+               "GPU rows: not run (no GPU on this machine)."]
+    publish(section, record_it=not args.no_record)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,243 @@
+"""A finished run as a detector: score new recordings with what `asdx run` trained.
+
+Condition monitoring trains once and then scores clips as they arrive. Everything
+scoring needs is in the run directory: the config, the global model (fusion), the
+machine's model, banks or prototypes, and its gamma threshold. load_detector reads
+only that (plus the BEATs checkpoint the config names, for the systems built on it):
+nothing is retrained and no dataset root is read. Scoring a run's own test clips
+again gives the scores of its test_scores.csv.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from asdx.data.audio import SAMPLE_RATE, _path_of
+from asdx.data.dataset import Clip
+from asdx.data.loader import ClipSet, check_headers
+from asdx.scoring.threshold import GammaThreshold
+
+GLOBAL_DIR = "global"  # the runner's folder of the global stage
+
+
+@dataclass
+class DetectorScores:
+    """Scores of several clips: names, the final score (higher = more anomalous) and its sub-scores."""
+
+    names: list[str]
+    scores: np.ndarray
+    sub_scores: dict[str, np.ndarray] = field(default_factory=dict)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (file, why) of inputs that were not scored
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def _version_key(version: str) -> tuple[str, ...]:
+    """major.minor: the run-directory layout and model files may change between minor versions."""
+    return tuple(version.split("+")[0].split(".")[:2])
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing; {what}") from None
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: unreadable ({error}); {what}") from error
+
+
+def _finished_machines(run_dir: Path) -> list[str]:
+    return sorted(p.parent.name for p in (run_dir / "machines").glob("*/done.json"))
+
+
+class Detector:
+    """One machine of a finished run: score(inputs) -> DetectorScores, decide(scores) -> 0/1.
+
+    Attributes: system (its name), config (the run's resolved config dict), notes (the run's
+    notes), threshold (the run's decision threshold), machine, run_dir.
+    """
+
+    def __init__(self, run_dir: Path, machine: str, system, resolved: dict, threshold: GammaThreshold,
+                 notes: list[str], workers: int, progress: bool, cache_dir: Path, owns_cache: bool):
+        self.run_dir, self.machine = run_dir, machine
+        self._system = system
+        self.system = resolved["system"]
+        self.config = resolved
+        self.notes = notes
+        self._threshold = threshold
+        self.threshold = float(threshold.threshold_)
+        self.seconds = resolved.get("seconds")
+        self.workers, self.progress = workers, progress
+        self._cache_dir, self._owns_cache = cache_dir, owns_cache
+
+    @property
+    def channels(self) -> int:
+        """Channels each clip must have: 1 (near) or 2 (near, far)."""
+        return self._system.input_channels
+
+    def decide(self, scores) -> np.ndarray:
+        """1 (anomaly) where a score exceeds the run's threshold, else 0."""
+        values = scores.scores if isinstance(scores, DetectorScores) else scores
+        return np.asarray(self._threshold.decide(np.asarray(values, dtype=np.float64)))
+
+    def score(self, inputs) -> DetectorScores:
+        """Scores WAV paths (files or folders of *.wav) or audio arrays (batch, channels, samples) at 16 kHz.
+
+        Raises ValueError naming the first bad input; score_files collects failures instead.
+        """
+        if isinstance(inputs, np.ndarray) or (isinstance(inputs, (list, tuple)) and inputs
+                                              and isinstance(inputs[0], np.ndarray)):
+            return self._score_arrays(inputs)
+        result = self.score_files(expand_inputs(inputs))
+        if result.failures:
+            path, why = result.failures[0]
+            raise ValueError(why if why.startswith(path) else f"{path}: {why}")
+        return result
+
+    def score_files(self, paths: Sequence[Path]) -> DetectorScores:
+        """Scores the readable files; a bad one (sample rate, channels, unreadable) goes to .failures."""
+        clips, lengths, failures = [], [], []
+        for path in paths:
+            try:
+                lengths.append(int(check_headers([path], self.channels)[0]))
+                clips.append(_new_clip(Path(path), self.machine, len(clips)))
+            except (ValueError, FileNotFoundError, OSError) as error:
+                failures.append((str(path), str(error)))
+        while clips:
+            try:
+                scores = self._score_clips(clips, np.array(lengths, dtype=np.int64))
+                break
+            except ValueError as error:  # decoding found a bad file (e.g. NaN samples): drop it, score the rest
+                bad = [i for i, c in enumerate(clips) if str(c.path) in str(error)]
+                if not bad:
+                    raise
+                failures.append((str(clips[bad[0]].path), str(error)))
+                del clips[bad[0]], lengths[bad[0]]
+        else:
+            scores = None
+        names = [c.name for c in clips]
+        if scores is None:
+            return DetectorScores(names, np.zeros(0), {}, failures)
+        return DetectorScores(names, scores.scores, dict(scores.sub_scores), failures)
+
+    def _score_clips(self, clips: list[Clip], lengths: np.ndarray):
+        test = ClipSet(clips, lengths, self.seconds, self.workers, self.progress, f"{self.machine} clips")
+        return self._system.score_machine(test)
+
+    def _score_arrays(self, audio) -> DetectorScores:
+        """In-memory audio goes through the same path as files: written as float WAVs to a temporary folder."""
+        import soundfile as sf
+
+        batch = list(audio) if not isinstance(audio, np.ndarray) or audio.ndim == 3 else [audio]
+        folder = Path(tempfile.mkdtemp(prefix="asdx-score-"))
+        try:
+            paths = []
+            for i, clip in enumerate(batch):
+                clip = np.asarray(clip, dtype=np.float32)
+                if clip.ndim != 2:
+                    raise ValueError(f"waveforms[{i}]: expected (channels, samples), got shape {clip.shape}.")
+                if not np.all(np.isfinite(clip)):
+                    raise ValueError(f"waveforms[{i}]: contains NaN or inf.")
+                path = folder / f"clip_{i:06d}.wav"
+                sf.write(str(path), clip.T, SAMPLE_RATE, subtype="FLOAT")
+                paths.append(path)
+            return self.score(paths)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def close(self) -> None:
+        """Removes the temporary feature cache (when load_detector made one)."""
+        if self._owns_cache:
+            shutil.rmtree(self._cache_dir, ignore_errors=True)
+
+    def __enter__(self) -> "Detector":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _new_clip(path: Path, machine: str, index: int) -> Clip:
+    """A clip record for a file outside the dataset: domain and label unknown."""
+    return Clip(path=path, machine=machine, dataset="scored", split="test", section="00", index=index, domain=None,
+                label=None)
+
+
+def expand_inputs(inputs: Iterable) -> list[Path]:
+    """Files as given; a folder contributes its *.wav files (sorted, not recursive)."""
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
+    paths: list[Path] = []
+    for item in inputs:
+        path = _path_of(item)
+        if path.is_dir():
+            paths.extend(sorted(p for p in path.iterdir() if p.suffix.lower() == ".wav"))
+        else:
+            paths.append(path)
+    return paths
+
+
+def load_detector(run_dir, machine: str, *, device: str | None = None, workers: int = 0, progress: bool = False,
+                  cache_dir=None) -> Detector:
+    """The detector of one finished machine of a run directory (runs/<system>/<name>).
+
+    device: overrides the run's device (e.g. "cpu" for a run trained on a GPU).
+    cache_dir: where frozen-backbone systems cache features of the scored clips; default a
+    temporary folder removed by Detector.close().
+    """
+    import asdx
+    from asdx.config import build_config
+    from asdx.runner import RunOptions, make_system, read_notes
+    from asdx.systems import SYSTEMS
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{run_dir}: not an asdx run directory (no config.json).")
+    resolved = _read_json(run_dir / "config.json", "the run directory is incomplete.")
+    environment = _read_json(run_dir / "environment.json", "the run directory is incomplete.")
+    made_by = str(environment.get("asdx", "unknown"))
+    if _version_key(made_by) != _version_key(asdx.__version__):
+        raise ValueError(f"{run_dir}: made by asdx {made_by}, this is asdx {asdx.__version__}; load it with "
+                         f"asdx {'.'.join(_version_key(made_by))}.x or rerun the system.")
+    system_name = resolved.get("system")
+    if system_name not in SYSTEMS:
+        raise ValueError(f"{run_dir}: unknown system {system_name!r} in config.json.")
+    machine_dir = run_dir / "machines" / machine
+    if not (machine_dir / "done.json").is_file():
+        finished = _finished_machines(run_dir)
+        raise ValueError(f"{machine_dir}: machine {machine!r} did not finish in this run (no done.json); finished: "
+                         f"{', '.join(finished) or 'none'}.")
+    threshold = GammaThreshold.from_dict(_read_json(machine_dir / "threshold.json", "rerun the machine."))
+
+    stored = dict(resolved.get("config", {}))
+    if device is not None:
+        stored["device"] = device
+    config = build_config(SYSTEMS[system_name].config, stored, {}, source=str(run_dir / "config.json"))
+    owns_cache = cache_dir is None
+    cache = Path(tempfile.mkdtemp(prefix="asdx-detector-cache-")) if owns_cache else Path(cache_dir)
+    options = RunOptions(system=system_name, machines=machine, data=run_dir, out=run_dir.parent.parent,
+                         progress=progress, workers=workers, cache_dir=cache,
+                         seconds=float(resolved.get("seconds", 10.0)))
+    system = make_system(options, config)
+    try:
+        system.prepare()
+        if system.uses_global_stage:
+            system.load_global(run_dir / GLOBAL_DIR)
+        system.load_machine(machine_dir)
+    except BaseException:
+        if owns_cache:
+            shutil.rmtree(cache, ignore_errors=True)
+        raise
+    return Detector(run_dir, machine, system, resolved, threshold, read_notes(run_dir), workers, progress, cache,
+                    owns_cache)
+
+
+__all__ = ["Detector", "DetectorScores", "expand_inputs", "load_detector"]
