@@ -145,3 +145,19 @@ def test_bad_arguments(tmp_path):
         load_clip(path, pad=True)
     with pytest.raises(ValueError, match="paths"):
         load_clips([])
+
+
+def test_pcm16_is_read_bit_identical_to_libsndfile_float(tmp_path):
+    """16-bit PCM is read as int16 and scaled by 2**-15 (faster); the values must equal libsndfile's own float read."""
+    import soundfile as sf
+
+    from asdx.data.audio import load_clip
+
+    rng = np.random.default_rng(0)
+    samples = rng.integers(-32768, 32767, size=(4000, 2), dtype=np.int16)
+    samples[:2] = [[-32768, 32767], [0, 1]]  # the extremes and the smallest step
+    path = tmp_path / "pcm16.wav"
+    sf.write(str(path), samples, 16000, subtype="PCM_16")
+    expected = sf.read(str(path), dtype="float32", always_2d=True)[0].T
+    np.testing.assert_array_equal(load_clip(path, channels=2), expected)
+    np.testing.assert_array_equal(load_clip(path, channels=1), expected[:1])

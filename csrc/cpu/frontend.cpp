@@ -85,7 +85,8 @@ void logmel_impl(const float* signals, int64_t n_signals, int64_t n_samples, con
       setup.fft.forward(spectrum.data());
       setup.powers(spectrum.data(), n, power.data());
       float* row = out + item * n_mels;
-      for (int m = 0; m < n_mels; ++m) row[m] = spectral::power_to_db(setup.band(power.data(), m));
+      for (int m = 0; m < n_mels; ++m) row[m] = setup.band(power.data(), m);
+      for (int m = 0; m < n_mels; ++m) row[m] = spectral::power_to_db(row[m]);  // a separate loop: vectorised
     }
   });
 }
@@ -120,9 +121,10 @@ void kaldi_impl(const float* signals, int64_t n_signals, int64_t n_samples, cons
       setup.fft.forward(spectrum.data());
       setup.powers(spectrum.data(), n, power.data());
       float* row = out + item * n_mels;
-      for (int m = 0; m < n_mels; ++m) {
-        const float value = spectral::kaldi_log(setup.band(power.data(), m));
-        row[m] = config.beats_normalise ? spectral::beats_normalise(value) : value;
+      for (int m = 0; m < n_mels; ++m) row[m] = setup.band(power.data(), m);
+      for (int m = 0; m < n_mels; ++m) row[m] = spectral::kaldi_log(row[m]);  // a separate loop: vectorised
+      if (config.beats_normalise) {
+        for (int m = 0; m < n_mels; ++m) row[m] = spectral::beats_normalise(row[m]);
       }
     }
   });
