@@ -14,6 +14,7 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
+from asdx import _cuda
 from asdx._native import _C, follow_torch_threads, require_cuda_kernels
 from asdx.scoring._domains import domain_codes
 from asdx._arrays import Prepared, like_input, match_device, prepare, require_same_width
@@ -60,8 +61,6 @@ def gmm_diag_loglik(queries, weights, means, variances):
         device = q.data.device
         out = torch.empty((n,), dtype=torch.float64, device=device)
         if n > 0:
-            from asdx import _cuda
-
             lw = torch.from_numpy(log_weights).to(device)
             m_dev, v_dev = match_device(m, q), match_device(v, q)
             k, float32 = m.shape[0], q.numpy_dtype == np.float32
@@ -73,8 +72,6 @@ def gmm_diag_loglik(queries, weights, means, variances):
         return out
     follow_torch_threads()
     return like_input(_C.gmm_diag_loglik_cpu(q.numpy(), log_weights, m.numpy(), v.numpy()), q)
-
-
 
 
 def _is_int(value) -> bool:
