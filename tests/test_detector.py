@@ -186,3 +186,13 @@ def test_asdx_score_watch_scores_a_file_written_after_start(runs, data, tmp_path
         asdx.watch.watch = original
     lines = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
     assert [(name, float(score)) for name, score, _ in lines] == [(source.name, expected)]
+
+
+def test_a_temporary_feature_cache_does_not_grow_between_calls(runs, data):
+    """--watch runs for days: the detector's own cache holds nothing once a score call returns."""
+    paths = sorted((data / "dev_data" / "raw" / "fan" / "test").glob("*.wav"))
+    with load_detector(runs["sera"], "fan") as detector:
+        cache = detector._cache_dir
+        detector.score(paths[:3])
+        assert cache.is_dir() and not any(cache.iterdir())
+    assert not cache.exists()

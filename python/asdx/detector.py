@@ -123,6 +123,7 @@ class Detector:
                 del clips[bad[0]], lengths[bad[0]]
         else:
             scores = None
+        self._empty_owned_cache()
         names = [c.name for c in clips]
         if scores is None:
             return DetectorScores(names, np.zeros(0), {}, failures)
@@ -152,6 +153,15 @@ class Detector:
             return self.score(paths)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+    def _empty_owned_cache(self) -> None:
+        """A temporary cache only serves one call: emptied after each, so `--watch` over days stays bounded."""
+        if self._owns_cache and self._cache_dir.exists():
+            for entry in self._cache_dir.iterdir():
+                if entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
 
     def close(self) -> None:
         """Removes the temporary feature cache (when load_detector made one)."""
@@ -190,8 +200,9 @@ def load_detector(run_dir, machine: str, *, device: str | None = None, workers: 
     """The detector of one finished machine of a run directory (runs/<system>/<name>).
 
     device: overrides the run's device (e.g. "cpu" for a run trained on a GPU).
-    cache_dir: where frozen-backbone systems cache features of the scored clips; default a
-    temporary folder removed by Detector.close().
+    cache_dir: where frozen-backbone systems cache features of the scored clips (kept, so scoring
+    the same files again is cheap); default a temporary folder, emptied after each score call
+    and removed by Detector.close().
     """
     import asdx
     from asdx.config import build_config
