@@ -257,3 +257,28 @@ def test_resume_after_a_failure_keeps_checkpoints_and_a_plain_rerun_clears_them(
     counting.fail_on = None
     run(options(data, tmp_path, "fan", name="fresh"), CountingConfig())  # a plain rerun starts afresh
     assert not (tmp_path / "counting" / "fresh" / "machines" / "fan" / "checkpoint.txt").exists()
+
+
+def _worker_pid_and_energy(audio):
+    import os
+
+    return os.getpid(), audio.pow(2).mean(dim=(1, 2))
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_batches_transform_runs_where_batches_are_assembled(data, workers):
+    """ClipSet.batches(transform=...): features computed in the DataLoader worker (the AE scores this way)."""
+    import os
+
+    from asdx.data import machine_clips, resolve_machines
+
+    clips = machine_clips(resolve_machines(data, "fan")[0], "test")[:6]
+    clip_set = ClipSet(clips, check_headers(clips, 1), 10.0, workers)
+    plain = np.zeros(len(clips))
+    for indices, audio in clip_set.batches(1, batch_size=4):
+        plain[indices] = audio.pow(2).mean(dim=(1, 2)).numpy()
+    seen = np.zeros(len(clips))
+    for indices, (pid, energy) in clip_set.batches(1, batch_size=4, transform=_worker_pid_and_energy):
+        assert (pid != os.getpid()) == (workers > 0)
+        seen[indices] = energy.numpy()
+    np.testing.assert_array_equal(seen, plain)

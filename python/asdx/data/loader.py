@@ -71,12 +71,20 @@ class _ClipAudio(torch.utils.data.Dataset):
         return i, np.ascontiguousarray(audio[..., : self.crop[i]]), None
 
 
-def _collate(items):
-    for _, _, error in items:
-        if error is not None:
-            return error
-    indices = np.array([i for i, _, _ in items], dtype=np.int64)
-    return indices, torch.from_numpy(np.stack([audio for _, audio, _ in items]))
+class _Collate:
+    """Stacks a batch's audio; `transform` (audio batch -> features) then runs where the batch is
+    assembled: in the DataLoader worker when there are workers, overlapping the model's work."""
+
+    def __init__(self, transform=None):
+        self.transform = transform
+
+    def __call__(self, items):
+        for _, _, error in items:
+            if error is not None:
+                return error
+        indices = np.array([i for i, _, _ in items], dtype=np.int64)
+        audio = torch.from_numpy(np.stack([audio for _, audio, _ in items]))
+        return indices, (audio if self.transform is None else self.transform(audio))
 
 
 def _worker_init(_worker_id: int) -> None:
@@ -139,11 +147,14 @@ class ClipSet:
         return plan
 
     def batches(self, channels: int, batch_size: int = DEFAULT_BATCH_SIZE, desc: str | None = None,
-                plan: Sequence[Sequence[int]] | None = None) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+                plan: Sequence[Sequence[int]] | None = None,
+                transform=None) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
         """Yields (indices into this set, float32 audio (batch, channels, samples)) until every clip was seen once.
 
         plan: the index batches to load, in order (each of one cropped length), instead of batch_plan(batch_size);
         a training loop passes its shuffled batches here.
+        transform: audio batch tensor -> what is yielded instead (e.g. features), computed in the
+        DataLoader worker when there are workers (one torch/asdx thread each), else here.
         """
         if channels not in (1, 2):
             raise ValueError(f"channels: expected 1 or 2, got {channels!r}.")
@@ -161,7 +172,7 @@ class ClipSet:
                     raise ValueError(f"plan: batch {batch[:4]}... mixes cropped lengths; batches are never padded.")
         dataset = _ClipAudio(self.clips, channels, crop)
         loader = torch.utils.data.DataLoader(
-            dataset, batch_sampler=plan, collate_fn=_collate, num_workers=self.workers,
+            dataset, batch_sampler=plan, collate_fn=_Collate(transform), num_workers=self.workers,
             worker_init_fn=_worker_init if self.workers else None, prefetch_factor=2 if self.workers else None,
             persistent_workers=False)
         with tqdm(total=sum(len(batch) for batch in plan), desc=desc or self.label, unit="clip", disable=not self.progress,

@@ -251,7 +251,15 @@ class AESystem(System):
         return MachineScores(self.train_scores_)
 
     def score_machine(self, test) -> MachineScores:
-        return MachineScores(self.score_vectors(self.stream_vectors(test)))
+        """Scores batch by batch as they arrive; the DataLoader workers (if any) compute the log-mel
+        vectors while this process runs the AE, so no split's vectors are held at once."""
+        scores = np.zeros(len(test))
+        for indices, vectors in test.batches(self.input_channels, batch_size=64, transform=self._vectors_of):
+            scores[indices] = self.score_vectors(vectors)
+        return MachineScores(scores)
+
+    def _vectors_of(self, audio: torch.Tensor) -> torch.Tensor:
+        return clip_vectors(audio.numpy(), self.config)
 
     # ------------------------------------------------------------------ training
     def fit(self, waveforms: np.ndarray, domains, checkpoint: Path | None = None, progress: bool = True):
