@@ -185,10 +185,7 @@ class AESystem(System):
         return self.config.channel + 1
 
     def __init__(self, config: AEConfig | None = None, context: SystemContext | None = None):
-        from asdx.config import resolve_device
-
-        config = config or AEConfig()
-        super().__init__(config, context or SystemContext(device=resolve_device(config.device)))
+        super().__init__(config or AEConfig(), context)
         self.device = self.context.device
         self.reset()
 

@@ -113,9 +113,12 @@ class System(abc.ABC):
     # config fields that do not change the global model (scoring options, device...), left out of its key
     per_machine_config_fields: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(self, config, context: SystemContext):
+    def __init__(self, config, context: SystemContext | None = None):
+        """context: the runner's; library use without one gets the config's device and defaults."""
+        from asdx.config import resolve_device
+
         self.config = config
-        self.context = context
+        self.context = context or SystemContext(device=resolve_device(getattr(config, "device", "cpu")))
 
     @property
     def input_channels(self) -> int:

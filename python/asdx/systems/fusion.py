@@ -378,10 +378,7 @@ class FusionSystem(System):
                                            "device", "embed_batch_size", "token_memory_mb"})
 
     def __init__(self, config: FusionConfig | None = None, context: SystemContext | None = None):
-        from asdx.config import resolve_device
-
-        config = config or FusionConfig()
-        super().__init__(config, context or SystemContext(device=resolve_device(config.device)))
+        super().__init__(config or FusionConfig(), context)
         self.device = torch.device(self.context.device)
         self.trunk_batches = 0
         self.epochs_run = 0

@@ -281,10 +281,7 @@ class ProtoSystem(System):
     per_machine_config_fields = frozenset({"device", "embed_batch_size", "feature_memory_mb"})
 
     def __init__(self, config: ProtoConfig | None = None, context: SystemContext | None = None):
-        from asdx.config import resolve_device
-
-        config = config or ProtoConfig()
-        super().__init__(config, context or SystemContext(device=resolve_device(config.device)))
+        super().__init__(config or ProtoConfig(), context)
         self.device = torch.device(self.context.device)
         self.feature_batches = 0
         self.epochs_run = 0

@@ -363,10 +363,7 @@ class SeraSystem(System):
                                            "token_memory_mb"})
 
     def __init__(self, config: SeraConfig | None = None, context: SystemContext | None = None):
-        from asdx.config import resolve_device
-
-        config = config or SeraConfig()
-        super().__init__(config, context or SystemContext(device=resolve_device(config.device)))
+        super().__init__(config or SeraConfig(), context)
         self.device = torch.device(self.context.device)
         self.forward_batches = 0
         self.head_epochs = 0
