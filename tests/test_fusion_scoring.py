@@ -88,7 +88,7 @@ def domains(source: int, target: int) -> np.ndarray:
 def test_train_scores_are_out_of_fold_and_match_a_direct_computation(domain, splitter, n_components):
     rng = np.random.default_rng(11)
     x = planted(2, seed=11, rows_per_cluster=30)[rng.permutation(60)]
-    scorer = DiagGMMScorer(n_components, max_components=4, n_splits=5).fit(x, domain)
+    scorer = DiagGMMScorer(n_components, max_components=4, n_splits=5).fit(x, domain=domain)
     k = scorer.n_components_
     before = {name: np.copy(getattr(scorer, name)) for name in ("weights_", "means_", "variances_")}
     bic_before = dict(scorer.bic_)

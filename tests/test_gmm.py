@@ -200,7 +200,7 @@ def test_scorer_errors_name_the_argument():
         DiagGMMScorer().fit(x, domain=[0] * 3)
     with pytest.raises(ValueError, match="domain"):  # an unknown label, not a silent third stratum
         DiagGMMScorer().fit(x, domain=["src"] * 10 + ["target"] * 10)
-    with pytest.raises(ValueError, match="X: has 2 features"):
+    with pytest.raises(ValueError, match="X has 2 features"):
         DiagGMMScorer().fit(x).score_samples(x[:, :2])
 
 

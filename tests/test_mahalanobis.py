@@ -273,10 +273,10 @@ def test_scorer_errors_name_the_argument():
         MahalanobisScorer().fit(x, domain=["source"] * 19)
     with pytest.raises(ValueError, match="domain"):
         MahalanobisScorer().fit(x, domain=["source"] * 19 + ["test"])
-    with pytest.raises(ValueError, match="target domain has 1 row"):
+    with pytest.raises(ValueError, match="target domain has 1 sample"):
         MahalanobisScorer().fit(x, domain=[0] * 19 + [1])
     scorer = MahalanobisScorer().fit(x)
-    with pytest.raises(ValueError, match="X: has 3 features"):
+    with pytest.raises(ValueError, match="X has 3 features"):
         scorer.score_samples(x[:, :3])
     with pytest.raises(ValueError, match="X"):
         scorer.score_samples(np.full((2, 4), np.nan))

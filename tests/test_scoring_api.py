@@ -72,8 +72,8 @@ def test_train_scores_after_fit_are_cached_copies_of_the_data_given_to_fit(cls, 
     x, domain = two_domains(1)
     x = x.astype(np.float32 if cls is KNNScorer else np.float64)  # the scorer's own dtype: no converting copy
     fit_domain = None if cls is DiagGMMScorer else domain
-    scorer = cls(**params).fit(x, fit_domain)
-    expected = clone(scorer).fit(x.copy(), fit_domain).train_scores_
+    scorer = cls(**params).fit(x, domain=fit_domain)
+    expected = clone(scorer).fit(x.copy(), domain=fit_domain).train_scores_
     x[:] = 0.0  # the caller reuses its buffer: train_scores_ still describes the rows given to fit
     train = scorer.train_scores_
     assert train.dtype == np.float64 and train.shape == (48,) and np.isfinite(train).all()
@@ -81,7 +81,7 @@ def test_train_scores_after_fit_are_cached_copies_of_the_data_given_to_fit(cls, 
     train[:] = -1.0  # a copy per access: the cache is not changed through it
     np.testing.assert_array_equal(scorer.train_scores_, expected)
     other, other_domain = two_domains(2, source=30)
-    refit = scorer.fit(other, None if fit_domain is None else other_domain)
+    refit = scorer.fit(other, domain=None if fit_domain is None else other_domain)
     assert refit.train_scores_.shape == (38,)  # fit starts over
 
 
@@ -92,16 +92,16 @@ def test_train_scores_after_fit_are_cached_copies_of_the_data_given_to_fit(cls, 
 def test_leave_one_out_is_the_score_of_a_fit_without_the_row(cls, params):
     # The definition, row by row: fit without row i, score row i.
     x, domain = two_domains(3)
-    train = cls(**params).fit(x, domain).train_scores_
+    train = cls(**params).fit(x, domain=domain).train_scores_
     for i in range(len(x)):
-        alone = cls(**params).fit(np.delete(x, i, axis=0), np.delete(domain, i))
+        alone = cls(**params).fit(np.delete(x, i, axis=0), domain=np.delete(domain, i))
         assert train[i] == pytest.approx(alone.score_samples(x[i : i + 1])[0], rel=1e-9), i
 
 
 def test_knn_train_scores_equal_brute_force_leave_one_out():
     x, domain = two_domains(4, target=3)
     k = 3  # the 3-row target bank has too few rows once a row is out: its rows use the source bank only
-    train = KNNScorer(k=k).fit(x, domain).train_scores_
+    train = KNNScorer(k=k).fit(x, domain=domain).train_scores_
     expected = np.empty(len(x))
     for i in range(len(x)):
         per_domain = []
@@ -119,7 +119,7 @@ def test_knn_train_scores_equal_brute_force_leave_one_out():
 def test_gmm_train_scores_equal_sklearn_per_fold():
     x, domain = two_domains(5, source=60, target=8)
     params = dict(n_components=2, reg_covar=1e-5, random_state=4)
-    train = DiagGMMScorer(**params, n_splits=4).fit(x, domain).train_scores_
+    train = DiagGMMScorer(**params, n_splits=4).fit(x, domain=domain).train_scores_
     expected = np.full(len(x), np.nan)
     for kept, held in StratifiedKFold(4, shuffle=True, random_state=4).split(x, domain):
         model = GaussianMixture(2, covariance_type="diag", reg_covar=1e-5, random_state=4).fit(x[kept])
@@ -149,7 +149,7 @@ def numpy_leave_one_out_mahalanobis(x, domain, shrinkage):
 @pytest.mark.parametrize("shrinkage", [None, 0.3, "ledoit-wolf"])
 def test_mahalanobis_train_scores_equal_numpy_leave_one_out(shrinkage):
     x, domain = two_domains(6)
-    scorer = MahalanobisScorer(shrinkage=shrinkage).fit(x, domain)
+    scorer = MahalanobisScorer(shrinkage=shrinkage).fit(x, domain=domain)
     train = scorer.train_scores_
     expected = numpy_leave_one_out_mahalanobis(x, domain, 0.0 if shrinkage is None else shrinkage)
     np.testing.assert_allclose(train, expected, rtol=1e-9)
@@ -179,9 +179,9 @@ def test_mahalanobis_train_scores_refit_singular_left_out_covariances():
         # the message names a row of X, not a row of the domain
         with pytest.raises(ValueError, match="leaving row 25 out of the target domain"):
             MahalanobisScorer(ridge=False).fit(np.vstack([rng.standard_normal((25, 3)), flat]),
-                                               [0] * 25 + [1] * 20).train_scores_
-        train = MahalanobisScorer().fit(x, domain).train_scores_
-        expected = [MahalanobisScorer().fit(np.delete(x, i, axis=0), np.delete(domain, i))
+                                               domain=[0] * 25 + [1] * 20).train_scores_
+        train = MahalanobisScorer().fit(x, domain=domain).train_scores_
+        expected = [MahalanobisScorer().fit(np.delete(x, i, axis=0), domain=np.delete(domain, i))
                     .score_samples(x[i : i + 1])[0] for i in range(len(x))]
     np.testing.assert_allclose(train, expected, rtol=1e-9)
     with pytest.warns(UserWarning, match="ridge"), pytest.raises(ValueError, match="the all domain has 2 rows"):

@@ -19,7 +19,7 @@ def clusters(seed=0):
 
 def test_knn_scorer_takes_the_nearer_domain():
     X, domain = clusters()
-    scorer = KNNScorer(k=1).fit(X, domain)
+    scorer = KNNScorer(k=1).fit(X, domain=domain)
     near_target = np.full((1, 6), -5.0, np.float32)
     far = np.full((1, 6), 40.0, np.float32)
     scores = scorer.score_samples(np.concatenate([near_target, far]))
@@ -31,7 +31,7 @@ def test_knn_scorer_takes_the_nearer_domain():
 
 def test_knn_train_scores_are_leave_one_out():
     X, domain = clusters(1)
-    scorer = KNNScorer(k=2).fit(X, domain)
+    scorer = KNNScorer(k=2).fit(X, domain=domain)
     train = scorer.train_scores_
     assert train.shape == (210,) and np.all(train > 0)
     i = 7
@@ -50,14 +50,14 @@ def test_knn_without_domain_and_bad_input():
         KNNScorer().fit(X, domain=["source"] * 3)
     with pytest.raises(ValueError, match="domain: labels must be"):
         KNNScorer().fit(X, domain=np.array(["src"] * len(X)))
-    with pytest.raises(ValueError, match="X: has 5 features"):
+    with pytest.raises(ValueError, match="X has 5 features"):
         scorer.score_samples(np.zeros((2, 5)))
     with pytest.raises(NotFittedError, match="fit"):
         KNNScorer().score_samples(X)
     with pytest.raises(ValueError, match="k: must be"):
         KNNScorer(k=0).fit(X)
     with pytest.raises(ValueError, match="fewer than k"):
-        KNNScorer(k=20).fit(X, np.array(["source"] * 200 + ["target"] * 10))
+        KNNScorer(k=20).fit(X, domain=np.array(["source"] * 200 + ["target"] * 10))
 
 
 def test_rank_normalize_is_the_mid_rank_ecdf():

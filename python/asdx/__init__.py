@@ -33,8 +33,10 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'asdx' has no attribute {name!r}")
 
 
+# The public names: the functions above, the version and the subpackages (loaded lazily by __getattr__).
+__all__ = ["__version__", "get_num_threads", "info", "load_detector", "set_num_threads", *SUBMODULES]
+
+
 def __dir__():
-    return sorted([*globals(), *SUBMODULES])
-
-
-__all__ = ["SUBMODULES", "__version__", "get_num_threads", "info", "load_detector", "set_num_threads"]
+    """The public names only (not the helpers this module imports, e.g. importlib's `version`)."""
+    return sorted(__all__)

@@ -5,7 +5,8 @@ scoring needs is in the run directory: the config, the global model (fusion), th
 machine's model, banks or prototypes, and its gamma threshold. load_detector reads
 only that (plus the BEATs checkpoint the config names, for the systems built on it):
 nothing is retrained and no dataset root is read. Scoring a run's own test clips
-again gives the scores of its test_scores.csv.
+again gives the scores of its test_scores.csv. Audio arrays are scored in memory, through the
+same ClipSet streaming as files (asdx.data.loader.ArrayClip), and messages name them by index.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+import torch
 
-from asdx.data.audio import SAMPLE_RATE, _path_of
+from asdx.data.audio import _path_of
 from asdx.data.dataset import Clip
-from asdx.data.loader import ClipSet, check_headers
+from asdx.data.loader import ArrayClip, ClipSet, check_headers
 from asdx.scoring.threshold import GammaThreshold
 
 GLOBAL_DIR = "global"  # the runner's folder of the global stage
@@ -88,13 +90,20 @@ class Detector:
         values = scores.scores if isinstance(scores, DetectorScores) else scores
         return np.asarray(self._threshold.decide(np.asarray(values, dtype=np.float64)))
 
-    def score(self, inputs) -> DetectorScores:
-        """Scores WAV paths (files or folders of *.wav) or audio arrays (batch, channels, samples) at 16 kHz.
+    def __repr__(self) -> str:
+        return (f"Detector(system={self.system!r}, machine={self.machine!r}, run_dir={str(self.run_dir)!r}, "
+                f"threshold={self.threshold:.6g})")
 
-        Raises ValueError naming the first bad input; score_files collects failures instead.
+    def score(self, inputs) -> DetectorScores:
+        """Scores WAV paths (files or folders of *.wav) or audio arrays at 16 kHz: one array (batch,
+        channels, samples) or (channels, samples), or a list of (channels, samples) arrays (numpy or torch).
+
+        Arrays are float audio in [-1, 1]; int16 arrays are 16-bit PCM, scaled by 1/32768 as a
+        PCM_16 file is read; other integer types are refused. They are scored in memory and named
+        "inputs[i]" in the result and in messages. Raises ValueError naming the first bad input;
+        score_files collects failures instead.
         """
-        if isinstance(inputs, np.ndarray) or (isinstance(inputs, (list, tuple)) and inputs
-                                              and isinstance(inputs[0], np.ndarray)):
+        if _is_array(inputs) or (isinstance(inputs, (list, tuple)) and inputs and _is_array(inputs[0])):
             return self._score_arrays(inputs)
         result = self.score_files(expand_inputs(inputs))
         if result.failures:
@@ -134,25 +143,17 @@ class Detector:
         return self._system.score_machine(test)
 
     def _score_arrays(self, audio) -> DetectorScores:
-        """In-memory audio goes through the same path as files: written as float WAVs to a temporary folder."""
-        import soundfile as sf
-
-        batch = list(audio) if not isinstance(audio, np.ndarray) or audio.ndim == 3 else [audio]
-        folder = Path(tempfile.mkdtemp(prefix="asdx-score-"))
+        """In-memory audio, checked and named "inputs[i]", streamed through the system as files are."""
+        batch = list(audio) if not _is_array(audio) or audio.ndim == 3 else [audio]
+        clips = [ArrayClip.from_array(clip, f"inputs[{i}]", self.channels, machine=self.machine, index=i)
+                 for i, clip in enumerate(batch)]
         try:
-            paths = []
-            for i, clip in enumerate(batch):
-                clip = np.asarray(clip, dtype=np.float32)
-                if clip.ndim != 2:
-                    raise ValueError(f"waveforms[{i}]: expected (channels, samples), got shape {clip.shape}.")
-                if not np.all(np.isfinite(clip)):
-                    raise ValueError(f"waveforms[{i}]: contains NaN or inf.")
-                path = folder / f"clip_{i:06d}.wav"
-                sf.write(str(path), clip.T, SAMPLE_RATE, subtype="FLOAT")
-                paths.append(path)
-            return self.score(paths)
+            scores = self._system.score_machine(ClipSet.from_arrays(clips, seconds=self.seconds, workers=self.workers,
+                                                                    progress=self.progress,
+                                                                    label=f"{self.machine} arrays"))
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            self._empty_owned_cache()
+        return DetectorScores([c.name for c in clips], scores.scores, dict(scores.sub_scores), [])
 
     def _empty_owned_cache(self) -> None:
         """A temporary cache only serves one call: emptied after each, so `--watch` over days stays bounded."""
@@ -173,6 +174,10 @@ class Detector:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _is_array(value) -> bool:
+    return isinstance(value, (np.ndarray, torch.Tensor))
 
 
 def _new_clip(path: Path, machine: str, index: int) -> Clip:

@@ -8,18 +8,24 @@ cropped length: no model sees zero padding it was not trained on.
 `check_headers` reads only the WAV headers: it is cheap enough to run over every
 selected machine before the first training step, and it gives the lengths the
 batches are grouped by. Full decoding (NaN/inf checks) happens while streaming.
+
+A ClipSet may also hold `ArrayClip`s, audio already in memory (asdx.detector scores
+arrays this way): they stream like files, without a detour through disk, and every
+message names them as the caller did (e.g. "inputs[3]").
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import warnings
+from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import numpy as np
 import soundfile as sf
 import torch
 
-from asdx.data.audio import SAMPLE_RATE, _path_of, check_wav_complete, load_clip
+from asdx.data.audio import _PCM16_SCALE, SAMPLE_RATE, AudioWarning, _path_of, check_wav_complete, load_clip
 
 DEFAULT_BATCH_SIZE = 16
 
@@ -52,6 +58,83 @@ def check_headers(clips: Sequence, channels: int, sample_rate: int = SAMPLE_RATE
     return lengths
 
 
+@dataclass(frozen=True, eq=False)
+class ArrayClip:
+    """A test clip held in memory: float32 (channels, samples) at 16 kHz, checked by `from_array`.
+
+    name: what messages and score tables call it (e.g. "inputs[3]"). Domain and label are
+    unknown, as for a file outside the dataset. content_key: a hash of the samples, which keys
+    its features in asdx.models.cache.FeatureCache where a file's path, size and mtime do.
+    """
+
+    audio: np.ndarray = field(repr=False)
+    name: str
+    machine: str = ""
+    index: int = 0
+    dataset: str = "scored"
+    split: str = "test"
+    section: str = "00"
+    domain: str | None = None
+    label: str | None = None
+    content_key: str = field(init=False, repr=False)
+
+    def __post_init__(self):
+        digest = hashlib.sha256(f"{self.audio.dtype.str}{self.audio.shape}".encode())
+        digest.update(np.ascontiguousarray(self.audio).data)
+        object.__setattr__(self, "content_key", digest.hexdigest())
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def from_array(cls, array, name: str, channels: int, **fields) -> "ArrayClip":
+        """Checks audio as the file reader checks a file, naming `name`: (channels, samples), 1 or 2
+        channels and at least `channels`, at least one sample, finite. Float audio becomes float32;
+        int16 is 16-bit PCM, scaled by 2**-15 as the reader scales a PCM_16 file (so an int16 array
+        scores as its WAV does); other integer types are refused (their scale is not known)."""
+        if isinstance(array, torch.Tensor):
+            array = array.detach().cpu().numpy()
+        try:
+            audio = np.asarray(array)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{name}: cannot be read as an audio array ({error}).") from error
+        if audio.dtype.kind == "i" and audio.dtype.itemsize == 2:  # int16, either byte order
+            audio = np.multiply(audio, _PCM16_SCALE, dtype=np.float32)
+        elif audio.dtype.kind in "iub":
+            raise ValueError(f"{name}: dtype {audio.dtype} is not float audio; pass float samples in [-1, 1] "
+                             "(int16 is read as 16-bit PCM and scaled by 1/32768; other integer types are refused).")
+        elif audio.dtype.kind != "f":
+            raise ValueError(f"{name}: dtype {audio.dtype} cannot be read as float audio.")
+        audio = np.ascontiguousarray(audio, dtype=np.float32)
+        if audio.ndim != 2:
+            raise ValueError(f"{name}: expected (channels, samples), got shape {audio.shape}.")
+        n_channels, n_samples = audio.shape
+        if n_channels > 2 or n_channels == 0:
+            raise ValueError(f"{name}: {n_channels} channels (shape {audio.shape}), expected 1 or 2 (near, far).")
+        if n_channels < channels:
+            raise ValueError(f"{name}: {n_channels} channel(s), this system needs {channels} (near, far).")
+        if n_samples == 0:
+            raise ValueError(f"{name}: empty audio (0 samples).")
+        bad = ~np.isfinite(audio)
+        if bad.any():
+            channel, sample = (int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"{name}: contains NaN or inf (first at channel {channel}, sample {sample}).")
+        if not audio.any():
+            warnings.warn(f"{name}: the clip is all zeros.", AudioWarning, stacklevel=2)
+        return cls(audio, name, **fields)
+
+    def load(self, channels: int) -> np.ndarray:
+        """The first `channels` channels, as load_clip returns a file's."""
+        if self.audio.shape[0] < channels:
+            raise ValueError(f"{self.name}: {self.audio.shape[0]} channel(s), this system needs {channels} (near, far).")
+        return self.audio[:channels]
+
+
+def _label(clip) -> str:
+    """What a message calls a clip: an in-memory clip's name, a file's path."""
+    return clip.name if isinstance(clip, ArrayClip) else str(_path_of(clip))
+
+
 class _ClipAudio(torch.utils.data.Dataset):
     """Item i -> (i, cropped float32 audio, None) or (i, None, error message): errors cross processes as text."""
 
@@ -62,12 +145,14 @@ class _ClipAudio(torch.utils.data.Dataset):
         return len(self.clips)
 
     def __getitem__(self, i: int):
+        clip = self.clips[i]
         try:
-            audio = load_clip(self.clips[i], channels=self.channels, seconds=None)
+            audio = clip.load(self.channels) if isinstance(clip, ArrayClip) else load_clip(clip, channels=self.channels,
+                                                                                          seconds=None)
         except (ValueError, FileNotFoundError) as error:
             return i, None, str(error)
         if audio.shape[-1] < self.crop[i]:
-            return i, None, f"{_path_of(self.clips[i])}: {audio.shape[-1]} samples, the header said {self.crop[i]}."
+            return i, None, f"{_label(clip)}: {audio.shape[-1]} samples, the header said {self.crop[i]}."
         return i, np.ascontiguousarray(audio[..., : self.crop[i]]), None
 
 
@@ -113,6 +198,12 @@ class ClipSet:
     def from_clips(cls, clips: Sequence, channels: int, **kwargs) -> "ClipSet":
         clips = list(clips)
         return cls(clips, check_headers(clips, channels), **kwargs)
+
+    @classmethod
+    def from_arrays(cls, clips: Sequence[ArrayClip], **kwargs) -> "ClipSet":
+        """In-memory clips (ArrayClip.from_array checked them); their lengths are their arrays'."""
+        clips = list(clips)
+        return cls(clips, np.array([c.audio.shape[-1] for c in clips], dtype=np.int64), **kwargs)
 
     def __len__(self) -> int:
         return len(self.clips)

@@ -11,7 +11,9 @@ leftover temp files are removed by `clean_partials`. Only valid for a frozen
 backbone: a model being trained changes its fingerprint.
 
 A clip is given as a path or as a record with a ``.path`` (asdx.data.Clip, as
-ClipSet holds them); both name the same entry.
+ClipSet holds them); both name the same entry. A clip held in memory
+(asdx.data.loader.ArrayClip) has no file: its `content_key`, a hash of its
+samples, stands in for the path, size and mtime.
 """
 
 from __future__ import annotations
@@ -59,14 +61,18 @@ class FeatureCache:
 
     def meta(self, clip) -> dict:
         """What an entry for this clip (path or Clip record) must have been computed from (the clip must exist)."""
-        path = _clip_path(clip).resolve()
-        try:
-            stat = path.stat()
-        except OSError as error:
-            raise FileNotFoundError(f"clip: {path} cannot be read ({error}).") from error
-        return {"version": CACHE_VERSION, "model": self.model_fingerprint, "path": str(path), "size": stat.st_size,
-                "mtime_ns": stat.st_mtime_ns, "layer": self.layer, "kind": self.kind,
-                "preprocessing": self.preprocessing}
+        content = getattr(clip, "content_key", None)
+        if content is not None:  # in memory (ArrayClip): the samples themselves
+            source = {"content": content}
+        else:
+            path = _clip_path(clip).resolve()
+            try:
+                stat = path.stat()
+            except OSError as error:
+                raise FileNotFoundError(f"clip: {path} cannot be read ({error}).") from error
+            source = {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        return {"version": CACHE_VERSION, "model": self.model_fingerprint, **source, "layer": self.layer,
+                "kind": self.kind, "preprocessing": self.preprocessing}
 
     @staticmethod
     def _key(meta: dict) -> str:

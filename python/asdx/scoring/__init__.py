@@ -1,6 +1,8 @@
 """Scorers over embeddings or reconstruction errors, scikit-learn style, and the gamma threshold.
 
-fit(X, domain=None) returns self; score_samples(X) returns float64 (N,),
+fit(X, y=None, *, domain=None) returns self (y is ignored, scikit-learn's convention, so the
+scorers work in a Pipeline: `pipeline.fit(X, knnscorer__domain=labels)`; they pass
+sklearn.utils.estimator_checks, see docs/estimator_checks.md); score_samples(X) returns float64 (N,),
 higher meaning more anomalous (the DCASE sign, the opposite of scikit-learn's outlier
 detectors); train_scores_ holds honest scores of the training rows (kNN and Mahalanobis:
 leave-one-out, GMM: out-of-fold), in the same sign. Scorers know nothing about files or machines.

@@ -13,7 +13,25 @@ import numpy as np
 
 from asdx._arrays import prepare
 
-__all__ = ["covariance", "stable_precision"]
+__all__ = ["check_shrinkage", "covariance", "stable_precision"]
+
+_SHRINKAGE = "shrinkage: expected None, 'ledoit-wolf' or a float in [0, 1], got {!r}."
+
+
+def check_shrinkage(shrinkage) -> None | str | float:
+    """The shrinkage setting normalised (None, "ledoit-wolf" or a float in [0, 1]); ValueError naming it."""
+    if shrinkage is None:
+        return None
+    if isinstance(shrinkage, str):
+        if shrinkage.lower().replace("_", "-") != "ledoit-wolf":
+            raise ValueError(_SHRINKAGE.format(shrinkage))
+        return "ledoit-wolf"
+    if isinstance(shrinkage, (bool, np.bool_)) or not isinstance(shrinkage, (int, float, np.floating, np.integer)):
+        raise ValueError(_SHRINKAGE.format(shrinkage))
+    alpha = float(shrinkage)
+    if not 0.0 <= alpha <= 1.0:  # NaN fails too
+        raise ValueError(f"shrinkage: must be in [0, 1], got {alpha}.")
+    return alpha
 
 
 def covariance(samples, shrinkage: None | str | float = None) -> np.ndarray:
@@ -29,19 +47,13 @@ def covariance(samples, shrinkage: None | str | float = None) -> np.ndarray:
     x = prepare(samples, "samples", ndim=2, dtype=np.float64, allow_empty=False).numpy()
     if x.shape[0] < 2:
         raise ValueError(f"samples: need at least 2 rows to estimate a covariance, got {x.shape[0]}.")
-    if shrinkage is None:
+    alpha = check_shrinkage(shrinkage)
+    if alpha is None:
         return np.atleast_2d(np.cov(x, rowvar=False))
-    if isinstance(shrinkage, str):
-        if shrinkage.lower().replace("_", "-") != "ledoit-wolf":
-            raise ValueError(f"shrinkage: expected None, 'ledoit-wolf' or a float in [0, 1], got {shrinkage!r}.")
+    if alpha == "ledoit-wolf":
         from sklearn.covariance import LedoitWolf
 
         return np.asarray(LedoitWolf().fit(x).covariance_, dtype=np.float64)
-    if isinstance(shrinkage, (bool, np.bool_)) or not isinstance(shrinkage, (int, float, np.floating, np.integer)):
-        raise ValueError(f"shrinkage: expected None, 'ledoit-wolf' or a float in [0, 1], got {shrinkage!r}.")
-    alpha = float(shrinkage)
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"shrinkage: must be in [0, 1], got {alpha}.")
     from sklearn.covariance import shrunk_covariance
 
     return np.asarray(shrunk_covariance(np.atleast_2d(np.cov(x, rowvar=False)), alpha), dtype=np.float64)
@@ -78,6 +90,8 @@ def stable_precision(cov, ridge: bool = True) -> tuple[np.ndarray, np.ndarray]:
         lets Cholesky pass (condition ~1/eps) would give an inverse that is mostly noise;
       - ridge=False: raises ValueError.
     """
+    if not isinstance(ridge, (bool, np.bool_)):
+        raise ValueError(f"ridge: must be True or False, got {ridge!r}.")
     c = prepare(cov, "cov", ndim=2, dtype=np.float64).numpy()
     _check_square_symmetric(c, "cov")
     c = 0.5 * (c + c.T)

@@ -12,11 +12,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
-from sklearn.exceptions import NotFittedError
 
 from asdx import _cuda
 from asdx._native import _C, follow_torch_threads, require_cuda_kernels
 from asdx.scoring._domains import domain_codes
+from asdx.scoring._estimator import check_int, check_n_features, check_X, is_int, is_real, require_fitted
 from asdx._arrays import Prepared, like_input, match_device, prepare, require_same_width
 
 __all__ = ["DiagGMMScorer", "gmm_diag_loglik"]
@@ -74,20 +74,17 @@ def gmm_diag_loglik(queries, weights, means, variances):
     return like_input(_C.gmm_diag_loglik_cpu(q.numpy(), log_weights, m.numpy(), v.numpy()), q)
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
 class DiagGMMScorer(BaseEstimator):
     """Diagonal-covariance Gaussian-mixture anomaly scorer: score = −log p(x).
 
     The GMM half of T_fusion (system report §2.3: "KNN and diagonal GMM negative
     log-likelihood scorers ... rank-normalized and combined by element-wise minimum").
 
-    fit(X, domain=None) fits one mixture to all rows with
+    fit(X, y=None, *, domain=None) fits one mixture to all rows with
     `sklearn.mixture.GaussianMixture(covariance_type="diag")`: its components cover both
     domains (the other scorers fit per domain and take the min), so `domain` does not change
-    the mixture; it only stratifies the folds of train_scores_.
+    the mixture; it only stratifies the folds of train_scores_; y is ignored (scikit-learn's
+    convention, so a Pipeline routes `diaggmmscorer__domain=...` to it).
     score_samples(X) is the negative per-sample
     log-likelihood from our kernel, float64 (N,), higher = more anomalous: the DCASE sign, the
     opposite of scikit-learn's score_samples (higher = more normal). A scikit-learn estimator
@@ -97,10 +94,12 @@ class DiagGMMScorer(BaseEstimator):
     of rows skipped) and keep the fit with the lowest BIC (the smallest K on a tie), so
     each machine gets as many components as its data supports.
     n_splits: the number of folds of train_scores_ (an int >= 2).
+    reg_covar (a number >= 0), max_iter (an int >= 1) and random_state (None, an int in
+    [0, 2**32) or a numpy RandomState) go to GaussianMixture. All are checked in fit.
 
     Learned: n_components_ (the K used), bic_ (dict K -> BIC on the fit rows; only the
     K used when n_components is an int), weights_ (K), means_ (K, D), variances_ (K, D)
-    float64, converged_, n_features_in_, and train_scores_, the honest (out-of-fold) scores
+    float64, converged_, n_iter_ (EM steps of the kept fit), n_features_in_, and train_scores_, the honest (out-of-fold) scores
     of the fit rows (see its docstring).
     """
 
@@ -115,26 +114,33 @@ class DiagGMMScorer(BaseEstimator):
 
     def _check_settings(self) -> None:
         if not (self.n_components == "bic" if isinstance(self.n_components, str)
-                else _is_int(self.n_components) and self.n_components >= 1):
+                else is_int(self.n_components) and self.n_components >= 1):
             raise ValueError(f'n_components: must be an integer >= 1 or "bic", got {self.n_components!r}.')
-        if not (_is_int(self.max_components) and self.max_components >= 1):
-            raise ValueError(f"max_components: must be an integer >= 1, got {self.max_components!r}.")
-        if not (isinstance(self.reg_covar, (int, float, np.floating)) and self.reg_covar >= 0):
-            raise ValueError(f"reg_covar: must be a number >= 0, got {self.reg_covar!r}.")
-        if not (_is_int(self.n_splits) and self.n_splits >= 2):
-            raise ValueError(f"n_splits: must be an integer >= 2, got {self.n_splits!r}.")
+        check_int(self, "max_components", 1)
+        if not (is_real(self.reg_covar) and self.reg_covar >= 0):
+            raise ValueError(f"reg_covar: must be a finite number >= 0, got {self.reg_covar!r}.")
+        check_int(self, "max_iter", 1)
+        check_int(self, "n_splits", 2)
+        seed = self.random_state
+        if not (seed is None or isinstance(seed, np.random.RandomState) or (is_int(seed) and 0 <= seed < 2**32)):
+            raise ValueError(f"random_state: must be None, an integer in [0, 2**32) or a numpy RandomState, "
+                             f"got {seed!r}.")
 
     def _fit_mixture(self, x: np.ndarray, k: int):
+        from sklearn import config_context
         from sklearn.mixture import GaussianMixture
 
-        return GaussianMixture(n_components=int(k), covariance_type="diag", reg_covar=float(self.reg_covar),
-                               max_iter=int(self.max_iter), random_state=self.random_state).fit(x)
+        # x is always a NumPy array here: the caller's array-API dispatch setting must not reach
+        # GaussianMixture, whose k-means initialisation refuses to run under it.
+        with config_context(array_api_dispatch=False):
+            return GaussianMixture(n_components=int(k), covariance_type="diag", reg_covar=float(self.reg_covar),
+                                   max_iter=int(self.max_iter), random_state=self.random_state).fit(x)
 
-    def fit(self, X, domain=None) -> "DiagGMMScorer":
+    def fit(self, X, y=None, *, domain=None) -> "DiagGMMScorer":
         """Fits one mixture to every row of X; `domain` ("source"/"target" or 0/1 per row), if
-        given, only stratifies the folds of train_scores_."""
+        given, only stratifies the folds of train_scores_. y: ignored (scikit-learn's convention)."""
         self._check_settings()
-        x = prepare(X, "X", ndim=2, dtype=np.float64, allow_empty=False).numpy()
+        x = check_X(X, self, dtype=np.float64, fitting=True).numpy()
         if self.n_components != "bic" and x.shape[0] < self.n_components:
             raise ValueError(f"X: {x.shape[0]} rows for n_components={self.n_components}; need at least as many rows.")
         codes = None if domain is None else domain_codes(domain, x.shape[0])  # unknown labels are refused
@@ -154,6 +160,7 @@ class DiagGMMScorer(BaseEstimator):
         self.means_ = np.asarray(mixture.means_, dtype=np.float64)
         self.variances_ = np.asarray(mixture.covariances_, dtype=np.float64)
         self.converged_ = bool(mixture.converged_)
+        self.n_iter_ = int(mixture.n_iter_)
         self.n_features_in_ = x.shape[1]
         self._train = np.array(x, copy=True)  # train_scores_ reads it later: not a view of the caller's X
         self._train_domain = codes
@@ -180,8 +187,7 @@ class DiagGMMScorer(BaseEstimator):
         copy. Raises NotFittedError before fit, and ValueError naming n_splits when there
         are fewer rows than folds or a fold leaves fewer rows than components.
         """
-        if not hasattr(self, "means_"):
-            raise NotFittedError("DiagGMMScorer: call fit(X) before reading train_scores_.")
+        require_fitted(self, "means_", "reading train_scores_")
         if self._train_scores_cache is None:
             self._train_scores_cache = self._out_of_fold_scores()
         return self._train_scores_cache.copy()
@@ -215,11 +221,9 @@ class DiagGMMScorer(BaseEstimator):
         DCASE sign: higher = more anomalous, the opposite of scikit-learn's score_samples
         (GaussianMixture's is the log-likelihood, higher = more normal).
         """
-        if not hasattr(self, "means_"):
-            raise NotFittedError("DiagGMMScorer: call fit(X) before score_samples(X).")
-        x = prepare(X, "X", ndim=2)
-        if x.shape[1] != self.n_features_in_:
-            raise ValueError(f"X: has {x.shape[1]} features, but the scorer was fitted with {self.n_features_in_}.")
+        require_fitted(self, "means_", "score_samples(X)")
+        x = check_X(X, self)
+        check_n_features(self, x)
         loglik = gmm_diag_loglik(x.data, self.weights_, self.means_, self.variances_)
         if isinstance(loglik, torch.Tensor):
             loglik = loglik.detach().cpu().numpy()

@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator
-from sklearn.exceptions import NotFittedError
 
 from asdx.index import METRICS, Bank
-from asdx._arrays import prepare
 from asdx.scoring._domains import domain_masks
+from asdx.scoring._estimator import check_choice, check_int, check_n_features, check_X, require_fitted
+
+DEVICES = (None, "cpu", "cuda")
 
 
 class KNNScorer(BaseEstimator):
     """Mean distance to the k nearest normal embeddings, minimum over the domain banks.
 
-    fit(X, domain) builds one exact FAISS bank per domain present (990 source and
+    fit(X, domain=labels) builds one exact FAISS bank per domain present (990 source and
     10 target clips in DCASE); score_samples takes, per clip, the smaller of its
     source-bank and target-bank scores, so a clip close to either normal domain
     is normal. Higher is more anomalous: the DCASE sign, the opposite of scikit-learn's outlier
     detectors (whose score_samples is higher = more normal).
 
     A scikit-learn estimator otherwise: constructor arguments are stored unchanged (checked in
-    fit), get_params/clone work, and an unfitted scorer raises NotFittedError.
+    fit), get_params/clone work, fit(X, y=None, *, domain=None) ignores y (so a Pipeline routes
+    `knnscorer__domain=...` to it), and an unfitted scorer raises NotFittedError.
+
+    Parameters: k (an integer >= 1), metric ("l2" or "cosine"), device (None: where X is;
+    "cpu"; "cuda": a FAISS GPU index).
 
     Learned: banks_ (domain -> Bank), train_rows_ (domain -> row indices into X), n_features_in_,
     and train_scores_, the honest scores of the training rows (see its docstring).
@@ -32,19 +37,22 @@ class KNNScorer(BaseEstimator):
         self.metric = metric
         self.device = device
 
-    def fit(self, X, domain=None) -> "KNNScorer":
-        if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 1:
-            raise ValueError(f"k: must be an integer >= 1, got {self.k!r}.")
-        if self.metric not in METRICS:
-            raise ValueError(f"metric: expected one of {METRICS}, got {self.metric!r}.")
-        x = prepare(X, "X", ndim=2, dtype=np.float32, allow_empty=False)
+    def fit(self, X, y=None, *, domain=None) -> "KNNScorer":
+        """One bank per domain of `domain` ("source"/"target" or 0/1 per row; None: all rows one bank).
+
+        y: ignored (scikit-learn's convention for unsupervised estimators); the labels go in `domain`.
+        """
+        check_int(self, "k", 1)
+        check_choice(self, "metric", METRICS)
+        check_choice(self, "device", DEVICES)
+        x = check_X(X, self, dtype=np.float32, fitting=True)
         masks = domain_masks(domain, x.shape[0])
         host = x.numpy()
         self.banks_ = {}
         self.train_rows_ = {}
         for name, mask in masks.items():
             if mask.sum() < self.k:
-                raise ValueError(f"X: the {name} domain has {int(mask.sum())} rows, fewer than k = {self.k}.")
+                raise ValueError(f"X: the {name} domain has {int(mask.sum())} sample(s), fewer than k = {self.k}.")
             self.train_rows_[name] = np.flatnonzero(mask)
             self.banks_[name] = Bank(host[mask], metric=self.metric, device=self.device)
         self.n_features_in_ = x.shape[1]
@@ -52,20 +60,15 @@ class KNNScorer(BaseEstimator):
         self._train_scores_cache = None
         return self
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "banks_"):
-            raise NotFittedError("KNNScorer: call fit() first.")
-
     def score_samples(self, X) -> np.ndarray:
         """(N,) float64: min over domains of the mean distance to the k nearest bank members.
 
         DCASE sign: higher = more anomalous, the opposite of scikit-learn's outlier detectors
         (whose score_samples is higher = more normal).
         """
-        self._check_fitted()
-        x = prepare(X, "X", ndim=2, dtype=np.float32)
-        if x.shape[1] != self.n_features_in_:
-            raise ValueError(f"X: has {x.shape[1]} features, the scorer was fitted with {self.n_features_in_}.")
+        require_fitted(self, "banks_", "score_samples(X)")
+        x = check_X(X, self, dtype=np.float32)
+        check_n_features(self, x)
         per_bank = [np.asarray(bank.search(x.numpy(), min(self.k, bank.size)).distances).mean(axis=1)
                     for bank in self.banks_.values()]
         return np.min(per_bank, axis=0)
@@ -81,7 +84,7 @@ class KNNScorer(BaseEstimator):
         NotFittedError before fit, and ValueError when a row has no neighbours left (a lone
         domain bank of exactly k rows).
         """
-        self._check_fitted()
+        require_fitted(self, "banks_", "reading train_scores_")
         if self._train_scores_cache is None:
             self._train_scores_cache = self._leave_one_out_scores()
         return self._train_scores_cache.copy()

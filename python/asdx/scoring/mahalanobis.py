@@ -17,13 +17,13 @@ import warnings
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
-from sklearn.exceptions import NotFittedError
 
 from asdx._arrays import Prepared, like_input, match_device, prepare, require_same_width
 from asdx._cuda import launch_on
 from asdx._native import _C, follow_torch_threads
 from asdx.scoring._domains import domain_codes
-from asdx.scoring.covariance import _check_square_symmetric, covariance, stable_precision
+from asdx.scoring._estimator import check_bool, check_n_features, check_X, require_fitted
+from asdx.scoring.covariance import _check_square_symmetric, check_shrinkage, covariance, stable_precision
 
 __all__ = ["MahalanobisScorer", "ae_mahalanobis_scores", "mahalanobis"]
 
@@ -127,8 +127,9 @@ def ae_mahalanobis_scores(clip_mean_errors, precisions):
 class MahalanobisScorer(BaseEstimator):
     """Mahalanobis anomaly scorer with separate source/target fits and min selection.
 
-    fit(X, domain): one mean and covariance per domain present in `domain`
-    ("source"/"target" or 0/1), or a single one without `domain`. The precision is
+    fit(X, y=None, *, domain=None): one mean and covariance per domain present in `domain`
+    ("source"/"target" or 0/1), or a single one without `domain`; y is ignored (scikit-learn's
+    convention, so a Pipeline routes `mahalanobisscorer__domain=...` to it). The precision is
     the stable inverse of the (optionally shrunk) covariance (`stable_precision`).
     score_samples(X): the squared distance to the nearest fitted domain, float64 (N,),
     higher = more anomalous (the "selective" minimum of the DCASE AE baseline). This is the
@@ -136,8 +137,8 @@ class MahalanobisScorer(BaseEstimator):
     more normal). A scikit-learn estimator otherwise: get_params/clone work, and an unfitted
     scorer raises sklearn.exceptions.NotFittedError.
 
-    Parameters: shrinkage (None, "ledoit-wolf" or a float, see `covariance`);
-    ridge (see `stable_precision`).
+    Parameters, checked in fit: shrinkage (None, "ledoit-wolf" or a float in [0, 1], see
+    `covariance`); ridge (True or False, see `stable_precision`).
     Learned: means_ (K, D), covariances_, precisions_, factors_ (K, D, D) float64,
     domains_ (tuple of "source"/"target" or ("all",)), n_features_in_, and train_scores_,
     the leave-one-out scores of the training rows (in-sample ones are biased low; see its
@@ -148,9 +149,12 @@ class MahalanobisScorer(BaseEstimator):
         self.shrinkage = shrinkage
         self.ridge = ridge
 
-    def fit(self, X, domain=None) -> "MahalanobisScorer":
-        x = prepare(X, "X", ndim=2, allow_empty=False)
-        data = x.numpy().astype(np.float64, copy=False)
+    def fit(self, X, y=None, *, domain=None) -> "MahalanobisScorer":
+        """One mean and precision per domain of `domain` ("source"/"target" or 0/1 per row; None:
+        one for all rows). y: ignored (scikit-learn's convention)."""
+        check_shrinkage(self.shrinkage)
+        check_bool(self, "ridge")
+        data = check_X(X, self, dtype=np.float64, fitting=True).numpy()
         if domain is None:
             indices = [("all", np.arange(data.shape[0]))]
         else:
@@ -161,7 +165,8 @@ class MahalanobisScorer(BaseEstimator):
         means, covariances, precisions, factors = [], [], [], []
         for name, rows in groups:
             if rows.shape[0] < 2:
-                raise ValueError(f"X: the {name} domain has {rows.shape[0]} row(s); need at least 2 to fit a covariance.")
+                raise ValueError(f"X: the {name} domain has {rows.shape[0]} sample(s); at least 2 are needed to fit "
+                                 "a covariance.")
             cov = covariance(rows, self.shrinkage)
             precision, factor = stable_precision(cov, ridge=self.ridge)
             means.append(rows.mean(0))
@@ -186,7 +191,7 @@ class MahalanobisScorer(BaseEstimator):
         (whose score_samples is higher = more normal; e.g. EllipticEnvelope's is the negated
         Mahalanobis distance).
         """
-        return self.domain_scores(X).min(1)
+        return self._domain_scores(X, "score_samples(X)").min(1)
 
     @property
     def train_scores_(self) -> np.ndarray:
@@ -211,8 +216,7 @@ class MahalanobisScorer(BaseEstimator):
         Computed on first access and cached; each access returns a copy. Raises
         NotFittedError before fit.
         """
-        if not hasattr(self, "factors_"):
-            raise NotFittedError("MahalanobisScorer: call fit(X) before reading train_scores_.")
+        require_fitted(self, "factors_", "reading train_scores_")
         if self._train_scores_cache is None:
             self._train_scores_cache = self._leave_one_out_scores()
         return self._train_scores_cache.copy()
@@ -289,11 +293,13 @@ class MahalanobisScorer(BaseEstimator):
 
     def domain_scores(self, X) -> np.ndarray:
         """Squared distances to each fitted domain, float64 (N, K), columns in `domains_` order."""
-        if not hasattr(self, "factors_"):
-            raise NotFittedError("MahalanobisScorer: call fit(X) before domain_scores(X).")
-        x = prepare(X, "X", ndim=2)
-        if x.shape[1] != self.n_features_in_:
-            raise ValueError(f"X: has {x.shape[1]} features, but the scorer was fitted with {self.n_features_in_}.")
+        return self._domain_scores(X, "domain_scores(X)")
+
+    def _domain_scores(self, X, method: str) -> np.ndarray:
+        """domain_scores for `method`, the public method called (its name goes in the not-fitted error)."""
+        require_fitted(self, "factors_", method)
+        x = check_X(X, self)
+        check_n_features(self, x)
         distances = _run_kernel(x, self.means_, self.factors_)
         if isinstance(distances, torch.Tensor):
             distances = distances.detach().cpu().numpy()

@@ -25,8 +25,10 @@ class TokenStore(torch.utils.data.Dataset):
     """Float16 tokens of a clip list: held in RAM, or read from the cache per batch (item = an index batch)."""
 
     def __init__(self, cache: FeatureCache, clips: Sequence, held: list | None):
-        # plain paths (the cache keys them like the records): picklable for DataLoader workers
-        self.cache, self.paths, self.held = cache, [Path(getattr(c, "path", c)) for c in clips], held
+        # plain paths (the cache keys them like the records): picklable for DataLoader workers; an in-memory
+        # clip (asdx.data.loader.ArrayClip) has no path and stays itself (the cache keys it by its samples)
+        self.cache, self.held = cache, held
+        self.paths = [c if hasattr(c, "content_key") else Path(getattr(c, "path", c)) for c in clips]
 
     def __len__(self) -> int:
         return len(self.paths)
