@@ -76,6 +76,10 @@ def _by_hand(y, s, d, dec):
         r = tp / max(tp + fn, eps)
         out[f"precision_{domain}"], out[f"recall_{domain}"] = p, r
         out[f"f1_{domain}"] = 2 * p * r / max(p + r, eps)
+        # flag rates: the share of this domain's normals / anomalies with decision 1 (NaN: no such clip)
+        for label, name in ((0, "normal"), (1, "anomaly")):
+            chosen = dec[(d == index) & (y == label)]
+            out[f"{name}_flag_{domain}"] = chosen.sum() / chosen.size if chosen.size else np.nan
     return out
 
 
@@ -86,7 +90,7 @@ def test_machine_metrics_follow_the_evaluator_definitions(data):
     expected = _by_hand(*data)
     assert result.keys() == expected.keys()
     for key, value in expected.items():
-        assert result[key] == pytest.approx(value, abs=1e-15), key
+        assert result[key] == pytest.approx(value, abs=1e-15, nan_ok=True), key
 
 
 def test_domain_auc_includes_the_anomalies_of_both_domains():
@@ -127,6 +131,25 @@ def test_one_class_per_domain_is_defined():
 def test_bad_input_names_the_argument(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_flag_rates_per_domain_on_a_hand_made_machine():
+    # source: 4 normals (1 flagged), 2 anomalies (2 flagged); target: 2 normals (2 flagged), 2 anomalies (0 flagged)
+    y = np.array([0, 0, 0, 0, 1, 1, 0, 0, 1, 1])
+    d = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1])
+    dec = np.array([0, 1, 0, 0, 1, 1, 1, 1, 0, 0])
+    m = metrics.machine_metrics(y, np.arange(10.0), d, dec)
+    assert (m.normal_flag_source, m.normal_flag_target) == (0.25, 1.0)
+    assert (m.anomaly_flag_source, m.anomaly_flag_target) == (1.0, 0.0)
+    assert (m.anomaly_flag_source, m.anomaly_flag_target) == (m.recall_source, m.recall_target)
+    other = metrics.machine_metrics(y, np.arange(10.0), d, np.zeros(10))
+    summary = metrics.decision_summary([m, other])
+    assert summary["normal_flag_source"] == pytest.approx(0.125) and summary["anomaly_flag_source"] == 0.5
+    # the evaluator's F1 h-means: eps-floored, so a machine with F1 = 0 pulls them to ~0
+    assert summary["f1_source"] == pytest.approx(metrics.harmonic_mean([m.f1_source, 0.0]))
+    assert summary["f1"] == pytest.approx(metrics.harmonic_mean([m.f1_source, 0.0, m.f1_target, 0.0]))
+    assert summary["f1_amean"] == pytest.approx((m.f1_source + m.f1_target) / 4)
+    assert metrics.flag_rate(np.zeros(0)) != metrics.flag_rate(np.zeros(0))  # NaN: no clips, no rate
 
 
 def _m(auc_source, auc_target, pauc):

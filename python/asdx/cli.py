@@ -332,10 +332,16 @@ def build_parser() -> argparse.ArgumentParser:
                                description="One table, one column per run directory or parent of seed runs "
                                            "(`asdx run ... --seeds`: mean ± sd over its seeds); rows per machine "
                                            "and overall: Ω, its difference to the first column, its spread over "
-                                           "seeds, AUC (source), AUC (target), pAUC. Writes compare.csv and "
-                                           "compare.json.")
+                                           "seeds, AUC (source), AUC (target), pAUC, F1 and the share of normal "
+                                           "and anomalous clips flagged per domain. The column `report` (the run "
+                                           "columns' system) or `report:ae|proto|fusion|sera` adds the system "
+                                           "report's published dev figures (Table 1 for ae, Table 2 for proto, "
+                                           "the macro Ω of fusion and sera), filled only for machines run on "
+                                           "DCASE data (synthetic machines are marked and left blank). Writes "
+                                           "compare.csv and compare.json.")
     p_compare.add_argument("runs", nargs="+", metavar="RUN_OR_PARENT",
-                           help="runs/<system>/<name> folders; the first is the reference")
+                           help="runs/<system>/<name> folders, or `report[:SYSTEM]` for the published figures "
+                                "(a folder named report: write ./report); the first is the reference")
     p_compare.add_argument("--out", default=".", metavar="DIR",
                            help="where to write compare.csv and compare.json (default: the current folder)")
     p_compare.set_defaults(handler=_cmd_compare)

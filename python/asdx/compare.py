@@ -1,13 +1,21 @@
-"""`asdx compare RUN_OR_PARENT...`: several runs side by side in one table, one column each.
+"""`asdx compare RUN_OR_PARENT... [report[:SYSTEM]]`: several runs side by side in one table, one column each.
 
 A column is a run directory (runs/<system>/<name>/) or a parent of seed runs (`asdx run ... --seeds`,
 asdx.seeds), which counts as one column with mean ± sample sd over its seeds. Rows per machine and
 `overall`: Ω (the official score: a machine's is the harmonic mean of its AUC (source), AUC (target) and
 pAUC), its difference to the first column, its min–max over seeds where a column has several, then AUC
-(source), AUC (target) and pAUC. Every number is computed from the runs' finished machines (done.json),
-as asdx.seeds.read_run does. The `overall` rows are the official aggregation (asdx.metrics.summarize) over
-the machines every column finished, so that they compare like with like; a column missing machines that
-another has is named with them, and the rest is still compared.
+(source), AUC (target) and pAUC, then what the decisions do: the evaluator's F1 per domain and the share of
+normal and of anomalous test clips flagged per domain (asdx.metrics.MachineMetrics). Every number is
+computed from the runs' finished machines (done.json), as asdx.seeds.read_run does. The `overall` rows are
+the official aggregation (asdx.metrics.summarize; for F1 the evaluator's per-domain harmonic mean, for the
+flag rates the mean over machines) over the machines every run column finished, so that they compare like
+with like; a column missing machines that another has is named with them, and the rest is still compared.
+
+The column `report` (or `report:<system>`) holds the system report's published development figures
+(asdx.report_tables: Table 1 for ae, Table 2 for proto, the macro Ω of fusion and sera); bare `report`
+takes the system of the run columns. Its cells are filled only for machines the runs scored on DCASE data:
+a machine of a synthetic set (asdx synth: same names, made-up sounds) is marked `(synthetic)` and its
+report cell left blank, as is one whose data root can no longer be found.
 
 Writes compare.csv (machine, metric, then per column `<label>` and `<label> sd`) and compare.json.
 """
@@ -20,11 +28,19 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from asdx import metrics
 from asdx._atomic import atomic_write_text
+from asdx.data.synth import MANIFEST
 from asdx.seeds import (OVERALL, RunResult, cell, is_run_dir, is_seeds_parent, read_run, seed_dirs, spread,
                         summarise_results)
+from asdx.seeds import stats as seed_stats
 
 COMPARED = {"official_score": "Ω", "auc_source": "AUC (source)", "auc_target": "AUC (target)", "pauc": "pAUC"}
+DECISIONS = {"f1_source": "F1 (source)", "f1_target": "F1 (target)", **metrics.FLAG_COLUMNS}
+REPORT = "report"
+SYNTHETIC, DCASE, UNKNOWN = "synthetic", "dcase", "unknown"
 
 
 @dataclass
@@ -45,6 +61,41 @@ class Column:
         """Machines with metrics in every one of the column's runs."""
         sets = [set(r.machines) for r in self.results.values()]
         return set.intersection(*sets) if sets else set()
+
+    def system(self) -> str | None:
+        systems = {_config(r.path).get("system") for r in self.results.values()}
+        return systems.pop() if len(systems) == 1 else None
+
+    def data_roots(self) -> dict[str, str]:
+        """{data root: synthetic / dcase / unknown (not found)} of the column's runs (config.json's `data`)."""
+        roots = {}
+        for result in self.results.values():
+            root = _config(result.path).get("data")
+            if root is None:
+                roots["(not recorded)"] = UNKNOWN
+            else:
+                roots[root] = UNKNOWN if not Path(root).is_dir() else (
+                    SYNTHETIC if (Path(root) / MANIFEST).is_file() else DCASE)
+        return roots
+
+
+def _config(run_dir: Path) -> dict:
+    path = Path(run_dir) / "config.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def parse_report_column(text) -> tuple[bool, str | None]:
+    """(is it the report column, its system or None for "the runs' system") of one RUN_OR_PARENT argument."""
+    text = str(text)
+    if text == REPORT:
+        return True, None
+    if text.startswith(REPORT + ":"):
+        from asdx.report_tables import published
+
+        system = text.split(":", 1)[1]
+        published(system)  # a clear error for an unknown system
+        return True, system
+    return False, None
 
 
 def load_column(path) -> Column:
@@ -75,23 +126,86 @@ def _labels(paths: list[Path]) -> list[str]:
     return [s if short.count(s) == 1 else str(p) for s, p in zip(short, paths)]
 
 
+def _decision_values(result: RunResult, machines: list[str]) -> dict[str, float] | None:
+    """One machine's (or, for several, the overall) F1 and flag rates of one run; None if one is unscored."""
+    if not machines or not all(m in result.machines for m in machines):
+        return None
+    if len(machines) == 1:
+        values = result.machines[machines[0]].as_dict()
+        return {k: values[k] for k in DECISIONS}
+    return metrics.decision_summary(result.machines[m] for m in machines)
+
+
+def _decision_stats(column: Column, machines: list[str]) -> dict[str, dict]:
+    per_seed = {seed: _decision_values(r, machines) for seed, r in column.results.items()}
+    out = {}
+    for key in DECISIONS:
+        values = {seed: v[key] for seed, v in per_seed.items()
+                  if v is not None and v[key] is not None and np.isfinite(v[key])}
+        if values:
+            out[key] = seed_stats(values)
+    return out
+
+
+def _fixed(values: dict[str, float] | None) -> dict | None:
+    """Published values in the cells' form (one value: no sd, no spread)."""
+    if not values:
+        return None
+    return {k: {"n": 1, "mean": float(v), "sd": None, "min": float(v), "max": float(v), "values": {}}
+            for k, v in values.items()}
+
+
+def _report_system(wanted: str | None, columns: list[Column]) -> str:
+    if wanted is not None:
+        return wanted
+    systems = sorted({c.system() or "?" for c in columns})
+    if len(systems) != 1 or systems == ["?"]:
+        raise ValueError(f"report: the run columns are runs of {', '.join(systems)}; name the system whose "
+                         "published figures to show: report:ae, report:proto, report:fusion or report:sera.")
+    return systems[0]
+
+
+def _data_of_machines(columns: list[Column], machines: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Per machine: synthetic if a run that scored it ran on a synthetic set, else unknown if a data root of
+    such a run is gone, else dcase."""
+    seen: dict[str, set[str]] = {m: set() for m in machines}
+    notes = []
+    for column in columns:
+        roots = column.data_roots()
+        notes += [f"{column.label}: data root {root} not found: cannot tell DCASE from synthetic data; the report "
+                  "column is left blank for its machines" for root, kind in roots.items() if kind == UNKNOWN]
+        for machine in column.scored():
+            seen[machine] |= set(roots.values())
+    kinds = {m: next((k for k in (SYNTHETIC, UNKNOWN) if k in found), DCASE) for m, found in seen.items()}
+    return kinds, notes
+
+
 def compare(paths) -> dict:
-    """The comparison of the runs / seed parents at `paths` (first = reference), as written to compare.json."""
-    paths = [Path(p) for p in paths]
-    if not paths:
+    """The comparison of the runs / seed parents at `paths` (first = reference), as written to compare.json.
+
+    An entry `report` or `report:<system>` is the system report's published column (module docstring).
+    """
+    items = list(paths)
+    if not items:
         raise ValueError("compare: needs at least one run directory.")
-    columns = [load_column(p) for p in paths]
-    for column, label in zip(columns, _labels(paths)):
+    report_at = [(k, parse_report_column(item)[1]) for k, item in enumerate(items) if parse_report_column(item)[0]]
+    if len(report_at) > 1:
+        raise ValueError("report: give the report column once.")
+    run_paths = [Path(item) for item in items if not parse_report_column(item)[0]]
+    if not run_paths:
+        raise ValueError("report: needs at least one run directory beside it (the machines to compare).")
+    run_columns = [load_column(p) for p in run_paths]
+    for column, label in zip(run_columns, _labels(run_paths)):
         column.label = label
     machines: list[str] = []
-    for column in columns:
+    for column in run_columns:
         machines += [m for m in column.scored() if m not in machines]
-    common = [m for m in machines if all(m in c.complete() for c in columns)]
-    summaries = [summarise_results(c.results, overall_machines=common) for c in columns]
+    common = [m for m in machines if all(m in c.complete() for c in run_columns)]
+    summaries = [summarise_results(c.results, overall_machines=common) for c in run_columns]
 
     notes = []
     described = []
-    for column, summary in zip(columns, summaries):
+    for column, summary in zip(run_columns, summaries):
         scored = column.scored()
         missing = [m for m in machines if m not in scored]
         unfinished = sorted({m for r in column.results.values() for m in r.unfinished})
@@ -106,23 +220,71 @@ def compare(paths) -> dict:
                           "unfinished": unfinished})
     if not common:
         notes.append("overall: no machine is scored in every column; no overall row")
+    data, data_notes = _data_of_machines(run_columns, machines)
+    synthetic = [m for m in machines if data[m] == SYNTHETIC]
 
     rows = {}
     for machine in [*machines, *([OVERALL] if common else [])]:
         cells = []
-        for summary in summaries:
+        for column, summary in zip(run_columns, summaries):
             table = summary[OVERALL] if machine == OVERALL else summary["machines"].get(machine, {})
             entry = {k: table[k] for k in COMPARED if k in table}
+            if entry:
+                entry.update(_decision_stats(column, common if machine == OVERALL else [machine]))
             cells.append(entry or None)
+        rows[machine] = cells
+
+    if report_at:
+        position, wanted = report_at[0]
+        report_column, report_notes = _report_column(_report_system(wanted, run_columns), machines, common, data)
+        notes += data_notes + report_notes
+        described.insert(position, report_column["described"])
+        for machine, cells in rows.items():
+            cells.insert(position, report_column["cells"].get(machine))
+    for machine, cells in rows.items():
         first = (cells[0] or {}).get("official_score")
         for entry in cells:
             if entry and "official_score" in entry:
                 entry["official_score_diff"] = None if first is None else (
                     entry["official_score"]["mean"] - first["mean"])
-        rows[machine] = cells
     return {"columns": described, "reference": described[0]["label"], "overall_machines": common,
-            "rows": rows, "metrics": dict(COMPARED), "notes": notes,
+            "rows": rows, "metrics": {**COMPARED, **DECISIONS}, "notes": notes, "synthetic_machines": synthetic,
             "sd": "sample standard deviation over a column's seeds (ddof = 1); null for one run"}
+
+
+def _report_column(system: str, machines: list[str], common: list[str], data: dict[str, str]) -> tuple[dict, list]:
+    """The published column's cells ({machine: entry or None}) and its notes."""
+    from asdx.report_tables import TITLE, published
+
+    source = published(system)
+    label = f"{REPORT}:{system}"
+    notes = [f"{label}: the published development figures of \"{TITLE}\", {source.where}; filled only beside runs "
+             "on DCASE data"]
+    cells: dict[str, dict | None] = {}
+    shown = []
+    for machine in machines:
+        values = source.machine(machine) if data[machine] == DCASE else None
+        cells[machine] = _fixed(values)
+        if values is not None:
+            shown.append(machine)
+    synthetic = [m for m in machines if data[m] == SYNTHETIC]
+    if synthetic:
+        notes.append(f"{label}: {', '.join(synthetic)}: synthetic data (asdx synth), not the DCASE recordings; "
+                     "left blank")
+    absent = [m for m in machines if data[m] == DCASE and source.machines and source.machine(m) is None]
+    if absent:
+        notes.append(f"{label}: {', '.join(absent)}: not in {source.where}; left blank")
+    if not source.machines:
+        notes.append(f"{label}: the report gives no per-machine figures for {system}")
+    if common:
+        overall = source.overall(common) if all(data[m] == DCASE for m in common) else None
+        cells[OVERALL] = _fixed(overall)
+        if overall is None and all(data[m] == DCASE for m in common):
+            notes.append(f"{label}: the published macro Ω is over the seven dev machines; the overall row covers "
+                         f"{', '.join(common)}; left blank")
+    described = {"label": label, "path": TITLE, "kind": REPORT, "seeds": [], "machines": shown, "missing": [],
+                 "unfinished": [], "system": system, "where": source.where}
+    return {"cells": cells, "described": described}, notes
 
 
 def _signed(value) -> str:
@@ -143,12 +305,16 @@ def _lines(table: dict):
             yield "", "Ω min–max (seeds)", [spread(get(e, "official_score")) for e in cells]
         for key in ("auc_source", "auc_target", "pauc"):
             yield "", COMPARED[key], [cell(get(e, key)) for e in cells]
+        for key, title in DECISIONS.items():
+            yield "", title, [cell(get(e, key)) for e in cells]
 
 
 def format_compare(table: dict) -> str:
     head = ["machine", "metric", *(c["label"] + (f" ({len(c['seeds'])} seeds)" if c["kind"] == "seeds" else "")
                                    for c in table["columns"])]
-    body = [[machine, metric, *texts] for machine, metric, texts in _lines(table)]
+    synthetic = set(table.get("synthetic_machines", []))
+    body = [[f"{machine} ({SYNTHETIC})" if machine in synthetic else machine, metric, *texts]
+            for machine, metric, texts in _lines(table)]
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
     out = [*table["notes"]]
     if out:
@@ -176,10 +342,10 @@ def compare_csv_text(table: dict) -> str:
 
     for machine, cells in table["rows"].items():
         rows = {"official_score": [], "official_score_diff": [], "official_score_min": [], "official_score_max": [],
-                "auc_source": [], "auc_target": [], "pauc": []}
+                "auc_source": [], "auc_target": [], "pauc": [], **{key: [] for key in DECISIONS}}
         for entry in cells:
             entry = entry or {}
-            for key in COMPARED:
+            for key in [*COMPARED, *DECISIONS]:
                 stats = entry.get(key)
                 rows[key] += [number(stats and stats["mean"]), number(stats and stats["sd"])]
             omega = entry.get("official_score")
@@ -199,4 +365,5 @@ def write_compare(table: dict, out_dir=".") -> tuple[Path, Path]:
             atomic_write_text(out_dir / "compare.json", json.dumps(table, indent=2) + "\n"))
 
 
-__all__ = ["COMPARED", "Column", "compare", "compare_csv_text", "format_compare", "load_column", "write_compare"]
+__all__ = ["COMPARED", "DECISIONS", "Column", "compare", "compare_csv_text", "format_compare", "load_column",
+           "parse_report_column", "write_compare"]

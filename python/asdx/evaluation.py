@@ -258,7 +258,8 @@ def result_csv_rows(evaluation: Evaluation) -> list[list[str]]:
     for machine, m in evaluation.machines.items():
         rows.append([machine])
         rows.append(["section"] + list(metrics.EVALUATOR_COLUMNS.values()))
-        rows.append(["00"] + [_number(v) for v in m.as_dict().values()])
+        values = m.as_dict()
+        rows.append(["00"] + [_number(values[key]) for key in metrics.EVALUATOR_COLUMNS])
         rows.append(header)
         rows += _mean_rows(_performance([m]), "")
         rows.append([])
@@ -278,8 +279,14 @@ def result_csv_text(evaluation: Evaluation) -> str:
     return buffer.getvalue()
 
 
+def _json_number(value: float) -> float | None:
+    """JSON has no NaN: an undefined rate is written as null."""
+    return float(value) if np.isfinite(value) else None
+
+
 def result_json(evaluation: Evaluation) -> dict:
-    """Machine-readable results; the same numbers as the CSV plus the per-metric means and clip counts."""
+    """Machine-readable results; the same numbers as the CSV plus the per-metric means, clip counts and
+    what the decisions do (per machine: the flag rates per domain; `decisions`: metrics.decision_summary)."""
     s = evaluation.summary
     ci = evaluation.ci
     return {
@@ -290,32 +297,54 @@ def result_json(evaluation: Evaluation) -> dict:
         "amean": dict(s.amean),
         "jackknife": None if ci is None else {"auc": ci.auc, "auc_ci95": ci.auc_ci95,
                                               "pauc": ci.pauc, "pauc_ci95": ci.pauc_ci95},
-        "machines": {name: {**m.as_dict(), "counts": evaluation.counts[name]}
+        "decisions": metrics.decision_summary(evaluation.machines.values()),
+        "machines": {name: {**{k: _json_number(v) for k, v in m.as_dict().items()}, "counts": evaluation.counts[name]}
                      for name, m in evaluation.machines.items()},
         "eps": metrics.EPS,
         "max_fpr": evaluation.max_fpr,
     }
 
 
+CI95_MEANING = ("the official evaluator's jackknife 95 % half-width over the pooled clips of all machines "
+                "(mean of AUC's and pAUC's; its σ uses the leave-one-out values, (N − 1) times narrower than "
+                "the textbook jackknife: asdx.metrics.jackknife)")
+
+
 def format_report(evaluation: Evaluation) -> str:
-    """The per-machine table, the per-metric means and the official score, as printed by `asdx evaluate`."""
-    keys = list(metrics.EVALUATOR_COLUMNS)[1:]  # AUC (all) is informational; the table shows the rest
-    titles = ["AUC(s)", "AUC(t)", "pAUC", "P(s)", "P(t)", "R(s)", "R(t)", "F1(s)", "F1(t)"]
+    """The per-machine table, the per-metric means and the official score, as printed by `asdx evaluate`/`run`."""
+    # AUC (all) is informational and left out; the normals flagged per domain are added
+    keys = [*list(metrics.EVALUATOR_COLUMNS)[1:], "normal_flag_source", "normal_flag_target"]
+    titles = ["AUC(s)", "AUC(t)", "pAUC", "P(s)", "P(t)", "R(s)", "R(t)", "F1(s)", "F1(t)", "NF(s)", "NF(t)"]
     width = max([len("machine")] + [len(m) for m in evaluation.machines])
     lines = [f"{'machine':<{width}}  " + "  ".join(f"{t:>6}" for t in titles)]
     for machine, m in evaluation.machines.items():
         values = m.as_dict()
         lines.append(f"{machine:<{width}}  " + "  ".join(f"{values[k]:6.4f}" for k in keys))
+    lines.append("R: anomalies flagged (recall); NF: normals flagged (decision 1; a gamma threshold at quantile q "
+                 "aims at 1 − q, 0.10 at the default q = 0.9); s = source, t = target")
     s = evaluation.summary
+    decisions = metrics.decision_summary(evaluation.machines.values())
     lines.append("")
     lines.append(f"{'':<14}{'h-mean':>8}{'a-mean':>8}")
     for title, key in (("AUC (source)", "auc_source"), ("AUC (target)", "auc_target"), ("pAUC", "pauc")):
         lines.append(f"{title:<14}{s.hmean[key]:8.4f}{s.amean[key]:8.4f}")
+    flagged = "  ".join(f"{title} {'n/a' if decisions[key] is None else f'{decisions[key]:.4f}'}"
+                        for title, key in (("normals (source)", "normal_flag_source"),
+                                           ("normals (target)", "normal_flag_target"),
+                                           ("anomalies (source)", "anomaly_flag_source"),
+                                           ("anomalies (target)", "anomaly_flag_target")))
     n_values = 3 * len(evaluation.machines)
-    ci = f"{evaluation.ci.ci95:.4f}" if evaluation.ci else "n/a"
     lines.append("")
+    lines.append(f"decisions: F1 h-mean {decisions['f1']:.4f}, a-mean {decisions['f1_amean']:.4f} (the evaluator's, "
+                 f"over machines and domains; h-mean source {decisions['f1_source']:.4f}, target "
+                 f"{decisions['f1_target']:.4f})")
+    lines.append(f"flagged, mean over machines: {flagged}")
     lines.append(f"official score Ω = {s.official_score:.4f}  (harmonic mean of {n_values} AUC/pAUC values; "
-                 f"arithmetic mean {s.arithmetic_mean:.4f}; ci95 {ci})")
+                 f"arithmetic mean {s.arithmetic_mean:.4f})")
+    if evaluation.ci is not None:
+        lines.append(f"official score ci95 = {evaluation.ci.ci95:.4f}: {CI95_MEANING}")
+    else:
+        lines.append("official score ci95: n/a (the jackknife needs at least 2 normals and 2 anomalies)")
     return "\n".join(lines)
 
 

@@ -9,6 +9,9 @@ Source: the official NTT evaluators (dcase2023/2024_task2_evaluator.py, function
   McClish-standardised partial AUC, not A_p / p.
 - precision / recall / F1 per domain from the 0/1 decisions of that domain's
   clips: tp / max(tp+fp, eps), tp / max(tp+fn, eps), 2PR / max(P+R, eps).
+- flag rates (not printed by the evaluator; what q = 0.9 promises is checked
+  with them): per domain, the share of normal and of anomalous test clips with
+  decision 1. The anomaly-flag rate of a domain equals its recall.
 - official score = harmonic mean of {AUC_s, AUC_t, pAUC} of every machine,
   each value floored at eps = sys.float_info.epsilon.
 - "official score ci95" = mean of the jackknife 95 % half-widths of AUC and
@@ -126,9 +129,21 @@ def precision_recall_f1(y_true, decisions) -> tuple[float, float, float]:
 
 # ----------------------------------------------------------------------------- one machine type
 
+def flag_rate(decisions) -> float:
+    """Share of clips with decision 1; NaN for no clips (the rate is undefined, not 0)."""
+    dec = prepare_binary(decisions, "decisions")
+    return float(dec.mean()) if dec.size else float("nan")
+
+
 @dataclass(frozen=True)
 class MachineMetrics:
-    """The evaluator's per-section row (`AUC (all)` … `F1 score (target)`)."""
+    """The evaluator's per-section row (`AUC (all)` … `F1 score (target)`), then the flag rates.
+
+    normal_flag_<domain>: share of that domain's normal test clips decided anomalous (the
+    decisions' false-positive rate; a gamma threshold at q = 0.9 aims at 0.10).
+    anomaly_flag_<domain>: share of its anomalous clips decided anomalous (= recall_<domain>).
+    NaN where the domain has no clip of that label.
+    """
 
     auc_all: float
     auc_source: float
@@ -140,6 +155,10 @@ class MachineMetrics:
     recall_target: float
     f1_source: float
     f1_target: float
+    normal_flag_source: float = float("nan")
+    normal_flag_target: float = float("nan")
+    anomaly_flag_source: float = float("nan")
+    anomaly_flag_target: float = float("nan")
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -159,6 +178,14 @@ EVALUATOR_COLUMNS = {
     "f1_target": "F1 score (target)",
 }
 
+# What the decisions do, per domain (asdx's additions; the evaluator's CSV has no such columns).
+FLAG_COLUMNS = {
+    "normal_flag_source": "normals flagged (source)",
+    "normal_flag_target": "normals flagged (target)",
+    "anomaly_flag_source": "anomalies flagged (source)",
+    "anomaly_flag_target": "anomalies flagged (target)",
+}
+
 
 def machine_metrics(y_true, y_score, domains, decisions, max_fpr: float = MAX_FPR) -> MachineMetrics:
     """All evaluator metrics of one machine type / section."""
@@ -167,10 +194,12 @@ def machine_metrics(y_true, y_score, domains, decisions, max_fpr: float = MAX_FP
     d = prepare_binary(domains, "domains")
     dec = prepare_binary(decisions, "decisions")
     _same_length(y, "y_true", y_score=s, domains=d, decisions=dec)
-    per_domain = {}
+    per_domain, flags = {}, {}
     for name in DOMAINS:
         mask = d == _domain_index(name)
         per_domain[name] = precision_recall_f1(y[mask], dec[mask])
+        flags[f"normal_flag_{name}"] = flag_rate(dec[mask & (y == 0)])
+        flags[f"anomaly_flag_{name}"] = flag_rate(dec[mask & (y == 1)])
     return MachineMetrics(
         auc_all=auc(y, s),
         auc_source=domain_auc(y, s, d, "source"),
@@ -182,6 +211,7 @@ def machine_metrics(y_true, y_score, domains, decisions, max_fpr: float = MAX_FP
         recall_target=per_domain["target"][1],
         f1_source=per_domain["source"][2],
         f1_target=per_domain["target"][2],
+        **flags,
     )
 
 
@@ -234,6 +264,31 @@ def summarize(machines) -> Summary:
         hmean={key: harmonic_mean(v) for key, v in per_metric.items()},
         amean={key: arithmetic_mean(v) for key, v in per_metric.items()},
     )
+
+
+def decision_summary(machines) -> dict[str, float | None]:
+    """The decisions over machines: the evaluator's F1 harmonic means and the mean flag rates.
+
+    f1: h-mean (floored at eps) of every machine's F1 (source) and F1 (target), the F1 of the
+    evaluator's "harmonic mean over all machine types, sections, and domains" row; f1_source /
+    f1_target: its "source / target harmonic mean" rows; f1_amean: its "arithmetic mean" row. Flag
+    rates: the arithmetic mean over the machines that have such clips (= the pooled rate when each
+    machine has as many, as in DCASE); None where no machine has any.
+    """
+    machines = list(machines)
+    if not machines:
+        raise ValueError("machines: needs at least one machine's metrics.")
+    f1 = [m.f1_source for m in machines] + [m.f1_target for m in machines]
+    out: dict[str, float | None] = {
+        "f1": harmonic_mean(f1),
+        "f1_amean": arithmetic_mean(f1),
+        "f1_source": harmonic_mean([m.f1_source for m in machines]),
+        "f1_target": harmonic_mean([m.f1_target for m in machines])}
+    for key in FLAG_COLUMNS:
+        values = np.array([getattr(m, key) for m in machines], dtype=np.float64)
+        values = values[np.isfinite(values)]
+        out[key] = float(values.mean()) if values.size else None
+    return out
 
 
 # ----------------------------------------------------------------------------- jackknife CI95

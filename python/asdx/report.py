@@ -1,8 +1,11 @@
-"""report.html for a run directory: per machine, ROC curves, score histograms with the
-fitted gamma and its threshold, and the metrics table with the official score.
+"""report.html for a run directory: what the run was, its metrics and decisions, and per machine the
+ROC curves and the score histograms under the fitted gamma and its threshold.
 
-Reads only the run directory's files (see asdx.runner for the layout), so
-`asdx report RUN_DIR` can regenerate it at any time.
+Reads only the run directory's files (see asdx.runner for the layout), so `asdx report RUN_DIR` can
+regenerate it at any time. The score panel shows the scores the gamma was really fitted on
+(threshold_scores.csv where the system gave its own, else train_scores.csv) with their count, and
+the fit as its probability per histogram bin, so curve and bars share one scale and a J-shaped fit
+cannot leave the plot. Scores spread over decades get logarithmic bins.
 """
 
 from __future__ import annotations
@@ -10,14 +13,19 @@ from __future__ import annotations
 import csv
 import html
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 
 from asdx._atomic import atomic_write, atomic_write_text
 
-
 TRUTH_COLUMNS = ("label", "domain")
+THRESHOLD_SCORES_FILE = "threshold_scores.csv"  # asdx.runner.THRESHOLD_SCORES_FILE (not imported: runner imports torch)
+# Sub-score columns that are labels or indices, not anomaly scores (proto's nearest_group: the index of the
+# nearest prototype group): no mean and no AUC is computed for them.
+NOT_SCORES = ("nearest_group",)
+LOG_BINS_RATIO = 30.0  # positive scores spanning more than this factor get logarithmic bins
 
 
 def read_scores_csv(path: Path) -> dict[str, np.ndarray]:
@@ -41,14 +49,37 @@ def read_scores_csv(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
+def threshold_scores(machine_dir: Path, train: dict, threshold: dict) -> tuple[np.ndarray, str]:
+    """The scores the gamma was fitted on and a sentence saying what they are."""
+    path = Path(machine_dir) / THRESHOLD_SCORES_FILE
+    n_train = len(train["score"])
+    if path.exists():
+        with open(path, newline="") as handle:
+            scores = np.array([float(row["score"]) for row in csv.DictReader(handle)])
+        return scores, (f"gamma fitted on the system's {len(scores)} threshold scores ({THRESHOLD_SCORES_FILE}), "
+                        f"not on the {n_train} scores of train_scores.csv, which can be in-sample (the AE's final "
+                        "model scores the clips it trained on) and are not plotted")
+    fitted = threshold.get("n_train")
+    if fitted is not None and int(fitted) != n_train:
+        return train["score"], (f"gamma fitted on {fitted} scores that this run did not store (an older asdx); "
+                                f"the histogram shows the {n_train} scores of train_scores.csv instead, which "
+                                "can be in-sample")
+    return train["score"], f"gamma fitted on the {n_train} train-normal scores of train_scores.csv"
+
+
+def _scored(test: dict) -> bool:
+    return bool((test["label"] >= 0).all() and (test["label"] == 1).any() and (test["label"] == 0).any())
+
+
 def _sub_score_table(train: dict, test: dict) -> str:
-    """Per score column: train-normal mean, and with labels the AUC of source and target normals vs anomalies."""
+    """Per score column: train mean, test mean, and with labels the AUC of source / target normals vs anomalies."""
     from sklearn.metrics import roc_auc_score
 
-    columns = ["score", *[c for c in test["sub_scores"] if c in train]]
+    columns = ["score", *[c for c in test["sub_scores"] if c in train and c not in NOT_SCORES]]
+    skipped = [c for c in test["sub_scores"] if c in NOT_SCORES]
     if len(columns) == 1:
         return ""
-    labelled = (test["label"] >= 0).all() and (test["label"] == 1).any()
+    labelled = _scored(test)
     rows = ["<tr><th>score column</th><th>train mean</th><th>test mean</th>"
             + ("<th>AUC (source)</th><th>AUC (target)</th>" if labelled else "") + "</tr>"]
     for column in columns:
@@ -60,57 +91,103 @@ def _sub_score_table(train: dict, test: dict) -> str:
                 auc = roc_auc_score(test["label"][keep], test[column][keep]) if ok else float("nan")
                 cells += f"<td>{auc:.4f}</td>"
         rows.append(f"<tr><td>{html.escape(column)}</td>{cells}</tr>")
-    return "<table>" + "".join(rows) + "</table>"
+    note = (f"<p><small>Not scores, so not tabled: {html.escape(', '.join(skipped))} (an index).</small></p>"
+            if skipped else "")
+    return "<table>" + "".join(rows) + "</table>" + note
 
 
 def _plot_roc(ax, test: dict) -> None:
-    from sklearn.metrics import roc_curve
+    """Per domain the evaluator's ROC (that domain's normals + all anomalies) with its AUC; the pAUC range."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    from asdx.metrics import MAX_FPR, pauc
 
     anomalies = test["label"] == 1
     for domain, style in (("source", "-"), ("target", "--")):
         keep = anomalies | ((test["label"] == 0) & (test["domain"] == domain))
         if (test["label"][keep] == 0).any() and anomalies.any():
             fpr, tpr, _ = roc_curve(test["label"][keep], test["score"][keep])
-            ax.plot(fpr, tpr, style, label=f"{domain} normals + all anomalies")
-    ax.plot([0, 1], [0, 1], ":", color="grey")
-    ax.axvline(0.1, color="grey", lw=0.5)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
+            auc = roc_auc_score(test["label"][keep], test["score"][keep])  # = asdx.metrics.domain_auc
+            ax.plot(fpr, tpr, style, label=f"{domain} normals + all anomalies (AUC {auc:.4f})")
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="chance")
+    ax.axvline(MAX_FPR, color="grey", lw=0.7, ls="-.", label=f"FPR = {MAX_FPR:g} (pAUC over FPR ≤ {MAX_FPR:g})")
+    title = "ROC"
+    if _scored(test):
+        title += f" (pAUC {pauc(test['label'], test['score']):.4f})"
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
     ax.legend(fontsize=7, loc="lower right")
 
 
-def _plot_scores(ax, train: dict, test: dict, threshold: dict) -> None:
+def score_bins(values: np.ndarray, n: int) -> tuple[np.ndarray, bool]:
+    """(bin edges, logarithmic?) over all values: logarithmic when positive values span > LOG_BINS_RATIO."""
+    low, high = float(np.min(values)), float(np.max(values))
+    if high <= low:
+        low, high = low - 0.5, high + 0.5
+    log = low > 0 and high / low > LOG_BINS_RATIO
+    return (np.geomspace(low, high, n + 1) if log else np.linspace(low, high, n + 1)), log
+
+
+def _gamma_per_bin(grid: np.ndarray, edges: np.ndarray, log: bool, shape: float, loc: float,
+                   scale: float) -> np.ndarray:
+    """The fitted gamma's probability of a histogram bin centred at each grid point (the bars' scale)."""
     from scipy import stats
 
-    everything = np.concatenate([train["score"], test["score"]])
-    bins = np.linspace(everything.min(), everything.max(), 40)
-    heights = [ax.hist(train["score"], bins=bins, density=True, alpha=0.4, label="train normal")[0]]
-    if (test["label"] >= 0).any():
-        for label, name in ((0, "test normal"), (1, "test anomaly")):
-            heights.append(ax.hist(test["score"][test["label"] == label], bins=bins, density=True,
-                                   histtype="step", label=name)[0])
+    if log:
+        half = np.sqrt(edges[1] / edges[0])
+        low, high = grid / half, grid * half
     else:
-        heights.append(ax.hist(test["score"], bins=bins, density=True, histtype="step", label="test")[0])
+        half = (edges[1] - edges[0]) / 2
+        low, high = grid - half, grid + half
+    return stats.gamma.cdf(high, shape, loc, scale) - stats.gamma.cdf(low, shape, loc, scale)
+
+
+def _plot_scores(ax, fitted: np.ndarray, test: dict, threshold: dict) -> dict:
+    """Histograms (fraction of each group's clips per bin) of the fitted scores and the test scores, the gamma's
+    probability per bin and the threshold. Returns what was drawn: bins, log, bar heights, the curve."""
+    groups = [(f"threshold scores (n = {len(fitted)})", fitted, "bar")]
+    if (test["label"] >= 0).any():
+        groups += [(f"test {name} (n = {int(np.sum(test['label'] == label))})", test["score"][test["label"] == label],
+                    "step") for label, name in ((0, "normal"), (1, "anomaly"))]
+    else:
+        groups.append((f"test (n = {len(test['score'])})", test["score"], "step"))
+    everything = np.concatenate([fitted, test["score"], [threshold["threshold"]]])
+    n_bins = int(np.clip(1.5 * np.sqrt(max(len(g[1]) for g in groups)), 10, 40))
+    edges, log = score_bins(everything, n_bins)
+    heights = {}
+    for label, values, kind in groups:
+        if not len(values):
+            continue
+        weights = np.full(len(values), 1.0 / len(values))
+        heights[label] = ax.hist(values, bins=edges, weights=weights, label=label, histtype=kind,
+                                 alpha=0.45 if kind == "bar" else 1.0)[0]
+    drawn = {"edges": edges, "log": log, "heights": heights, "curve": None}
     shape, loc, scale = (threshold.get(k) for k in ("shape", "loc_fitted", "scale"))  # GammaThreshold.to_dict()
     if all(v is not None and np.isfinite(v) for v in (shape, loc, scale)):
-        grid = np.linspace(bins[0], bins[-1], 400)
-        ax.plot(grid, stats.gamma.pdf(grid, shape, loc, scale), "k-", lw=1, label="gamma fit (train)")
-    tallest = max(float(np.max(h)) if np.size(h) else 0.0 for h in heights)
-    if tallest > 0:  # a J-shaped gamma (shape < 1) spikes at its loc: keep the histograms readable
-        ax.set_ylim(0, 1.3 * tallest)
+        grid = np.geomspace(edges[0], edges[-1], 400) if log else np.linspace(edges[0], edges[-1], 400)
+        curve = _gamma_per_bin(grid, edges, log, shape, loc, scale)
+        ax.plot(grid, curve, "k-", lw=1, label=f"fitted gamma (shape {shape:.3g}), probability per bin")
+        drawn["curve"] = (grid, curve)
+    tallest = max([float(np.max(h)) for h in heights.values()]
+                  + ([float(np.max(drawn["curve"][1]))] if drawn["curve"] is not None else []) + [1e-12])
+    ax.set_ylim(0, 1.12 * tallest)  # every bar and the whole curve inside the axes
+    if log:
+        ax.set_xscale("log")
     ax.axvline(threshold["threshold"], color="red", lw=1, label=f"threshold (q = {threshold.get('q', 0.9):g})")
-    ax.set(xlabel="anomaly score", ylabel="density", title="scores")
+    ax.set(xlabel="anomaly score" + (" (log scale)" if log else ""), ylabel="fraction of clips per bin",
+           title="scores")
     ax.legend(fontsize=7)
+    return drawn
 
 
-def _machine_figure(path: Path, machine: str, train: dict, test: dict, threshold: dict) -> None:
+def _machine_figure(path: Path, machine: str, fitted: np.ndarray, test: dict, threshold: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     has_labels = (test["label"] >= 0).any()
-    fig, axes = plt.subplots(1, 2 if has_labels else 1, figsize=(10 if has_labels else 5, 3.6), squeeze=False)
-    _plot_scores(axes[0, -1], train, test, threshold)
+    fig, axes = plt.subplots(1, 2 if has_labels else 1, figsize=(11 if has_labels else 5.5, 4), squeeze=False)
+    _plot_scores(axes[0, -1], fitted, test, threshold)
     if has_labels:
         _plot_roc(axes[0, 0], test)
     fig.suptitle(machine)
@@ -119,16 +196,61 @@ def _machine_figure(path: Path, machine: str, train: dict, test: dict, threshold
     plt.close(fig)
 
 
+def _number(value) -> str:
+    return "" if value is None or not np.isfinite(value) else f"{value:.4f}"
+
+
 def _metrics_table(metrics: dict) -> str:
+    from asdx.evaluation import CI95_MEANING
+    from asdx.metrics import FLAG_COLUMNS
+
     columns = [("auc_source", "AUC (source)"), ("auc_target", "AUC (target)"), ("pauc", "pAUC"),
-               ("f1_source", "F1 (source)"), ("f1_target", "F1 (target)")]
+               ("f1_source", "F1 (source)"), ("f1_target", "F1 (target)"), *FLAG_COLUMNS.items()]
     rows = ["<tr><th>machine</th>" + "".join(f"<th>{t}</th>" for _, t in columns) + "</tr>"]
-    for machine, values in metrics["machines"].items():
-        cells = "".join(f"<td>{values.get(key, float('nan')):.4f}</td>" for key, _ in columns)
+    for machine in sorted(metrics["machines"], key=str.lower):
+        values = metrics["machines"][machine]
+        cells = "".join(f"<td>{_number(values.get(key))}</td>" for key, _ in columns)
         rows.append(f"<tr><td>{html.escape(machine)}</td>{cells}</tr>")
-    return "<table>" + "".join(rows) + "</table>" + (
-        f"<p><b>Official score Ω = {metrics['official_score']:.4f}</b> (harmonic mean of AUC source, AUC target "
-        f"and pAUC over machines; arithmetic mean {metrics['arithmetic_mean']:.4f})</p>")
+    ci = metrics.get("official_score_ci95")
+    decisions = metrics.get("decisions") or {}
+    flagged = ", ".join(f"{title} {_number(decisions.get(key)) or 'n/a'}" for key, title in FLAG_COLUMNS.items())
+    return ("<table>" + "".join(rows) + "</table>"
+            f"<p><b>Official score Ω = {metrics['official_score']:.4f}</b> (harmonic mean of AUC source, AUC target "
+            f"and pAUC over machines; arithmetic mean {metrics['arithmetic_mean']:.4f})"
+            + (f"; ci95 {ci:.4f}: {html.escape(CI95_MEANING)}" if ci is not None else "") + ".</p>"
+            + (f"<p>Decisions: F1 {_number(decisions.get('f1'))} (the evaluator's harmonic mean over machines and "
+               f"domains; arithmetic mean {_number(decisions.get('f1_amean'))}); flagged, mean over machines: "
+               f"{flagged}. A gamma threshold at quantile q aims at flagging a share 1 − q of the normals.</p>"
+               if decisions else ""))
+
+
+def _threshold_text(threshold: dict, description: str, n_train: int, n_test: int) -> str:
+    parts = [f"threshold {threshold['threshold']:.6g} (q = {threshold.get('q', 0.9):g}); {description}"]
+    fit = [f"{name} {threshold[key]:.4g}" for name, key in (("shape", "shape"), ("loc", "loc_fitted"),
+                                                            ("scale", "scale")) if threshold.get(key) is not None]
+    if fit:
+        parts.append("fit: " + ", ".join(fit))
+    if threshold.get("method"):
+        parts.append(f"method: {threshold['method']}")
+    if threshold.get("fallback"):
+        parts.append(f"fallback: {threshold['fallback']}")
+    parts.append(f"{n_train} train clips, {n_test} test clips")
+    return "<p>" + html.escape("; ".join(parts)) + ".</p>"
+
+
+def _run_header(run_dir: Path, config: dict, finished: list[Path]) -> str:
+    """Which run this is: name, folder, data, machines, when it finished, and its config."""
+    when = (time.strftime("%Y-%m-%d %H:%M", time.localtime(max(p.stat().st_mtime for p in finished)))
+            if finished else "no machine finished")
+    rows = [("run", run_dir.name), ("folder", str(run_dir.resolve())), ("system", config.get("system", "?")),
+            ("data", config.get("data", "?")), ("machines", ", ".join(config.get("machines", []))),
+            ("last machine finished", when), ("report written", time.strftime("%Y-%m-%d %H:%M")),
+            ("crop (s)", config.get("seconds", "")), ("threshold q", config.get("threshold_q", ""))]
+    table = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th><td style='text-align:left'>"
+                    f"{html.escape(str(v))}</td></tr>" for k, v in rows)
+    settings = json.dumps(config.get("config", {}), indent=2, sort_keys=True)
+    return (f"<table>{table}</table><details><summary>config</summary><pre>{html.escape(settings)}</pre>"
+            "</details>")
 
 
 def write_report(run_dir) -> Path:
@@ -140,16 +262,17 @@ def write_report(run_dir) -> Path:
     config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else {}
     figures = run_dir / "report"
     figures.mkdir(exist_ok=True)
+    finished = sorted((p for p in machines_dir.iterdir() if (p / "done.json").exists()), key=lambda p: p.name.lower())
     sections = []
-    for machine_dir in sorted(p for p in machines_dir.iterdir() if (p / "done.json").exists()):
+    for machine_dir in finished:
         machine = machine_dir.name
         train = read_scores_csv(machine_dir / "train_scores.csv")
         test = read_scores_csv(machine_dir / "test_scores.csv")
         threshold = json.loads((machine_dir / "threshold.json").read_text())
-        _machine_figure(figures / f"{machine}.png", machine, train, test, threshold)
+        fitted, description = threshold_scores(machine_dir, train, threshold)
+        _machine_figure(figures / f"{machine}.png", machine, fitted, test, threshold)
         sections.append(f"<h2>{html.escape(machine)}</h2><img src='report/{html.escape(machine)}.png'>"
-                        f"<p>threshold {threshold['threshold']:.6g} (q = {threshold.get('q', 0.9):g}); "
-                        f"{len(train['score'])} train, {len(test['score'])} test clips</p>"
+                        + _threshold_text(threshold, description, len(train["score"]), len(test["score"]))
                         + _sub_score_table(train, test))
     metrics_path = run_dir / "metrics.json"
     table = _metrics_table(json.loads(metrics_path.read_text())) if metrics_path.exists() else (
@@ -157,8 +280,11 @@ def write_report(run_dir) -> Path:
     notes_path = run_dir / "notes.json"
     all_notes = [*config.get("notes", []), *(json.loads(notes_path.read_text()) if notes_path.exists() else [])]
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in dict.fromkeys(all_notes))
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>asdx {html.escape(config.get('system', ''))}"
+    system = html.escape(config.get("system", "?"))
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>asdx {system}: {html.escape(run_dir.name)}"
             f"</title><style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 8px;text-align:right}}"
-            f"</style></head><body><h1>asdx run: {html.escape(config.get('system', '?'))}</h1>"
-            f"<ul>{notes}</ul>{table}{''.join(sections)}</body></html>")
+            f"</style></head><body><h1>asdx run: {system}, {html.escape(run_dir.name)}</h1>"
+            + _run_header(run_dir, config, [p / "done.json" for p in finished])
+            + (f"<h2>Notes</h2><ul>{notes}</ul>" if notes else "")
+            + table + "".join(sections) + "</body></html>")
     return atomic_write_text(run_dir / "report.html", page)

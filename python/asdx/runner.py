@@ -4,9 +4,13 @@ Run directory (runs/<system>/<name>/):
   config.json, environment.json, run.log, notes.json
   global/                               the global stage (systems that have one) and its done.json
   machines/<machine>/                   the system's own files (checkpoints, banks)
-  machines/<machine>/train_scores.csv   name,score,<sub-scores...> of the held-out train-normal scores
-  machines/<machine>/threshold.json     gamma fit and threshold (q, default 0.9), fitted on the train scores or,
-                                        when the system gives them, on MachineScores.threshold_scores
+  machines/<machine>/train_scores.csv   name,score,<sub-scores...> of every train clip, as the system scored it
+                                        (held out where it can: see asdx.systems; the AE's final model scores
+                                        clips it trained on)
+  machines/<machine>/threshold_scores.csv  score: the scores the gamma was fitted on, when the system gives its
+                                        own (MachineScores.threshold_scores; the AE's held-out ones); absent: the
+                                        train_scores.csv scores
+  machines/<machine>/threshold.json     gamma fit and threshold (q, default 0.9) of those scores
   machines/<machine>/test_scores.csv    name,score,<sub-scores...>,label,domain (blank where unknown)
   machines/<machine>/done.json          written last: the machine is finished
   submission/anomaly_score_<m>_section_00_test.csv, decision_result_<m>_section_00_test.csv
@@ -49,6 +53,7 @@ from asdx.systems.base import MachineScores, SystemContext
 DEFAULT_SECONDS = 10.0  # system report §1: clips cropped to 10 s
 THRESHOLD_Q = 0.9  # system report §1: gamma fit, 90th percentile
 GLOBAL_DIR = "global"
+THRESHOLD_SCORES_FILE = "threshold_scores.csv"
 
 
 @dataclass
@@ -330,6 +335,9 @@ def run_machine(system, machine: MachineDir, plan: _Plan, options: RunOptions, r
     atomic_write_text(machine_dir / "test_scores.csv",
                       scores_csv(names, test_scores, [c.label for c in test_clips], [c.domain for c in test_clips]))
     write_submission(run_dir / "submission", machine.name, names, test_scores.scores, decisions)
+    if train_scores.threshold_scores is not None:  # what the report plots under the fitted gamma
+        atomic_write_text(machine_dir / THRESHOLD_SCORES_FILE,
+                          "score\n" + "".join(f"{float(s)!r}\n" for s in train_scores.threshold_scores))
     atomic_write_text(machine_dir / "done.json", json.dumps({"machine": machine.name, "threshold": threshold.threshold_}))
     stage(f"{machine.name}: done (threshold {threshold.threshold_:.6g}, {int(decisions.sum())} of {len(decisions)} "
           "test clips flagged)")
@@ -460,8 +468,16 @@ def _run_logged(options: RunOptions, system, plan: _Plan, run_dir: Path, resolve
         raise
     finally:
         _save_notes(run_dir, system)
+    _print_notes(run_dir)
     log.info("run finished")
     return run_dir, evaluation
+
+
+def _print_notes(run_dir: Path) -> None:
+    """The run's caveats (the random-tiny BEATs warning...) on the console too, --quiet or not: they qualify the
+    numbers printed next."""
+    for note in read_notes(run_dir):
+        print(f"asdx: note: {note}", file=sys.stderr, flush=True)
 
 
 def _run_as_worker(options: RunOptions, config):

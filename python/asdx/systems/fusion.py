@@ -746,6 +746,9 @@ class FusionSystem(System):
         self.history = list(payload["history"])
         self.context.note(f"fusion: model loaded from {path} (best epoch {self.best_epoch} of {len(self.history)}, "
                           f"{self.monitor}).")
+        if self.monitor == "dev-omega":  # the report's recipe; its dev Ω saw the labels it is computed from
+            self.context.note("fusion: early stopping chose the epoch by Ω on the dev machines' labelled test clips "
+                              "(the system report's recipe), so Ω on those dev machines is optimistic.")
 
     # ------------------------------------------------------------------ per-machine stage
     def embed(self, clips: ClipSet) -> np.ndarray:
