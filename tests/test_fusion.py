@@ -14,6 +14,7 @@ from types import MappingProxyType, SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import KFold, StratifiedKFold
 
@@ -24,6 +25,7 @@ from asdx.models.heads import GeMPooling
 from asdx.systems.base import SystemContext
 from asdx.systems.fusion import (MACHINE_FILE, MODEL_FILE, RESUME_FILE, SUB_SCORES, FusionBanks, FusionConfig,
                                  FusionNet, FusionSystem, composite_classes, composite_label, dev_omega)
+from test_fusion_scoring import exceedance_reference
 
 # Measured on this data (seed 1): dev Ω per epoch 0.534, 0.686, 0.564, 0.585 -> best epoch 2, stopped after 4
 # (patience 2). The learning rates are far above the report's so that a few epochs visibly move the weights.
@@ -193,20 +195,26 @@ def test_spec_augment_recomputes_the_trunk_every_epoch(data, tmp_path):
 
 
 # ----------------------------------------------------------------------------- per-machine scoring against NumPy
-def rank(scores, reference):
-    """(count(ref < s) + 0.5 count(ref == s)) / n, element by element."""
-    reference = np.asarray(reference)
-    return np.array([((reference < s).sum() + 0.5 * (reference == s).sum()) / reference.size for s in scores])
+def extended_exceedance(scores, reference):
+    """-log(1 - rank) of each score by the loop reference of the RankMap (tests/test_fusion_scoring.py)."""
+    return np.array([exceedance_reference(s, reference) for s in scores])
 
 
 def reference_scoring(bank, domains, queries, k, components, folds, max_components, seed, transductive):
-    """Report §2.3 per-machine scoring, written out: brute-force cosine kNN, sklearn GMMs, ranks, min, -log."""
+    """Per-machine scoring, written out: brute-force cosine kNN against each domain's bank (leave-one-out in a
+    clip's own bank), sklearn GMMs, loop ranks per domain with the min over domains, min over scorers."""
     unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
     a, b = unit(bank), unit(queries)
-    pair = 1.0 - a @ a.T
-    np.fill_diagonal(pair, np.inf)  # leave-one-out: a clip is never its own neighbour
-    knn_train = np.sort(pair, axis=1)[:, :k].mean(1)
-    knn_test = np.sort(1.0 - b @ a.T, axis=1)[:, :k].mean(1)
+    domains = np.asarray(domains)
+    knn_train, knn_test = np.full((len(a), 2), np.nan), np.full((len(b), 2), np.nan)
+    for column, domain in enumerate(("source", "target")):
+        members = np.flatnonzero(domains == domain)
+        if len(members) == 0:
+            continue
+        pair = 1.0 - a @ a[members].T
+        pair[members, np.arange(len(members))] = np.inf  # leave-one-out: a clip is never its own neighbour
+        knn_train[:, column] = np.sort(pair, axis=1)[:, :k].mean(1)
+        knn_test[:, column] = np.sort(1.0 - b @ a[members].T, axis=1)[:, :k].mean(1)
 
     def mixture(x, n):
         return GaussianMixture(n, covariance_type="diag", reg_covar=1e-6, max_iter=100, random_state=seed).fit(x)
@@ -215,7 +223,6 @@ def reference_scoring(bank, domains, queries, k, components, folds, max_componen
         bic = {n: mixture(a, n).bic(a) for n in range(1, max_components + 1)}
         components = min(bic, key=lambda n: (bic[n], n))
     gmm_test = -mixture(a, components).score_samples(b)
-    domains = np.asarray(domains)
     smallest = np.unique(domains, return_counts=True)[1].min()
     splitter = StratifiedKFold(min(folds, smallest), shuffle=True, random_state=seed) if smallest >= 2 \
         else KFold(folds, shuffle=True, random_state=seed)
@@ -223,14 +230,20 @@ def reference_scoring(bank, domains, queries, k, components, folds, max_componen
     for kept, held in splitter.split(a, domains):
         gmm_train[held] = -mixture(a[kept], components).score_samples(a[held])
 
-    def fuse(knn, gmm, references):
-        knn_rank, gmm_rank = rank(knn, references[0]), rank(gmm, references[1])
-        fused = np.minimum(knn_rank, gmm_rank)
-        n = len(references[0])
-        return -np.log(1.0 - np.minimum(fused, 1.0 - 0.5 / n)), (knn, gmm, knn_rank, gmm_rank, fused)
+    def fuse(knn, gmm, knn_refs, gmm_ref):
+        present = [c for c in (0, 1) if knn_refs[c] is not None]
+        knn_e = np.min([extended_exceedance(knn[:, c], knn_refs[c]) for c in present], axis=0)
+        gmm_e = extended_exceedance(gmm, gmm_ref)
+        fused = np.minimum(knn_e, gmm_e)
+        rank = lambda e: 1.0 - np.exp(-e)  # noqa: E731
+        return fused, (knn[:, 0], knn[:, 1], gmm, rank(knn_e), rank(gmm_e), rank(fused))
 
-    train = fuse(knn_train, gmm_train, (knn_train, gmm_train))
-    test = fuse(knn_test, gmm_test, (knn_test, gmm_test) if transductive else (knn_train, gmm_train))
+    own = [knn_train[domains == d, c] if (domains == d).any() else None for c, d in enumerate(("source", "target"))]
+    train = fuse(knn_train, gmm_train, own, gmm_train)
+    if transductive:
+        test = fuse(knn_test, gmm_test, [knn_test[:, c] if own[c] is not None else None for c in (0, 1)], gmm_test)
+    else:
+        test = fuse(knn_test, gmm_test, own, gmm_train)
     return train, test, components
 
 
@@ -241,7 +254,8 @@ def test_machine_scoring_equals_a_direct_numpy_sklearn_computation(k, components
     bank = rng.normal(size=(36, 6)) * rng.uniform(0.5, 2.0, size=6) + 3.0
     bank[30:] += rng.normal(size=6)  # the target clips sit elsewhere
     domains = ["source"] * 30 + ["target"] * 6
-    queries = np.concatenate([rng.normal(size=(12, 6)) * 2.0 + 3.0, bank[[3, 31]] + 1e-3])
+    queries = np.concatenate([rng.normal(size=(12, 6)) * 2.0 + 3.0, bank[[3, 31]] + 1e-3,
+                              bank[[0]] * 50.0 - 200.0])  # one far from every clip: above every reference
     cfg = FusionConfig(beats="random-tiny", knn_k=k, gmm_components=components, gmm_max_components=3, gmm_folds=4,
                        rank_norm=rank_norm)
     banks, train_scores, info = FusionBanks.fit("fan", bank, domains, cfg, seed=7)
@@ -249,50 +263,119 @@ def test_machine_scoring_equals_a_direct_numpy_sklearn_computation(k, components
     expected_train, expected_test, expected_k = reference_scoring(bank, domains, queries, k, components, 4, 3, 7,
                                                                   rank_norm == "transductive")
     assert info["gmm_components"] == expected_k
+    assert SUB_SCORES == ("knn_source_distance", "knn_target_distance", "gmm_nll", "knn_rank", "gmm_rank",
+                          "fused_rank")
     for got, (score, parts) in ((train_scores, expected_train), (test_scores, expected_test)):
         assert list(got.sub_scores) == list(SUB_SCORES)
-        np.testing.assert_allclose(got.sub_scores["knn_distance"], parts[0], rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(got.sub_scores["gmm_nll"], parts[1], rtol=1e-8, atol=1e-8)
-        for name, want in zip(SUB_SCORES[2:], parts[2:]):  # no near ties in this data: ranks agree exactly
-            np.testing.assert_array_equal(got.sub_scores[name], want, err_msg=name)
-        np.testing.assert_allclose(got.scores, score, rtol=1e-12)
-    assert np.all(train_scores.sub_scores["knn_distance"] > 1e-4)  # leave-one-out: no clip is its own neighbour
+        for name, want in zip(SUB_SCORES[:2], parts[:2]):  # float32 FAISS distances
+            np.testing.assert_allclose(got.sub_scores[name], want, rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(got.sub_scores["gmm_nll"], parts[2], rtol=1e-8, atol=1e-8)
+        for name, want in zip(SUB_SCORES[3:], parts[3:]):  # the ranks, through float32 distances
+            np.testing.assert_allclose(got.sub_scores[name], want, rtol=1e-4, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(got.scores, score, rtol=1e-4, atol=1e-6)
+        np.testing.assert_array_equal(got.sub_scores["fused_rank"],
+                                      np.minimum(got.sub_scores["knn_rank"], got.sub_scores["gmm_rank"]))
+    # inductive: the test clips' raw scores differ, so do their scores (train clips that are each other's nearest
+    # neighbours share a leave-one-out distance, and may share a score; transductive ranks are i / (n + 1) in both
+    # scorers, so the minimum of two scorers can tie)
+    assert rank_norm == "transductive" or np.unique(test_scores.scores).size == len(queries)
+    # leave-one-out: no clip is its own neighbour (its distance to its own bank is to another member)
+    own = np.where(np.array(domains) == "source", train_scores.sub_scores["knn_source_distance"],
+                   train_scores.sub_scores["knn_target_distance"])
+    assert np.all(own > 1e-4)
     loaded = FusionBanks.load(banks.save(tmp_path / MACHINE_FILE))
     assert (loaded.machine, loaded.knn_k, loaded.knn_metric, loaded.rank_norm) == ("fan", k, "cosine", rank_norm)
+    np.testing.assert_array_equal(loaded.domains, domains)
     again = loaded.score(queries)
     np.testing.assert_array_equal(again.scores, test_scores.scores)
     for name in SUB_SCORES:
         np.testing.assert_array_equal(again.sub_scores[name], test_scores.sub_scores[name])
 
 
-def test_ranks_count_ties_half_and_the_score_caps_the_top_rank(tmp_path):
-    """One-hot embeddings make the cosine distances exactly 0 or 1: ties with the leave-one-out references."""
-    eye = np.eye(8)
-    bank = eye[[0, 0, 1, 1, 2, 3, 4, 5]]  # leave-one-out distances: 0, 0, 0, 0, 1, 1, 1, 1
+def test_target_clips_rank_among_the_target_clips_not_under_every_source_clip():
+    """Issue 19's failure, planted: target clips sit closer together than source clips. Against one pooled
+    reference, a target clip's kNN distance is below nearly every train distance (rank ~0, and the target
+    anomalies rank under the source normals); against its own domain's references it ranks like a source clip.
+    Measured on this data: median knn_rank of the normals 0.48 (target) and 0.42 (source), knn AUC (source) 0.98,
+    fused 0.99; with one pooled reference and step ranks (the old scoring): 0.07 and 0.50, 0.87, 0.93, 4 clips at 0."""
+    rng = np.random.default_rng(0)
+    centre, shift = rng.normal(size=16), rng.normal(size=16) * 0.6
+
+    def draw(n, target, anomalous):
+        spread = 0.12 if target else 0.25
+        return centre + (shift if target else 0) + spread * rng.normal(size=(n, 16)) \
+            + (0.35 * rng.normal(size=(n, 16)) if anomalous else 0)
+
+    bank = np.vstack([draw(40, False, False), draw(6, True, False)])
+    cells = [(False, False), (False, True), (True, False), (True, True)]
+    test = np.vstack([draw(30, t, a) for t, a in cells])
+    is_target = np.repeat([False, False, True, True], 30)
+    anomalous = np.repeat([False, True, False, True], 30)
+    cfg = FusionConfig(beats="random-tiny", gmm_components=1)
+    banks, _, _ = FusionBanks.fit("fan", bank, ["source"] * 40 + ["target"] * 6, cfg)
+    scores = banks.score(test)
+    knn_rank = scores.sub_scores["knn_rank"]
+    # normal clips of both domains rank about uniformly: the medians agree
+    assert abs(np.median(knn_rank[~anomalous & is_target]) - np.median(knn_rank[~anomalous & ~is_target])) < 0.2
+    auc = lambda s, keep: roc_auc_score(anomalous[keep], s[keep])  # noqa: E731
+    source_keep = anomalous | ~is_target  # the DCASE AUC (source): source normals against every anomaly
+    assert auc(knn_rank, source_keep) > 0.95 and auc(scores.scores, source_keep) > 0.95
+    # no clip scores 0 and no two share a score
+    assert np.all(scores.scores > 0) and np.unique(scores.scores).size == scores.scores.size
+
+
+def test_the_order_is_kept_below_and_above_every_train_score():
+    """Queries nearer than every train clip's leave-one-out neighbour, and farther than every train clip: the old
+    step ranks gave them all 0 (resp. one capped score); the extended ranks keep their order."""
+    rng = np.random.default_rng(1)
+    bank = rng.normal(size=(20, 8)) + 4.0
     cfg = FusionConfig(beats="random-tiny", gmm_components=1, gmm_folds=4)
-    banks, train_scores, _ = FusionBanks.fit("fan", bank, ["source"] * 8, cfg)
-    np.testing.assert_array_equal(banks.knn_train, [0, 0, 0, 0, 1, 1, 1, 1])
-    # the train clips rank among themselves: 4 ties at 0 -> 0.25, 4 ties at 1 -> 0.75
-    np.testing.assert_array_equal(train_scores.sub_scores["knn_rank"], [0.25] * 4 + [0.75] * 4)
-    below_all = -np.ones((1, 8))  # negative cosine to every bank member: farther than every train clip
-    scores = banks.score(np.concatenate([eye[[0, 6]], below_all]))
-    knn = scores.sub_scores
-    np.testing.assert_array_equal(knn["knn_distance"][:2], [0.0, 1.0])
-    np.testing.assert_array_equal(knn["knn_rank"], [0.25, 0.75, 1.0])
-    np.testing.assert_array_equal(knn["fused_rank"], np.minimum(knn["knn_rank"], knn["gmm_rank"]))
-    np.testing.assert_allclose(scores.scores, -np.log1p(-np.minimum(knn["fused_rank"], 1 - 0.5 / 8)), rtol=1e-12)
-    # above every honest train score of both scorers: fused rank 1, capped at 1 - 0.5 / 8 -> log(2 n)
-    top = banks._fuse(np.array([2.0, 0.0]), np.array([banks.gmm_train.max() + 1.0, banks.gmm_train.max()]))
-    np.testing.assert_array_equal(top.sub_scores["fused_rank"], [1.0, 0.25])
-    np.testing.assert_allclose(top.scores, [np.log(16.0), -np.log(0.75)], rtol=1e-12)
-    # transductive: ranks within the scored set itself
-    transductive = dataclasses.replace(banks, rank_norm="transductive")
-    np.testing.assert_array_equal(transductive.score(eye[[0, 0, 6]]).sub_scores["knn_rank"], [1 / 3, 1 / 3, 5 / 6])
-    # ten queries farther and farther from e0: ranks (i + 0.5) / 10 in both scorers, the top one capped at
-    # 1 - 0.5 / 10 (the scored set's size, not the bank's 8)
-    spread = transductive.score(eye[[0] * 10] + np.linspace(0.1, 1.0, 10)[:, None] * eye[6])
-    np.testing.assert_array_equal(spread.sub_scores["fused_rank"], (np.arange(10) + 0.5) / 10)
-    np.testing.assert_allclose(spread.scores, -np.log1p(-(np.arange(10) + 0.5) / 10), rtol=1e-12)
+    banks, _, _ = FusionBanks.fit("fan", bank, ["source"] * 16 + ["target"] * 4, cfg)
+    direction = rng.normal(size=8)
+    near = bank[[0]] + np.linspace(0.05, 0.3, 8)[:, None] * direction  # nearer to clip 0 than any train clip is
+    far = bank[[0]] + np.linspace(20.0, 60.0, 8)[:, None] * direction  # farther than every train clip
+    source_references = banks.knn_train[:16, 0]
+    near_out, far_out = banks.score(near), banks.score(far)
+    assert np.all(near_out.sub_scores["knn_source_distance"] < source_references.min())
+    assert np.all(far_out.sub_scores["knn_source_distance"] > source_references.max())
+    assert np.all(far_out.sub_scores["gmm_nll"] > banks.gmm_train.max())
+    for out in (near_out, far_out):
+        assert np.all(np.diff(out.sub_scores["knn_source_distance"]) > 0)
+        assert np.all(np.diff(out.scores) > 0) and np.all(out.scores > 0)  # in order, none 0, none tied
+    assert np.all(np.diff(near_out.sub_scores["knn_rank"]) > 0) and near_out.sub_scores["knn_rank"].max() < 1 / 17
+
+
+def test_transductive_ranks_within_the_scored_set():
+    eye = np.eye(8)
+    bank = eye[[0, 0, 1, 1, 2, 3, 4, 5]]
+    cfg = FusionConfig(beats="random-tiny", gmm_components=1, gmm_folds=4, rank_norm="transductive")
+    banks, _, _ = FusionBanks.fit("fan", bank, ["source"] * 8, cfg)
+    assert np.isnan(banks.knn_train[:, 1]).all()  # no target clips: no target bank, NaN column
+    # ten queries farther and farther from e0: i / 11 in both scorers (the scored set's size, not the bank's 8)
+    spread = banks.score(eye[[0] * 10] + np.linspace(0.1, 1.0, 10)[:, None] * eye[6])
+    np.testing.assert_allclose(spread.sub_scores["fused_rank"], np.arange(1, 11) / 11, rtol=1e-12)
+    np.testing.assert_allclose(spread.scores, -np.log1p(-np.arange(1, 11) / 11), rtol=1e-12)
+    assert np.isnan(spread.sub_scores["knn_target_distance"]).all()
+
+
+def test_per_domain_banks_need_more_than_k_clips_and_old_states_are_refused(tmp_path):
+    bank = np.random.default_rng(2).normal(size=(12, 4))
+    with pytest.raises(ValueError, match=r"fan: 1 target-domain train clip\(s\).*knn_k=1"):
+        FusionBanks.fit("fan", bank, ["source"] * 11 + ["target"], FusionConfig(beats="random-tiny", gmm_components=1))
+    with pytest.raises(ValueError, match="fan: 2 target-domain.*knn_k=2"):
+        FusionSystem(config(knn_k=2), context(None)).check_training_clips(
+            "fan", [record("fan", i, domain="source" if i < 10 else "target") for i in range(12)])
+    with pytest.raises(ValueError, match="domain \\['other'\\]"):
+        FusionBanks.fit("fan", bank, ["source"] * 11 + ["other"], FusionConfig(beats="random-tiny"))
+    banks, _, _ = FusionBanks.fit("fan", bank, ["source"] * 10 + ["target"] * 2,
+                                  FusionConfig(beats="random-tiny", gmm_components=1))
+    path = banks.save(tmp_path / MACHINE_FILE)
+    with np.load(path) as data:
+        arrays = dict(data)
+    arrays["format"] = np.array("asdx.fusion.machine/1")
+    np.savez(tmp_path / "old.npz", **arrays)
+    with pytest.raises(ValueError, match="asdx.fusion.machine/1, from an older asdx: run the machine again"):
+        FusionBanks.load(tmp_path / "old.npz")
 
 
 # ----------------------------------------------------------------------------- composite labels
@@ -477,7 +560,9 @@ def test_fit_machine_score_machine_and_reload(trained, data, tmp_path):
     scores = trained.system.score_machine(test)
     assert (tmp_path / "Sander" / MACHINE_FILE).is_file()
     assert len(first.scores) == len(train) and len(scores.scores) == len(test)
-    assert np.all(first.sub_scores["knn_distance"] > 0)  # leave-one-out
+    is_target = np.array([clip.domain == "target" for clip in train.clips])
+    own = np.where(is_target, first.sub_scores["knn_target_distance"], first.sub_scores["knn_source_distance"])
+    assert np.all(own > 0)  # leave-one-out in the clip's own domain bank
     np.testing.assert_array_equal(scores.sub_scores["fused_rank"],
                                   np.minimum(scores.sub_scores["knn_rank"], scores.sub_scores["gmm_rank"]))
     reloaded = FusionSystem(config(), context(trained.cache))

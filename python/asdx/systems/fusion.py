@@ -28,21 +28,42 @@ Where the report leaves a choice open, asdx decides and says so here:
     the kNN scorer and computes Ω with asdx.metrics; the best epoch's weights are kept.
     Without development ground truth it watches the ArcFace loss of a stratified
     validation split instead, and logs that.
-  - The kNN scorer uses the cosine distance to the nearest clip of one bank holding
-    all the machine's train clips (ArcFace shapes angles; k = 1 is the DCASE standard).
-    Its train scores are leave-one-out; the GMM's are k-fold out-of-fold (K chosen by
-    BIC on the whole bank by default, at most one component per 10 clips of each
-    fold's fit). Both are fitted on L2-normalised embeddings; the kNN bank is a FAISS
-    GPU index when faiss-gpu sees a GPU.
+  - The kNN scorer keeps one bank per domain, as sera does (system report §2.4): the
+    cosine distance to the nearest clip (ArcFace shapes angles; k = 1 is the DCASE
+    standard) of the machine's source train clips and, separately, of its target train
+    clips. A domain's honest references are its own clips' leave-one-out distances to
+    its bank. The GMM's train scores are k-fold out-of-fold (folds stratified by domain;
+    K chosen by BIC on the whole bank by default, at most one component per 10 clips of
+    each fold's fit). Both are fitted on L2-normalised embeddings; the kNN banks are
+    FAISS GPU indexes when faiss-gpu sees a GPU.
   - The attention key biases of the fine-tuned blocks stay frozen: softmax ignores a
     constant added to every score of a query, so their gradient is zero.
-  - Rank normalisation is inductive by default: a test score's position among that
-    scorer's honest train-normal scores (empirical CDF, ties counted half), so a test
-    score never depends on other test clips. Scores above every train score all map
-    to 1, so their order is lost within a scorer; the fused minimum keeps the order
-    where the other scorer still resolves it. "transductive" ranks within the scored
-    set itself (labelled as such in the notes). The submitted score is -log(1 - fused
-    rank), a monotone map on which the gamma threshold is well specified (rank_to_score).
+  - Rank normalisation is inductive by default: a test score's rank among that
+    scorer's honest train-normal scores, so a test score never depends on other test
+    clips. The rank map (asdx.scoring.fusion.RankMap) is the mid-rank at each
+    reference value, linearly interpolated between them, with exponential tails above
+    the highest and below the lowest: strictly increasing, so two clips tie only when
+    their raw scores tie, none is pinned at 0 below every train score nor saturates at
+    1 above them (issue 19 measured 114 of 720 synthetic test clips at 0, and anomalies
+    tied at the old cap), and with 6-10 target references a rank still falls between
+    its neighbours' instead of on one of 7-11 steps.
+  - Per domain: the kNN rank is the minimum over the domains of the distance to that
+    domain's bank, ranked among that domain's leave-one-out distances. One pooled
+    reference let target clips, which sit closer together, rank under every source
+    clip, so target anomalies ranked under source normals (AUC (source) 0.45 in issue
+    19). The GMM is one mixture over both domains (a mixture of 6-10 target clips in
+    hundreds of dimensions cannot be fitted), so its NLL has no per-domain counterpart
+    and is ranked among all out-of-fold NLLs. Ranking it against per-domain references
+    with the min over domains instead ranks most source clips against the target
+    clips' higher NLLs, where their GMM rank is low and decides the minimum; on the
+    random-tiny synthetic runs of benchmarks/fusion_ranks_study.py (variant gmm-dom)
+    that gave a lower AUC (target) and official score and a wider gap between the
+    domains' flag rates. A target normal that the pooled GMM finds unusual is kept low
+    by the per-domain kNN rank in the minimum.
+  - "transductive" ranks within the scored set itself (each domain's distances, the
+    NLLs; labelled as such in the notes). The submitted score is min over the scorers
+    of -log(1 - rank): on normal data a rank is about uniform and -log(1 - U) ~ Exp(1),
+    a gamma of shape 1, on which the gamma threshold is well specified.
   - Global stage: one model on the train clips of the dev machines (all machines
     when there are none, noted). Per machine: the machine's own train clips as the
     bank (eval machines: their additional train split).
@@ -82,7 +103,8 @@ from asdx.metrics import machine_metrics, official_score
 from asdx.models.beats_checkpoint import is_random_tiny, load_beats
 from asdx.models.cache import FeatureCache, beats_preprocessing
 from asdx.models.heads import ArcFace, GeMPooling
-from asdx.scoring.fusion import min_fusion, rank_normalize
+from asdx.scoring._domains import DOMAINS
+from asdx.scoring.fusion import RankMap, exceedance_to_rank
 from asdx.scoring.gmm import DiagGMMScorer, gmm_diag_loglik
 from asdx.scoring.knn import KNNScorer
 from asdx.systems._tokens import fill_token_store, length_batches, split_validation, token_batches, token_bytes
@@ -94,13 +116,13 @@ MODEL_FILE = "fusion_model.pt"
 RESUME_FILE = "fusion_model.resume.pt"
 MACHINE_FILE = "fusion_machine.npz"
 MODEL_FORMAT = "asdx.fusion.model/1"
-MACHINE_FORMAT = "asdx.fusion.machine/1"
+MACHINE_FORMAT = "asdx.fusion.machine/2"
 # A diagonal GMM in hundreds of dimensions gets an ever better likelihood from components that collapse onto a
 # few clips, and BIC on small banks rewards that (15 clips of 64-d: K = 8, out-of-fold NLLs far above the test
 # NLLs). At least this many clips per component, in every fold's fit, keeps K honest; DCASE banks (~1000 clips)
 # are not limited by it.
 MIN_CLIPS_PER_COMPONENT = 10
-SUB_SCORES = ("knn_distance", "gmm_nll", "knn_rank", "gmm_rank", "fused_rank")
+SUB_SCORES = ("knn_source_distance", "knn_target_distance", "gmm_nll", "knn_rank", "gmm_rank", "fused_rank")
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
@@ -229,10 +251,15 @@ def spec_augment(fbank: torch.Tensor, generator: torch.Generator, masks: int = 2
 # ----------------------------------------------------------------------------- per-machine scoring
 @dataclass
 class FusionBanks:
-    """One machine's scoring state: the normalised embedding bank, its GMM, and the honest train scores.
+    """One machine's scoring state: the normalised embeddings with their domains, the GMM, the honest train scores.
 
-    Sub-scores: knn_distance, gmm_nll (raw), knn_rank, gmm_rank (rank-normalised),
-    fused_rank = min(knn_rank, gmm_rank); score = -log(1 - fused_rank) (rank_to_score).
+    Sub-scores: knn_source_distance, knn_target_distance (the raw kNN distance to each
+    domain's bank; NaN where the machine has no train clip of that domain), gmm_nll
+    (raw), knn_rank, gmm_rank, fused_rank (ranks in (0, 1)). Each raw score goes
+    through a RankMap of its honest references onto e = -log(1 - rank): the kNN as
+    the minimum over the domains of e(distance to that domain's bank) against that
+    domain's leave-one-out distances, the GMM against all out-of-fold NLLs. The
+    score is min(e_knn, e_gmm) = -log(1 - fused_rank), exact where the rank rounds to 1.
     """
 
     machine: str
@@ -240,22 +267,30 @@ class FusionBanks:
     knn_metric: str
     rank_norm: str
     bank: np.ndarray            # (N, D) L2-normalised train embeddings
+    domains: np.ndarray         # (N,) "source" / "target" of each bank row
     gmm_weights: np.ndarray
     gmm_means: np.ndarray
     gmm_variances: np.ndarray
-    knn_train: np.ndarray       # honest train scores: leave-one-out kNN, out-of-fold GMM
-    gmm_train: np.ndarray
+    knn_train: np.ndarray       # (N, 2) distance to the source / target bank, leave-one-out in the clip's own bank
+    gmm_train: np.ndarray       # (N,) out-of-fold NLLs
 
     @classmethod
     def fit(cls, machine: str, embeddings: np.ndarray, domains: Sequence[str], config: FusionConfig,
             seed: int = 0) -> tuple["FusionBanks", MachineScores, dict]:
         bank = normalise(embeddings)
+        domains = np.asarray([str(d) for d in domains])
+        if len(domains) != len(bank):
+            raise ValueError(f"{machine}: {len(domains)} domain labels for {len(bank)} train embeddings.")
+        check_domains(machine, domains, config.knn_k)
         n = len(bank)
-        if n <= config.knn_k:
-            raise ValueError(f"{machine}: {n} train clips; the kNN scorer's leave-one-out scores need more than "
-                             f"knn_k={config.knn_k}.")
-        knn = knn_scorer(config.knn_k, config.knn_metric).fit(bank)
-        knn_train = knn.train_scores_  # leave-one-out
+        knn_train = np.full((n, len(DOMAINS)), np.nan)
+        for column, domain in enumerate(DOMAINS):
+            members = domains == domain
+            if members.any():
+                knn = knn_scorer(config.knn_k, config.knn_metric).fit(bank[members])
+                knn_train[members, column] = knn.train_scores_  # leave-one-out: never a clip's own neighbour
+                if not members.all():
+                    knn_train[~members, column] = knn.score_samples(bank[~members])
         folds = min(config.gmm_folds, n)
         largest = max(1, (n - math.ceil(n / folds)) // MIN_CLIPS_PER_COMPONENT)  # fits in every fold's rows
         if config.gmm_components is None:
@@ -267,38 +302,47 @@ class FusionBanks:
                                  f"clips per component in each of the {folds} folds' fits, but the bank has {n} "
                                  f"clips; use fewer components (or leave gmm_components unset for BIC).")
         gmm = DiagGMMScorer(n_components=components, max_components=max_components, random_state=seed,
-                            n_splits=folds).fit(bank, domain=np.asarray(domains))  # domain: stratified folds
+                            n_splits=folds).fit(bank, domain=domains)  # domain: stratified folds
         gmm_train = gmm.train_scores_  # out-of-fold
-        state = cls(machine, config.knn_k, config.knn_metric, config.rank_norm, bank.astype(np.float32),
+        state = cls(machine, config.knn_k, config.knn_metric, config.rank_norm, bank.astype(np.float32), domains,
                     gmm.weights_, gmm.means_, gmm.variances_, knn_train, gmm_train)
         info = {"gmm_components": int(gmm.n_components_), "gmm_bic": {int(k): float(v) for k, v in gmm.bic_.items()}}
         return state, state._fuse(knn_train, gmm_train, train=True), info
 
     def score(self, embeddings: np.ndarray) -> MachineScores:
         queries = normalise(embeddings)
+        knn = np.full((len(queries), len(DOMAINS)), np.nan)
         if len(queries) == 0:
-            return self._fuse(np.zeros(0), np.zeros(0))
-        knn = knn_scorer(self.knn_k, self.knn_metric).fit(self.bank)
+            return self._fuse(knn, np.zeros(0))
+        for column, domain in enumerate(DOMAINS):
+            members = self.domains == domain
+            if members.any():
+                knn[:, column] = knn_scorer(self.knn_k, self.knn_metric).fit(self.bank[members]).score_samples(queries)
         gmm_nll = -np.asarray(gmm_diag_loglik(queries, self.gmm_weights, self.gmm_means, self.gmm_variances))
-        return self._fuse(knn.score_samples(queries), gmm_nll)
+        return self._fuse(knn, gmm_nll)
 
     def _fuse(self, knn: np.ndarray, gmm: np.ndarray, train: bool = False) -> MachineScores:
-        if self.rank_norm == "transductive" and not train:
-            references = (knn, gmm)
+        """knn (N, 2) per-domain distances, gmm (N,) NLLs -> the ranks, their minimum and the score."""
+        present = [column for column, domain in enumerate(DOMAINS) if (self.domains == domain).any()]
+        if len(gmm) == 0:
+            knn_e = gmm_e = np.zeros(0)
+        elif self.rank_norm == "transductive" and not train:  # within the scored set itself
+            knn_e = np.min([RankMap(knn[:, c]).exceedance(knn[:, c]) for c in present], axis=0)
+            gmm_e = RankMap(gmm).exceedance(gmm)
         else:  # inductive; for the train clips both forms rank within the honest train scores
-            references = (self.knn_train, self.gmm_train)
-        knn_rank = rank_normalize(knn, references[0]) if len(knn) else np.zeros(0)
-        gmm_rank = rank_normalize(gmm, references[1]) if len(gmm) else np.zeros(0)
-        fused = min_fusion(knn_rank, gmm_rank) if len(knn) else np.zeros(0)
-        return MachineScores(rank_to_score(fused, len(references[0])),
-                             {"knn_distance": knn, "gmm_nll": gmm, "knn_rank": knn_rank, "gmm_rank": gmm_rank,
-                              "fused_rank": fused})
+            knn_e = np.min([RankMap(self.knn_train[self.domains == DOMAINS[c], c]).exceedance(knn[:, c])
+                            for c in present], axis=0)
+            gmm_e = RankMap(self.gmm_train).exceedance(gmm)
+        fused = np.minimum(knn_e, gmm_e)
+        return MachineScores(fused, {"knn_source_distance": knn[:, 0], "knn_target_distance": knn[:, 1],
+                                     "gmm_nll": gmm, "knn_rank": exceedance_to_rank(knn_e),
+                                     "gmm_rank": exceedance_to_rank(gmm_e), "fused_rank": exceedance_to_rank(fused)})
 
     def save(self, path: Path) -> Path:
         arrays = {"format": np.array(MACHINE_FORMAT), "machine": np.array(self.machine),
                   "knn_k": np.array(self.knn_k), "knn_metric": np.array(self.knn_metric),
-                  "rank_norm": np.array(self.rank_norm), "bank": self.bank, "gmm_weights": self.gmm_weights,
-                  "gmm_means": self.gmm_means, "gmm_variances": self.gmm_variances,
+                  "rank_norm": np.array(self.rank_norm), "bank": self.bank, "domains": self.domains.astype(str),
+                  "gmm_weights": self.gmm_weights, "gmm_means": self.gmm_means, "gmm_variances": self.gmm_variances,
                   "knn_train": self.knn_train, "gmm_train": self.gmm_train}
         return save_arrays(path, arrays)
 
@@ -308,24 +352,27 @@ class FusionBanks:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no fusion machine state (fit_machine writes it).")
         with np.load(path, allow_pickle=False) as data:
-            if "format" not in data or str(data["format"]) != MACHINE_FORMAT:
-                raise ValueError(f"{path}: not a fusion machine state ({MACHINE_FORMAT}).")
+            found = str(data["format"]) if "format" in data else None
+            if found != MACHINE_FORMAT:
+                older = found is not None and found.startswith("asdx.fusion.machine/")
+                raise ValueError(f"{path}: not a fusion machine state ({MACHINE_FORMAT})"
+                                 + (f"; it is {found}, from an older asdx: run the machine again." if older else "."))
             return cls(str(data["machine"]), int(data["knn_k"]), str(data["knn_metric"]), str(data["rank_norm"]),
-                       data["bank"], data["gmm_weights"], data["gmm_means"], data["gmm_variances"],
-                       data["knn_train"], data["gmm_train"])
+                       data["bank"], data["domains"].astype(str), data["gmm_weights"], data["gmm_means"],
+                       data["gmm_variances"], data["knn_train"], data["gmm_train"])
 
 
-def rank_to_score(fused_rank: np.ndarray, n_reference: int) -> np.ndarray:
-    """-log(1 - rank), the rank capped half a step below 1: a monotone map (AUC and pAUC unchanged).
-
-    Why: the gamma threshold is fitted on the fused train scores, and a rank lives in
-    [0, 1], where a gamma fit is mis-specified (on the synthetic data its 90 % point
-    lay above 1, so nothing was ever flagged). Under normal data an inductive rank is
-    about uniform, and -log(1 - U) is exponential, i.e. gamma with shape 1: the
-    threshold's model fits. Ranks at 1 (above every train score) map to log(2 n).
-    """
-    rank = np.minimum(np.asarray(fused_rank, dtype=np.float64), 1.0 - 0.5 / max(int(n_reference), 1))
-    return -np.log1p(-rank)
+def check_domains(machine: str, domains: np.ndarray, knn_k: int) -> None:
+    """Every train clip is source or target; a domain present needs more than knn_k clips for leave-one-out."""
+    unknown = sorted(set(np.asarray(domains).tolist()) - set(DOMAINS))
+    if unknown:
+        raise ValueError(f"{machine}: train clips with domain {unknown}; every train clip must be source or target.")
+    for domain in DOMAINS:
+        count = int(np.sum(np.asarray(domains) == domain))
+        if 0 < count <= knn_k:
+            raise ValueError(f"{machine}: {count} {domain}-domain train clip(s); fusion ranks each clip against "
+                             f"per-domain kNN banks, whose leave-one-out scores need more than knn_k={knn_k} clips "
+                             "in each domain present.")
 
 
 def knn_scorer(k: int, metric: str) -> KNNScorer:
@@ -408,6 +455,7 @@ class FusionSystem(System):
     def check_training_clips(self, machine: str, clips) -> None:
         if len(clips) < 2:
             raise ValueError(f"{machine}: {len(clips)} train clip(s); the kNN bank needs 2 for leave-one-out scores.")
+        check_domains(machine, np.array([str(clip.domain) for clip in clips]), self.config.knn_k)
 
     # ------------------------------------------------------------------ backbone and trunk cache
     def load_backbone(self):
@@ -786,4 +834,4 @@ class FusionSystem(System):
 
 
 __all__ = ["FusionBanks", "FusionConfig", "FusionNet", "FusionSystem", "composite_classes", "composite_label",
-           "dev_omega", "normalise", "rank_to_score", "spec_augment"]
+           "check_domains", "dev_omega", "normalise", "spec_augment"]
