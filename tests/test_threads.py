@@ -206,3 +206,8 @@ def test_torch_imported_before_asdx_is_reported_as_too_late():
 def test_the_command_line_runs_with_the_passive_policy():
     done = _python("import sys; from asdx.cli import main; sys.exit(main(['info', '--json']))")
     assert json.loads(done.stdout)["omp_wait_policy"] == "PASSIVE (set by asdx)"
+
+
+def test_the_test_suite_itself_loads_torch_after_asdx():
+    """tests/conftest.py imports asdx before torch: the suite on a busy CI host does not spin either."""
+    assert not asdx.info()["omp_wait_policy"].startswith("OpenMP's default")
