@@ -47,25 +47,28 @@ from asdx.systems.configs import AEConfig, FusionConfig, ProtoConfig, SeraConfig
 
 
 class SystemEntry(NamedTuple):
-    """A registered system. Its config class is light (asdx.systems.configs); the system class is imported on
-    first use of `.system`, so the command line can build every system's flags without importing torch."""
+    """A registered system. Its config class is light (asdx.systems.configs); the system class may be given as
+    "module:ClassName" and is then imported on first use of `.system`, so the command line builds every
+    system's flags without importing torch."""
 
     config: type
-    module: str
-    class_name: str
+    target: type | str
     summary: str
 
     @property
     def system(self) -> type:
-        return getattr(importlib.import_module(self.module), self.class_name)
+        if isinstance(self.target, str):
+            module, name = self.target.split(":")
+            return getattr(importlib.import_module(module), name)
+        return self.target
 
 
 SYSTEMS = {
-    "ae": SystemEntry(AEConfig, "asdx.systems.ae", "AESystem", "official DCASE autoencoder baseline (MSE / MAHALA)"),
-    "sera": SystemEntry(SeraConfig, "asdx.systems.sera", "SeraSystem", "sera_ft1: frozen BEATs + ASP + multi-task "
+    "ae": SystemEntry(AEConfig, "asdx.systems.ae:AESystem", "official DCASE autoencoder baseline (MSE / MAHALA)"),
+    "sera": SystemEntry(SeraConfig, "asdx.systems.sera:SeraSystem", "sera_ft1: frozen BEATs + ASP + multi-task "
                         "ArcFace, min z-scored distance to source/target banks"),
-    "fusion": SystemEntry(FusionConfig, "asdx.systems.fusion", "FusionSystem", "T_fusion: BEATs with the top blocks "
+    "fusion": SystemEntry(FusionConfig, "asdx.systems.fusion:FusionSystem", "T_fusion: BEATs with the top blocks "
                           "fine-tuned, GeM + ArcFace; kNN and GMM scores rank-normalised, min-fused"),
-    "proto": SystemEntry(ProtoConfig, "asdx.systems.proto", "ProtoSystem", "P_proto: stereo CNN + frozen BEATs, "
+    "proto": SystemEntry(ProtoConfig, "asdx.systems.proto:ProtoSystem", "P_proto: stereo CNN + frozen BEATs, "
                          "SGFF, FiLM + Conformer, min distance to normal prototypes"),
 }
