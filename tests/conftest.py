@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import asdx  # noqa: F401  first, before torch: its OpenMP threads then sleep while they wait (asdx._threads)
 import numpy as np
 import pytest
 import torch

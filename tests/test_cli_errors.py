@@ -14,6 +14,7 @@ from asdx.cli import main
 from asdx.data import resolve_machines
 from asdx.data.dataset import machine_clips
 from asdx.submission import write_submission
+from conftest import ROOT
 
 
 @pytest.fixture
@@ -177,3 +178,145 @@ def test_evaluate_errors_are_one_line_each(synth_root, tmp_path, capsys):
     _fails(["evaluate", "--submission", str(submission), "--data", str(synth_root), "--out",
             str(tmp_path / "a_file")], capsys, "asdx evaluate: error:")
     assert not (tmp_path / "run" / "submission_result.csv").exists()
+
+
+# ----------------------------------------------------------------------------- BEATs checkpoints
+
+class NotAWeight:
+    """Pickled by reference: torch.load(weights_only=True) refuses it."""
+
+
+NOT_TORCH = "(not a file written by torch.save)"
+
+
+def _not_checkpoints(folder) -> dict:
+    """{path: the reason its one-line error gives}."""
+    folder.mkdir(exist_ok=True)
+    (folder / "junk.pt").write_bytes(b"\x00\x01 not a torch file" * 20)
+    torch.save({"a": torch.zeros(2)}, folder / "dict.pt")
+    torch.save(torch.zeros(3), folder / "tensor.pt")
+    torch.save({"cfg": {}, "model": {"x": NotAWeight()}}, folder / "pickled.pt")
+    torch.save({"cfg": {}, "model": {"fc.weight": torch.zeros(2, 2)}}, folder / "other_model.pt")
+    torch.save({"a": 1}, folder / "legacy.pt", _use_new_zipfile_serialization=False)
+    keys = ": expected a dict with 'cfg' and 'model'"
+    return {folder / "junk.pt": NOT_TORCH, ROOT / "README.md": NOT_TORCH, folder / "dict.pt": keys,
+            folder / "tensor.pt": keys, folder / "legacy.pt": keys,
+            folder / "pickled.pt": ": it holds pickled Python objects",
+            folder / "other_model.pt": ": its 'model' holds none of the BEATs weight names"}
+
+
+def _one_line_without_torch_internals(err: str, path, reason: str) -> None:
+    assert len(err.splitlines()) == 1, err
+    assert f"{path} is not a BEATs checkpoint {reason}".replace(" :", ":") in err, err
+    for internal in ("weights_only", "allow_pickle", "Traceback", "WeightsUnpickler", "file an issue"):
+        assert internal not in err, err
+
+
+def test_a_file_that_is_not_a_beats_checkpoint_is_one_line(synth_root, in_tmp, capsys):
+    for path, reason in _not_checkpoints(in_tmp / "files").items():
+        assert main(["beats", "--beats", str(path)]) == 1
+        _one_line_without_torch_internals(capsys.readouterr().err, path, reason)
+    for path in (in_tmp / "files" / "junk.pt", ROOT / "README.md"):
+        for system in ("sera", "fusion", "proto"):
+            assert main(["run", system, "--machine", "fan", "--data", str(synth_root), "--beats", str(path)]) == 1
+            _one_line_without_torch_internals(capsys.readouterr().err, path, NOT_TORCH)
+    assert not (in_tmp / "runs").exists()
+
+
+def test_a_missing_checkpoint_file_is_not_called_not_given(synth_root, in_tmp, monkeypatch, capsys):
+    monkeypatch.delenv("ASDX_BEATS", raising=False)
+    assert main(["beats", "--beats", "nowhere.pt"]) == 1
+    err = capsys.readouterr().err
+    assert "--beats: BEATs checkpoint nowhere.pt does not exist" in err and "given" not in err
+    assert len(err.splitlines()) == 1
+    assert main(_run(synth_root)[:1] + ["sera", *_run(synth_root)[2:], "--beats", "nowhere.pt"]) == 1
+    err = capsys.readouterr().err
+    assert "nowhere.pt does not exist (sera_ft1 uses BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt1.pt" in err
+    assert "given" not in err and "BEATs_iter3_plus_AS2M.pt" not in err
+
+
+@pytest.mark.parametrize("system, wanted, other", [
+    ("sera", "BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt1.pt", "BEATs_iter3_plus_AS2M.pt"),
+    ("fusion", "BEATs_iter3_plus_AS2M.pt", "finetuned"),
+    ("proto", "BEATs_iter3_plus_AS2M.pt", "finetuned"),
+])
+def test_without_beats_each_system_names_its_own_checkpoint(system, wanted, other, synth_root, in_tmp, monkeypatch,
+                                                            capsys):
+    monkeypatch.delenv("ASDX_BEATS", raising=False)
+    assert main(["run", system, "--machine", "fan", "--data", str(synth_root)]) == 1
+    err = capsys.readouterr().err
+    assert "No BEATs checkpoint given" in err and wanted in err and other not in err, err
+    assert len(err.splitlines()) == 1
+    assert not (in_tmp / "runs").exists()
+
+
+# ----------------------------------------------------------------------------- NaN / inf samples
+
+@pytest.fixture
+def fan_copy(synth_root, tmp_path):
+    """The fan machine of the shared set, copied (its clips may be spoiled), 6 train and 6 test clips."""
+    import shutil
+
+    root = tmp_path / "data"
+    for split in ("train", "test"):
+        source = synth_root / "dev_data" / "raw" / "fan" / split
+        target = root / "dev_data" / "raw" / "fan" / split
+        target.mkdir(parents=True)
+        clips = sorted(source.glob("*.wav"))
+        picked = clips[:6] if split == "train" else [c for c in clips if "anomaly" in c.name][:3] + \
+            [c for c in clips if "normal" in c.name][:3]
+        for clip in picked:
+            shutil.copy(clip, target / clip.name)
+    shutil.copy(synth_root / "dev_data" / "raw" / "fan" / "attributes_00.csv", root / "dev_data" / "raw" / "fan")
+    return root
+
+
+@pytest.mark.parametrize("split, bad", [("train", np.nan), ("test", np.inf), ("train", -np.inf)])
+def test_a_float_wav_with_nan_or_inf_fails_before_any_folder(fan_copy, in_tmp, capsys, split, bad):
+    import soundfile as sf
+
+    clip = sorted((fan_copy / "dev_data" / "raw" / "fan" / split).glob("*.wav"))[1]
+    audio, rate = sf.read(str(clip), dtype="float32", always_2d=True)
+    audio = np.concatenate([audio, audio])                    # 2 s: the check reads 1 s blocks
+    audio[rate + 5, 1] = bad                                   # in the second block, far channel
+    sf.write(str(clip), audio, rate, subtype="FLOAT")
+    _fails(_run(fan_copy, "--epochs", "1", "--quiet"), capsys,
+           f"asdx run: error: {clip}: contains NaN or inf (first at channel 1, sample {rate + 5}).")
+    assert [p.name for p in in_tmp.iterdir()] == ["data"]     # no runs/: no config.json, environment.json, run.log
+
+
+def test_clean_float_wavs_pass_the_header_check(fan_copy):
+    import soundfile as sf
+
+    from asdx.data.loader import check_headers
+
+    clips = sorted((fan_copy / "dev_data" / "raw" / "fan" / "train").glob("*.wav"))
+    for clip in clips:
+        audio, rate = sf.read(str(clip), dtype="float32", always_2d=True)
+        sf.write(str(clip), audio, rate, subtype="DOUBLE" if clip == clips[0] else "FLOAT")
+    assert len(check_headers(clips, 2)) == len(clips)
+
+
+# ----------------------------------------------------------------------------- warnings
+
+def test_a_warning_is_one_line_above_the_progress_bar(monkeypatch, capsys):
+    import warnings
+
+    from tqdm import tqdm
+
+    import asdx.cli
+
+    def warn_mid_bar(args):
+        for i in tqdm(range(3), desc="clips", file=sys.stderr):
+            if i == 1:
+                warnings.warn("data/x.wav: mono file used as channel 0\n(near)", UserWarning)
+        return 0
+
+    before = warnings.showwarning
+    monkeypatch.setattr(asdx.cli, "_cmd_info", warn_mid_bar)
+    assert main(["info"]) == 0
+    err = capsys.readouterr().err
+    lines = [line.split("\r")[-1] for line in err.splitlines()]  # what a terminal shows of each line
+    assert "asdx info: warning: data/x.wav: mono file used as channel 0 (near)" in lines
+    assert "warnings.warn(" not in err and "UserWarning" not in err and "test_cli_errors.py" not in err
+    assert warnings.showwarning is before                      # main() leaves the caller's display alone

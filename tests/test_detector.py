@@ -4,6 +4,7 @@ import csv
 import json
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,11 +76,11 @@ def test_asdx_score_prints_the_run_scores_and_writes_a_csv(runs, data, tmp_path,
     capsys.readouterr()
     assert main(["score", "--run", str(runs["ae"]), "--machine", "fan", "--quiet", "--out", str(out_csv),
                  str(data / "dev_data" / "raw" / "fan" / "test")]) == 0
-    printed = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    printed = [line.split("\t") for line in capsys.readouterr().out.splitlines()]   # path as given (folder/name)
     expected = {row["name"]: float(row["score"]) for row in _run_scores(runs["ae"])}
-    assert {name: float(score) for name, score, _ in printed} == expected
+    assert {Path(path).name: float(score) for path, score, _ in printed} == expected
     with open(out_csv, newline="") as handle:
-        assert {row["name"]: float(row["score"]) for row in csv.DictReader(handle)} == expected
+        assert {Path(row["path"]).name: float(row["score"]) for row in csv.DictReader(handle)} == expected
 
 
 def _test_audio(data, dtype):
@@ -167,7 +168,7 @@ def test_bad_files_are_listed_and_the_rest_is_scored(runs, data, tmp_path, capsy
                  str(mono), str(garbage), str(good[1])])
     captured = capsys.readouterr()
     assert code == 1
-    assert [line.split("\t")[0] for line in captured.out.splitlines()] == [good[0].name, good[1].name]
+    assert [line.split("\t")[0] for line in captured.out.splitlines()] == [str(good[0]), str(good[1])]
     assert "3 file(s) not scored" in captured.err
     assert "rate.wav: sample rate 8000 Hz" in captured.err
     assert "mono.wav: 1 channel(s), this system needs 2" in captured.err
@@ -248,7 +249,7 @@ def test_asdx_score_watch_scores_a_file_written_after_start(runs, data, tmp_path
     finally:
         asdx.watch.watch = original
     lines = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
-    assert [(name, float(score)) for name, score, _ in lines] == [(source.name, expected)]
+    assert [(Path(path).name, float(score)) for path, score, _ in lines] == [(source.name, expected)]
 
 
 def test_a_temporary_feature_cache_does_not_grow_between_calls(runs, data):

@@ -88,3 +88,18 @@ def test_kernel_threads_follow_torch_and_set_num_threads_sets_both():
             asdx.set_num_threads(0)
     finally:
         asdx.set_num_threads(before)
+
+
+def test_yaml_configs_have_an_extra_that_installs_pyyaml():
+    """The README advertises YAML config files: the package must offer a way to install their reader."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(req.lower().startswith("pyyaml") for req in extras["yaml"])
+    readme = (ROOT / "README.md").read_text()
+    assert 'pip install ".[yaml]"' in readme
+
+
+def test_the_readme_says_how_to_get_the_cpu_wheel_anywhere():
+    readme = (ROOT / "README.md").read_text()
+    assert "pip install torch --index-url https://download.pytorch.org/whl/cpu" in readme

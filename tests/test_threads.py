@@ -1,10 +1,15 @@
 """The CPU kernels' persistent thread pool (csrc/cpu/parallel.cpp): a forked child and
-several Python threads at once get the same results as one serial caller."""
+several Python threads at once get the same results as one serial caller. And torch's OpenMP
+threads: `import asdx` makes them sleep while they wait (asdx._threads)."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+import os
 import queue
+import subprocess
+import sys
 import threading
 import time
 
@@ -159,3 +164,50 @@ def test_thread_count_does_not_change_the_results(pool_threads):
     # float32 GMM's vector tiles may pair rows differently at chunk edges.
     for a, e in zip(parallel, serial):
         np.testing.assert_allclose(a, e, rtol=1e-12, atol=0)
+
+
+# ----------------------------------------------------------------------------- OpenMP wait policy (asdx._threads)
+
+def _python(code: str, **env_changes) -> subprocess.CompletedProcess:
+    """A fresh interpreter: the wait policy is decided when torch's OpenMP library loads, once per process."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update(env_changes)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+
+
+def _gomp_spincount(stderr: str) -> str:
+    """libgomp's effective spin count, as OMP_DISPLAY_ENV=VERBOSE prints it when torch loads it."""
+    for line in stderr.splitlines():
+        if "GOMP_SPINCOUNT" in line:
+            return line.split("=", 1)[1].strip().strip("'")
+    pytest.skip("torch's OpenMP runtime is not libgomp here (no GOMP_SPINCOUNT in OMP_DISPLAY_ENV)")
+
+
+def test_import_asdx_first_makes_openmp_threads_sleep_while_they_wait():
+    done = _python("import asdx, torch, os; print(os.environ['OMP_WAIT_POLICY']); "
+                   "print(asdx.info()['omp_wait_policy'])", OMP_DISPLAY_ENV="VERBOSE")
+    policy, described = done.stdout.splitlines()
+    assert policy == "PASSIVE" and described == "PASSIVE (set by asdx)"
+    assert _gomp_spincount(done.stderr) == "0"     # passive: no spinning at all
+
+
+def test_a_policy_the_user_set_is_kept():
+    done = _python("import asdx, os; print(os.environ['OMP_WAIT_POLICY']); print(asdx.info()['omp_wait_policy'])",
+                   OMP_WAIT_POLICY="ACTIVE")
+    assert done.stdout.splitlines() == ["ACTIVE", "ACTIVE (from the environment)"]
+
+
+def test_torch_imported_before_asdx_is_reported_as_too_late():
+    done = _python("import torch, asdx; print(asdx.info()['omp_wait_policy'])", OMP_DISPLAY_ENV="VERBOSE")
+    assert done.stdout.startswith("OpenMP's default (spinning): torch was imported before asdx")
+    assert _gomp_spincount(done.stderr) != "0"     # what the message says: it still spins
+
+
+def test_the_command_line_runs_with_the_passive_policy():
+    done = _python("import sys; from asdx.cli import main; sys.exit(main(['info', '--json']))")
+    assert json.loads(done.stdout)["omp_wait_policy"] == "PASSIVE (set by asdx)"
+
+
+def test_the_test_suite_itself_loads_torch_after_asdx():
+    """tests/conftest.py imports asdx before torch: the suite on a busy CI host does not spin either."""
+    assert not asdx.info()["omp_wait_policy"].startswith("OpenMP's default")

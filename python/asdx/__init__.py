@@ -1,5 +1,8 @@
 """asdx: unsupervised anomalous sound detection (DCASE Task 2) on C++/CUDA kernels."""
 
+# First, before anything can import torch: OpenMP threads that sleep while they wait (asdx._threads).
+from asdx import _threads  # noqa: F401  isort: skip
+
 from importlib.metadata import PackageNotFoundError, version
 
 try:

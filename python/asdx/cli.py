@@ -7,9 +7,12 @@ submissions) print one line `asdx <command>: error: ...` and exit with status 1.
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import os
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -38,7 +41,16 @@ class RunFlags:
     seconds: Annotated[float, Field(gt=0)] = field(
         default=10.0, metadata={"help": "crop every clip to this many seconds"})   # system report §1
     cache: Path | None = field(default=None, metadata={
-        "help": "feature cache folder of frozen-backbone systems; unset: <out>/cache"})
+        "help": "feature cache folder of frozen-backbone systems", "default_help": "<out>/cache"})
+
+
+def _machine_names(values, flag: str) -> list[str]:
+    """--machine/--machines values: names given comma- or space-separated (`a,b`, `a b`, `a, b`), in order."""
+    names = [name for value in ([values] if isinstance(values, str) else values)
+             for name in value.replace(",", " ").split()]
+    if not names:
+        raise ValueError(f"{flag}: no machine type given.")
+    return names
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -52,9 +64,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from asdx.data.synth import generate
 
-    root = generate(args.out, machines=args.machines, seconds=args.seconds, n_source=args.n_source,
-                    n_target=args.n_target, n_test=args.n_test, seed=args.seed, full=args.full,
-                    progress=not args.quiet)
+    root = generate(args.out, machines=_machine_names(args.machines, "--machines"), seconds=args.seconds,
+                    n_source=args.n_source, n_target=args.n_target, n_test=args.n_test, seed=args.seed,
+                    full=args.full, progress=not args.quiet)
     print(f"synthetic DCASE 2026 Task 2 data in {root}")
     return 0
 
@@ -65,7 +77,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from asdx.submission import submission_machines
 
     submission = Path(args.submission)
-    machines = args.machines
+    machines = _machine_names(args.machines, "--machines") if args.machines is not None else None
     if args.ground_truth is not None:
         if args.split is not None:
             raise ValueError("--split: only applies with --data (a ground-truth folder is one set).")
@@ -98,6 +110,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # Everything the user gave is checked, and every problem reported, before the runner makes a folder.
     problems = []
     try:
+        machines = ",".join(_machine_names(args.machine, "--machine"))
+    except ValueError as error:
+        problems.append(str(error))
+    try:
         flags = build_config(RunFlags, {}, vars(args))
     except ValueError as error:
         problems.append(str(error))
@@ -124,7 +140,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from asdx.evaluation import format_report
     from asdx.runner import RunOptions, run
 
-    options = RunOptions(system=args.system, machines=args.machine, data=Path(args.data), out=Path(args.out),
+    options = RunOptions(system=args.system, machines=machines, data=Path(args.data), out=Path(args.out),
                          name=args.name, resume=args.resume, progress=not args.quiet,
                          threshold_q=flags.threshold_q, workers=flags.workers, seconds=flags.seconds,
                          cache_dir=flags.cache)
@@ -155,10 +171,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _score_rows(detector, paths, failures: list) -> list[tuple[str, float, int]]:
+    """(path, score, decision) per scored file; the path as given (a folder's files: folder/name), so that
+    files of the same name in two folders stay apart."""
     result = detector.score_files(paths)
     failures.extend(result.failures)
+    failed = {path for path, _ in result.failures}
+    scored = [str(path) for path in paths if str(path) not in failed]   # score_files keeps the input order
+    if len(scored) != len(result):  # pragma: no cover - a path listed twice with one copy failing
+        scored = list(result.names)
     decisions = detector.decide(result.scores) if len(result) else []
-    return [(name, float(score), int(d)) for name, score, d in zip(result.names, result.scores, decisions)]
+    return [(path, float(score), int(d)) for path, score, d in zip(scored, result.scores, decisions)]
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
@@ -172,11 +194,13 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
     def emit(new_rows) -> None:
         rows.extend(new_rows)
-        for name, score, decision in new_rows:
-            print(f"{name}\t{score!r}\t{decision}", flush=True)
+        for path, score, decision in new_rows:
+            print(f"{path}\t{score!r}\t{decision}", flush=True)
         if args.out:  # rewritten whole, atomically: a reader never sees a half-written CSV
-            atomic_write_text(Path(args.out), "name,score,decision\n"
-                              + "".join(f"{n},{s!r},{d}\n" for n, s, d in rows))
+            buffer = io.StringIO()
+            writer = csv.writer(buffer, lineterminator="\n")
+            writer.writerows([("path", "score", "decision"), *((p, repr(s), d) for p, s, d in rows)])
+            atomic_write_text(Path(args.out), buffer.getvalue())
 
     with load_detector(args.run, args.machine, device=args.device, workers=args.workers,
                        progress=not args.quiet) as detector:
@@ -240,6 +264,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+MACHINES_HELP = "machine types, or dev, eval, all; several comma- or space-separated (fan,valveEmu or fan valveEmu)"
+
+
 def _add_run_parser(sub) -> None:
     from asdx.config import add_config_arguments
     from asdx.systems import SYSTEMS
@@ -249,8 +276,8 @@ def _add_run_parser(sub) -> None:
     systems = p_run.add_subparsers(dest="system", metavar="SYSTEM", required=True)
     for name, entry in SYSTEMS.items():
         p = systems.add_parser(name, help=entry.summary, description=f"{name}: {entry.summary}")
-        p.add_argument("--machine", default="all", help="a machine type, dev, eval or all (default all); "
-                                                        "comma-separated for several")
+        p.add_argument("--machine", "--machines", dest="machine", nargs="+", default=["all"], metavar="M",
+                       help=MACHINES_HELP + " (default all)")
         p.add_argument("--data", default=os.environ.get("ASDX_DATA", "data"),
                        help="dataset root (default $ASDX_DATA or ./data)")
         p.add_argument("--out", default="runs", help="runs folder (default runs/)")
@@ -262,7 +289,8 @@ def _add_run_parser(sub) -> None:
                             "in <name>/; finished seeds are skipped, unfinished ones resumed; not with --seed")
         p.add_argument("--config", default=None, help="TOML or YAML file whose keys mirror the flags of the "
                                                       f"{entry.config.__name__} group, at the top level or "
-                                                      f"under [{name}]")
+                                                      f"under [{name}] (YAML needs PyYAML: pip install "
+                                                      "'asdx[yaml]')")
         p.add_argument("--resume", action="store_true", help="continue a run: finished machines are skipped and "
                                                              "training restarts from the last checkpoint")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -272,13 +300,22 @@ def _add_run_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The whole command line. Building it imports neither torch nor scikit-learn (the system configs come
+    from the light asdx.systems.configs), so `--help` and argument errors answer at once on a busy machine."""
     parser = argparse.ArgumentParser(prog="asdx", description="Anomalous sound detection (DCASE Task 2) toolkit.")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="CPU threads for asdx kernels and torch, >= 1 (default: torch's, i.e. all cores)")
+                        help="CPU threads for asdx kernels and torch, >= 1 (default: torch's, i.e. every core "
+                             "asdx may use; idle threads sleep rather than spin, see OMP_WAIT_POLICY in the README)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p_demo = sub.add_parser("demo", help="the main job on a built-in default: synthesise data, run ae, report")
-    p_demo.add_argument("--out", default=None, help="folder for the data and runs (default: a cache folder)")
+    p_demo = sub.add_parser("demo", help="the main job on a built-in default: synthesise data, run all four "
+                                         "systems, evaluate, report",
+                            description="Synthesises a small stereo dataset (fan, valveEmu, ToyDrone, Sander), runs "
+                                        "ae, sera, fusion and proto on it (the BEATs systems with the small random "
+                                        "random-tiny BEATs, few epochs), evaluates each with the official metric "
+                                        "and writes its HTML report. Re-running resumes. The scores show that "
+                                        "everything runs end to end, not how the systems compare on DCASE data.")
+    p_demo.add_argument("--out", default=None, help="folder for the data and runs (default: ~/.cache/asdx/demo)")
     p_demo.add_argument("--quiet", action="store_true", help="no progress bars")
     p_demo.set_defaults(handler=_cmd_demo)
 
@@ -297,9 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("--split", choices=("dev", "eval"), help="with --data: only this set (default: each "
                                                                  "machine of the submission from the set that has "
                                                                  "its ground truth)")
-    p_eval.add_argument("--machines", nargs="+", metavar="M", help="only these machine types (default: every "
-                                                                   "machine type of the submission; with "
-                                                                   "--split or --ground-truth, every one there)")
+    p_eval.add_argument("--machines", "--machine", dest="machines", nargs="+", metavar="M",
+                        help="only these machine types, comma- or space-separated (default: every machine type of "
+                             "the submission; with --split or --ground-truth, every one there)")
     p_eval.add_argument("--out", metavar="DIR", help="where to write <name>_result.csv/.json (default: the "
                                                      "folder that holds the submission folder)")
     p_eval.add_argument("--name", help="system name for the output files (default: the submission folder's name)")
@@ -324,7 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_score.add_argument("--quiet", action="store_true", help="no progress bars")
     p_score.set_defaults(handler=_cmd_score)
 
-    p_report = sub.add_parser("report", help="regenerate report.html of a run directory")
+    p_report = sub.add_parser("report", help="regenerate report.html of a run directory",
+                              description="Rewrites report.html (and its plots under report/) of a run directory "
+                                          "from the files the run wrote; nothing is retrained or rescored.")
     p_report.add_argument("run_dir", help="runs/<system>/<name>")
     p_report.set_defaults(handler=_cmd_report)
 
@@ -346,15 +385,26 @@ def build_parser() -> argparse.ArgumentParser:
                            help="where to write compare.csv and compare.json (default: the current folder)")
     p_compare.set_defaults(handler=_cmd_compare)
 
-    p_beats = sub.add_parser("beats", help="load a BEATs checkpoint strictly and describe it (optionally embed WAVs)")
+    p_beats = sub.add_parser("beats", help="load a BEATs checkpoint strictly and describe it (optionally embed WAVs)",
+                             description="Loads a BEATs checkpoint of the official format strictly (every key and "
+                                         "shape must match the model built from its own cfg) and prints its size, "
+                                         "parameter count and fingerprint; with --wav, the token shape and "
+                                         "statistics of each clip. asdx ships no BEATs weights: get them from the "
+                                         "BEATs authors' release (github.com/microsoft/unilm, folder beats).")
     p_beats.add_argument("--beats", default=None, help="checkpoint path, or random-tiny (tests/demo only); "
                                                        "default $ASDX_BEATS")
     p_beats.add_argument("--wav", nargs="*", help="clips to run through the encoder (near channel)")
     p_beats.set_defaults(handler=_cmd_beats)
 
-    p_synth = sub.add_parser("synth", help="write a synthetic DCASE 2026 Task 2 stereo dataset (resumable)")
+    p_synth = sub.add_parser("synth", help="write a synthetic DCASE 2026 Task 2 stereo dataset (resumable)",
+                             description="Writes a synthetic stand-in for DCASE 2026 Task 2 (not real recordings) "
+                                         "in the DCASE layout: parametric machine sounds per machine type, source and "
+                                         "target domains, a near and a far channel, four kinds of anomaly. Small by "
+                                         "default, DCASE sizes with --full; deterministic per seed; re-running "
+                                         "completes an interrupted set.")
     p_synth.add_argument("--out", required=True, help="dataset root to create (or to complete)")
-    p_synth.add_argument("--machines", default="all", help="all, dev, eval or comma-separated machine types")
+    p_synth.add_argument("--machines", "--machine", dest="machines", nargs="+", default=["all"], metavar="M",
+                         help=MACHINES_HELP + " (default all)")
     p_synth.add_argument("--seconds", type=float, default=None, help="clip length (default 2, --full: 10)")
     p_synth.add_argument("--n-source", type=int, default=None, help="source train clips (default 30, --full: 990)")
     p_synth.add_argument("--n-target", type=int, default=None, help="target train clips (default 6, --full: 10)")
@@ -365,7 +415,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_synth.add_argument("--quiet", action="store_true", help="no progress bar")
     p_synth.set_defaults(handler=_cmd_synth)
 
-    p_info = sub.add_parser("info", help="show versions, the compiled kernels and the visible hardware")
+    p_info = sub.add_parser("info", help="show versions, the compiled kernels and the visible hardware",
+                            description="Versions of asdx, Python, torch, numpy and FAISS; whether the CUDA kernels "
+                                        "were compiled and for which architectures; the GPUs asdx and torch see; CPU "
+                                        "threads and the OpenMP wait policy. Warns about broken pairings: faiss-cpu "
+                                        "beside faiss-gpu, and a faiss-gpu built for another CUDA than torch.")
     p_info.add_argument("--json", action="store_true", help="print as JSON")
     p_info.set_defaults(handler=_cmd_info)
     return parser
@@ -381,12 +435,30 @@ def _print_error(command: str | None, error: BaseException) -> None:
         print(line if line[:1].isspace() else prefix + line, file=sys.stderr)
 
 
+def _show_warning_on_one_line(command: str):
+    """A warnings.showwarning for the CLI: `asdx <command>: warning: <message>` on one line of stderr, written
+    with tqdm.write so that it lands above a progress bar instead of inside it, and without the Python source
+    line that the default format adds."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        from tqdm import tqdm
+
+        tqdm.write(f"asdx {command}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
+    with warnings.catch_warnings():  # restores the caller's warning display when main returns (tests, scripts)
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    warnings.showwarning = _show_warning_on_one_line(args.command)
     if args.threads is not None:
         if args.threads < 1:
             _print_error(None, ValueError(f"--threads: must be >= 1, got {args.threads}"))

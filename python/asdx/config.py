@@ -1,6 +1,7 @@
 """System configuration: one dataclass per system; CLI flags and config-file keys come from it.
 
-The convention (asdx.systems.ae.AEConfig is the model to copy):
+The convention (asdx.systems.configs.AEConfig is the model to copy; a system's config lives in that
+light module, not beside the system, so that building the command line imports no torch):
   - a plain stdlib ``@dataclass`` with a default for every field;
   - the annotation is the type: int, float, str, bool, ``str | None``, ``Path``,
     ``Path | None``, ``tuple[str, ...]``, or ``Literal[...]`` for a fixed set of choices;
@@ -298,15 +299,17 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class, title: s
     Values are kept as the strings given (pydantic converts them in build_config), and
     every default is None so that only the flags given override the file and the
     dataclass. Booleans are ``--x/--no-x``; tuple fields take one or more values.
-    The help shows the field's help, its range or choices, and its default.
+    The help shows the field's help, its range or choices, and its default (or the field's
+    metadata "default_help", for a default that is computed, e.g. "<out>/cache" for None).
     """
     group = parser.add_argument_group(title or f"{config_class.__name__} (also settable in --config)")
+    shown = {f.name: f.metadata.get("default_help") for f in dataclasses.fields(config_class)}
     for name, spec in _specs(config_class).items():
         parts = [spec.help] if spec.help else []
         if spec.constraints:
             parts.append(_constraint_text(spec))
         text = "; ".join(parts)
-        text = (text + " " if text else "") + f"(default: {_default_text(spec.default)})"
+        text = (text + " " if text else "") + f"(default: {shown[name] or _default_text(spec.default)})"
         text = text.replace("%", "%%")     # argparse formats help with %
         if _is_bool_type(spec.base) and _choices(spec) is None:
             group.add_argument(_flag(name), dest=name, default=None, action=argparse.BooleanOptionalAction,

@@ -17,10 +17,7 @@ from pathlib import Path
 from asdx.data.synth import generate
 from asdx.evaluation import format_report
 from asdx.runner import RunOptions, run
-from asdx.systems.ae import AEConfig
-from asdx.systems.fusion import FusionConfig
-from asdx.systems.proto import ProtoConfig
-from asdx.systems.sera import SeraConfig
+from asdx.systems.configs import AEConfig, FusionConfig, ProtoConfig, SeraConfig
 
 DEMO_MACHINES = ("fan", "valveEmu", "ToyDrone", "Sander")
 DEMO_SIZES = {"seconds": 4.0, "n_source": 60, "n_target": 6, "n_test": 20}
@@ -52,7 +49,8 @@ def demo(out=None, progress: bool = True, systems: tuple[str, ...] = ("ae", "ser
         print(format_report(evaluation))
         print(f"report: {run_dir / 'report.html'}")
         results[system] = (run_dir, evaluation)
-    print("\n== all systems (synthetic data, random-tiny BEATs: not the report's numbers) ==")
+    print("\n== all systems (synthetic data, random-tiny BEATs: not the report's numbers; they also move a little "
+          "with the CPU and the thread count) ==")
     for system, (_, evaluation) in results.items():
         print(f"{system:8s} official score Ω = {evaluation.summary.official_score:.4f}")
     print(f"\ndemo data and runs are under {base}")

@@ -1,23 +1,67 @@
-"""What this asdx installation is: versions, the build, the hardware it sees."""
+"""What this asdx installation is: versions, the build, the hardware it sees, and broken pairings."""
 
 from __future__ import annotations
 
 import importlib.metadata as metadata
 import platform
+import re
+
+FAISS_DISTRIBUTIONS = ("faiss-cpu", "faiss-gpu", "faiss-gpu-cu12", "faiss-gpu-cu11", "faiss-gpu-cu12-cuvs")
+_CUDA_TAG = re.compile(r"-cu(\d+)\b")   # nvidia-cuda-runtime-cu12, faiss-gpu-cu11
 
 
-def _faiss_status() -> dict:
-    """faiss version and flavour; flags the broken state of faiss-cpu and faiss-gpu side by side."""
-    installed = []
-    for dist in ("faiss-cpu", "faiss-gpu", "faiss-gpu-cu12", "faiss-gpu-cu11"):
+def _installed_faiss() -> dict[str, tuple[str, list[str]]]:
+    """{distribution: (version, its requirements)} of the FAISS distributions installed."""
+    found = {}
+    for dist in FAISS_DISTRIBUTIONS:
         try:
-            installed.append(f"{dist}=={metadata.version(dist)}")
+            found[dist] = (metadata.version(dist), list(metadata.requires(dist) or []))
         except metadata.PackageNotFoundError:
             pass
-    status = {"faiss": None, "faiss_distributions": installed, "faiss_gpus": 0, "faiss_conflict": False}
-    status["faiss_conflict"] = any(d.startswith("faiss-cpu") for d in installed) and any(
-        d.startswith("faiss-gpu") for d in installed
-    )
+    return found
+
+
+def faiss_cuda_major(name: str, requires: list[str]) -> int | None:
+    """The CUDA major a faiss-gpu distribution is built for: from its name (-cu12) or from the NVIDIA runtime
+    wheels it requires (nvidia-cuda-runtime-cu12); None when neither says."""
+    for text in (name, *requires):
+        match = _CUDA_TAG.search(text)
+        if match:
+            return int(match.group(1))
+    return None
+
+
+def faiss_problems(installed: dict[str, tuple[str, list[str]]], torch_cuda: str | None) -> list[str]:
+    """The two broken FAISS setups, in words.
+
+    - faiss-cpu beside a faiss-gpu: both install the module `faiss`, one overwrites the other's files;
+    - a faiss-gpu built for another CUDA major than torch: pip then holds two CUDA runtimes (several GB) and
+      the two libraries load different CUDA libraries into one process.
+    """
+    problems = []
+    gpus = [name for name in installed if name.startswith("faiss-gpu")]
+    if "faiss-cpu" in installed and gpus:
+        problems.append(f"faiss-cpu and {gpus[0]} are both installed; they provide the same module `faiss`. "
+                        "Uninstall both, then install exactly one (pip install '.[cpu]' or '.[gpu]').")
+    torch_major = int(torch_cuda.split(".")[0]) if torch_cuda else None
+    for name in gpus:
+        major = faiss_cuda_major(name, installed[name][1])
+        if major is not None and torch_major is not None and major != torch_major:
+            problems.append(f"{name} is built for CUDA {major} but torch for CUDA {torch_cuda}: two CUDA stacks are "
+                            f"installed side by side. Pair it with a CUDA {major} build of torch, or use faiss-cpu "
+                            "(pip install '.[cpu]'); see the README, Installing.")
+    return problems
+
+
+def _faiss_status(torch_cuda: str | None) -> dict:
+    """faiss version and flavour; the distributions installed and the problems of their pairing."""
+    installed = _installed_faiss()
+    names = [f"{name}=={version}" for name, (version, _) in installed.items()]
+    gpus = [name for name in installed if name.startswith("faiss-gpu")]
+    status = {"faiss": None, "faiss_distributions": names, "faiss_gpus": 0,
+              "faiss_conflict": "faiss-cpu" in installed and bool(gpus),
+              "faiss_gpu_cuda": next((faiss_cuda_major(n, installed[n][1]) for n in gpus), None),
+              "faiss_problems": faiss_problems(installed, torch_cuda)}
     try:
         import faiss
     except ImportError:
@@ -29,20 +73,22 @@ def _faiss_status() -> dict:
 
 
 def info() -> dict:
-    """Versions of asdx, torch, numpy and faiss; the compiled kernels; visible GPUs; CPU threads."""
+    """Versions of asdx, torch, numpy and faiss; the compiled kernels; visible GPUs; CPU threads; wait policy."""
     import numpy
     import torch
 
     import asdx
     from asdx._native import _C, get_num_threads
+    from asdx._threads import wait_policy
 
     build = dict(_C.build_info())
     report = {
         "asdx": asdx.__version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
         "numpy": numpy.__version__,
-        **_faiss_status(),
+        **_faiss_status(torch.version.cuda),
         "cuda_kernels_compiled": build["cuda_compiled"],
         "cuda_architectures": build["cuda_architectures"],
         "cuda_build_version": build["cuda_runtime_version"],
@@ -51,15 +97,12 @@ def info() -> dict:
         "gpu_visible_to_torch": torch.cuda.device_count() if torch.cuda.is_available() else 0,
         "cpu_threads": get_num_threads(),
         "cpu_cores_available": _C.available_cores(),
+        "omp_wait_policy": wait_policy(),
     }
     return report
 
 
 def format_info(report: dict) -> str:
-    lines = [f"{key:24s} {value}" for key, value in report.items()]
-    if report.get("faiss_conflict"):
-        lines.append(
-            "WARNING: faiss-cpu and faiss-gpu are both installed; they provide the same module. "
-            "Uninstall both, then install exactly one (pip install 'asdx[cpu]' or 'asdx[gpu]')."
-        )
+    lines = [f"{key:24s} {value}" for key, value in report.items() if key != "faiss_problems"]
+    lines += [f"WARNING: {problem}" for problem in report.get("faiss_problems", [])]
     return "\n".join(lines)

@@ -18,7 +18,7 @@ Run directory (runs/<system>/<name>/):
   report.html, report/<machine>.png
 Every file is written atomically. Everything that can be checked is checked
 before the first folder is made: the config, the device, the machines, every
-selected clip's WAV header. A failure is written to run.log; rerunning a run
+selected clip's WAV header (and the samples of float WAVs, which can hold NaN). A failure is written to run.log; rerunning a run
 that finished no machine starts it afresh, a run with finished machines needs
 --resume, and --resume with another config is refused naming the keys.
 """

@@ -90,6 +90,37 @@ def _read(path: Path, keep_channels: int | None) -> tuple[np.ndarray, int, int]:
     return audio, int(rate), int(data.shape[1])
 
 
+def _check_finite(path: Path, audio: np.ndarray, offset: int = 0) -> None:
+    """audio: (channels, samples), starting at sample `offset` of the file."""
+    bad = ~np.isfinite(audio)
+    if bad.any():
+        channel, sample = (int(i) for i in np.argwhere(bad)[np.argmin(np.argwhere(bad)[:, 1])])
+        raise ValueError(f"{path}: contains NaN or inf (first at channel {channel}, sample {offset + sample}).")
+
+
+# Sample formats that can hold NaN or inf. PCM and the other integer formats cannot, so for them (DCASE's
+# 16-bit PCM) the header check needs no read of the samples.
+FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})
+
+
+def check_float_samples(path: str | Path, subtype: str) -> None:
+    """Raises the loader's NaN/inf ValueError for a float-format file (subtype from sf.info) holding either.
+
+    The header check before a run calls it, so that such a file fails before any folder is made; it reads
+    the samples of float files only, in blocks of one second.
+    """
+    if subtype not in FLOAT_SUBTYPES:
+        return
+    path = Path(path)
+    start = 0
+    try:
+        for block in sf.blocks(str(path), blocksize=SAMPLE_RATE, dtype="float32", always_2d=True):
+            _check_finite(path, block.T, start)
+            start += len(block)
+    except (sf.SoundFileError, RuntimeError) as error:
+        raise ValueError(f"{path}: unreadable audio file ({error}).") from error
+
+
 def fit_length(audio: np.ndarray, n_samples: int) -> np.ndarray:
     """Crops the end off or zero-pads the end to n_samples."""
     if audio.shape[-1] >= n_samples:
@@ -115,10 +146,7 @@ def _prepare(path: Path, channels: int, sample_rate: int, resample: bool) -> np.
                              f"load with channels=1 for a channel-0 system.")
         warnings.warn(f"{path}: mono file used as channel 0 (near); DCASE 2026 clips are stereo.",
                       AudioWarning, stacklevel=3)
-    bad = ~np.isfinite(audio)
-    if bad.any():
-        channel, sample = (int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"{path}: contains NaN or inf (first at channel {channel}, sample {sample}).")
+    _check_finite(path, audio)
     if audio.shape[-1] == 0:
         raise ValueError(f"{path}: empty audio (0 samples).")
     if not audio.any():

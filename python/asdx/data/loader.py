@@ -25,7 +25,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from asdx.data.audio import _PCM16_SCALE, SAMPLE_RATE, AudioWarning, _path_of, check_wav_complete, load_clip
+from asdx.data.audio import (_PCM16_SCALE, SAMPLE_RATE, AudioWarning, _path_of, check_float_samples,
+                             check_wav_complete, load_clip)
 
 DEFAULT_BATCH_SIZE = 16
 
@@ -54,6 +55,7 @@ def check_headers(clips: Sequence, channels: int, sample_rate: int = SAMPLE_RATE
             raise ValueError(f"{path}: {header.channels} channels, expected 2 (near, far).")
         if header.frames <= 0:
             raise ValueError(f"{path}: empty audio (0 samples).")
+        check_float_samples(path, header.subtype)  # NaN/inf, which no header shows (float formats only)
         lengths[i] = header.frames
     return lengths
 

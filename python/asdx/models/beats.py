@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -603,6 +604,8 @@ class BEATs(nn.Module):
         only dicts, primitives and tensors, so this works and never runs pickled code.
         allow_pickle=True falls back to weights_only=False, only for files you trust
         (an old checkpoint holding other Python objects); it is never done silently.
+        A file that is not a BEATs checkpoint (not torch.save output, other objects, other
+        keys) is one ValueError line naming it, without torch's own multi-line advice.
         """
         path = Path(path)
         if not path.is_file():
@@ -610,15 +613,24 @@ class BEATs(nn.Module):
         try:
             checkpoint = torch.load(path, map_location=map_location, weights_only=True)
         except Exception as error:  # the unpickler refuses non-tensor objects with various error types
+            if not _saved_by_torch(path):
+                raise ValueError(f"checkpoint: {path} is not a BEATs checkpoint (not a file written by torch.save)."
+                                 ) from None
             if not allow_pickle:
-                raise ValueError(f"checkpoint: {path} cannot be read with torch.load(weights_only=True) ({error}). "
-                                 "If you trust the file, pass allow_pickle=True.") from error
+                raise ValueError(f"checkpoint: {path} is not a BEATs checkpoint: it holds pickled Python objects, "
+                                 "not only the dicts and tensors of the official format, and asdx does not run "
+                                 "pickled code.") from error
             checkpoint = torch.load(path, map_location=map_location, weights_only=False)
         if not isinstance(checkpoint, dict) or "cfg" not in checkpoint or "model" not in checkpoint:
-            keys = list(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
-            raise ValueError(f"checkpoint: {path} is not a BEATs checkpoint {{'cfg', 'model'[, 'label_dict']}} "
-                             f"(found {keys}).")
+            keys = sorted(map(str, checkpoint))[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+            raise ValueError(f"checkpoint: {path} is not a BEATs checkpoint: expected a dict with 'cfg' and 'model' "
+                             f"(and 'label_dict'), found {keys}.")
+        if not isinstance(checkpoint["cfg"], dict) or not isinstance(checkpoint["model"], dict):
+            raise ValueError(f"checkpoint: {path} is not a BEATs checkpoint: its 'cfg' and 'model' must be dicts.")
         model = cls(BEATsConfig.from_dict(dict(checkpoint["cfg"])))
+        if not set(model.state_dict()) & set(checkpoint["model"]):  # nothing in common: another kind of model
+            raise ValueError(f"checkpoint: {path} is not a BEATs checkpoint: its 'model' holds none of the BEATs "
+                             "weight names.")
         model.load_official_state_dict(checkpoint["model"])
         model.label_dict = checkpoint.get("label_dict")
         model.source = str(path)
@@ -635,6 +647,15 @@ class BEATs(nn.Module):
         """Writes the official format atomically (a reader never sees half a file)."""
         data = self.checkpoint_dict()
         return atomic_write(path, lambda tmp: torch.save(data, tmp))
+
+
+def _saved_by_torch(path: Path) -> bool:
+    """A torch.save file: a zip archive (the format since torch 1.6) or the legacy pickle with torch's magic number."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    return head.startswith(b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19")
 
 
 def parameter_count(cfg: BEATsConfig | dict | None = None) -> int:

@@ -40,28 +40,35 @@ warning); notes reach run.log, notes.json, metrics.json and the report.
 
 from __future__ import annotations
 
+import importlib
 from typing import NamedTuple
+
+from asdx.systems.configs import AEConfig, FusionConfig, ProtoConfig, SeraConfig
 
 
 class SystemEntry(NamedTuple):
+    """A registered system. Its config class is light (asdx.systems.configs); the system class may be given as
+    "module:ClassName" and is then imported on first use of `.system`, so the command line builds every
+    system's flags without importing torch."""
+
     config: type
-    system: type
+    target: type | str
     summary: str
 
-
-def _registry() -> dict[str, SystemEntry]:
-    from asdx.systems.ae import AEConfig, AESystem
-    from asdx.systems.fusion import FusionConfig, FusionSystem
-    from asdx.systems.proto import ProtoConfig, ProtoSystem
-    from asdx.systems.sera import SeraConfig, SeraSystem
-
-    return {"ae": SystemEntry(AEConfig, AESystem, "official DCASE autoencoder baseline (MSE / MAHALA)"),
-            "sera": SystemEntry(SeraConfig, SeraSystem, "sera_ft1: frozen BEATs + ASP + multi-task ArcFace, "
-                                                        "min z-scored distance to source/target banks"),
-            "fusion": SystemEntry(FusionConfig, FusionSystem, "T_fusion: BEATs with the top blocks fine-tuned, GeM + "
-                                                              "ArcFace; kNN and GMM scores rank-normalised, min-fused"),
-            "proto": SystemEntry(ProtoConfig, ProtoSystem, "P_proto: stereo CNN + frozen BEATs, SGFF, FiLM + Conformer, "
-                                                           "min distance to normal prototypes")}
+    @property
+    def system(self) -> type:
+        if isinstance(self.target, str):
+            module, name = self.target.split(":")
+            return getattr(importlib.import_module(module), name)
+        return self.target
 
 
-SYSTEMS = _registry()
+SYSTEMS = {
+    "ae": SystemEntry(AEConfig, "asdx.systems.ae:AESystem", "official DCASE autoencoder baseline (MSE / MAHALA)"),
+    "sera": SystemEntry(SeraConfig, "asdx.systems.sera:SeraSystem", "sera_ft1: frozen BEATs + ASP + multi-task "
+                        "ArcFace, min z-scored distance to source/target banks"),
+    "fusion": SystemEntry(FusionConfig, "asdx.systems.fusion:FusionSystem", "T_fusion: BEATs with the top blocks "
+                          "fine-tuned, GeM + ArcFace; kNN and GMM scores rank-normalised, min-fused"),
+    "proto": SystemEntry(ProtoConfig, "asdx.systems.proto:ProtoSystem", "P_proto: stereo CNN + frozen BEATs, "
+                         "SGFF, FiLM + Conformer, min distance to normal prototypes"),
+}

@@ -54,64 +54,24 @@ pooled out-of-fold scores of the fold models sit above the final model's; it als
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Annotated, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
 from tqdm.auto import tqdm
 
 from asdx._atomic import atomic_write, atomic_write_text
-from asdx.config import validate_fields
 from asdx.features import logmel_dcase, stack_frames
 from asdx.models.ae import AENet
 from asdx.scoring.covariance import stable_precision
 from asdx.scoring.mahalanobis import ae_mahalanobis_scores
 from asdx.systems.base import MachineScores, System, SystemContext
+from asdx.systems.configs import AEConfig
 
 SCORES = ("MSE", "MAHALA")
 THRESHOLD_SCORES = ("in-sample", "holdout", "kfold", "official")
 MIN_THRESHOLD_SCORES = 3  # a three-parameter gamma fit needs at least 3 scores (asdx.scoring.gamma)
-
-
-@dataclass
-class AEConfig:
-    """Hyper-parameters of the official baseline.yaml; every field is a CLI flag / config key.
-
-    Types, ranges and choices are read from the annotations by asdx.config (pydantic).
-    """
-
-    epochs: Annotated[int, Field(ge=1)] = field(default=100, metadata={"help": "training epochs"})
-    batch_size: Annotated[int, Field(ge=1)] = field(default=256, metadata={"help": "vectors per training batch"})
-    lr: Annotated[float, Field(gt=0)] = field(default=1e-3, metadata={"help": "Adam learning rate"})
-    validation_split: Annotated[float, Field(ge=0, lt=1)] = field(
-        default=0.1, metadata={"help": "fraction of the training vectors held out for the validation loss "
-                                       "(with threshold_scores=holdout: of each domain's clips)"})
-    seed: int = field(default=13711, metadata={"help": "random seed of the initialisation, split and shuffles"})
-    channel: Literal[0, 1] = field(default=0, metadata={"help": "0 = near microphone, 1 = far (noisier)"})
-    score: Literal["MSE", "MAHALA"] = field(
-        default="MAHALA", metadata={"help": "MSE = mean squared reconstruction error, MAHALA = selective "
-                                            "Mahalanobis distance (min over source/target covariances)"})
-    n_mels: Annotated[int, Field(ge=1)] = field(default=128, metadata={"help": "mel bands"})
-    n_frames: Annotated[int, Field(ge=1)] = field(default=5, metadata={"help": "frames stacked into one vector"})
-    n_fft: Annotated[int, Field(ge=2)] = field(default=1024, metadata={"help": "FFT size in samples"})
-    hop_length: Annotated[int, Field(ge=1)] = field(default=512, metadata={"help": "STFT hop in samples"})
-    device: str = field(default="auto", metadata={"help": "torch device: auto (CUDA when torch sees a GPU), "
-                                                          "cpu, cuda or cuda:N"})
-    threshold_scores: Literal["in-sample", "holdout", "kfold", "official"] = field(
-        default="holdout", metadata={"help": "train-normal scores the gamma threshold is fitted on: in-sample = "
-                                             "training clips scored by the final model (optimistic, flags too "
-                                             "many); holdout = validation_split of each domain's clips held out "
-                                             "of training, scored by the final model; kfold = out-of-fold scores "
-                                             "of `folds` extra models (final model unchanged, ~folds x the "
-                                             "cost); official = the official baseline's mini-batch scores"})
-    folds: Annotated[int, Field(ge=2)] = field(default=5, metadata={"help": "folds of threshold_scores=kfold"})
-
-    def __post_init__(self):
-        # The same checks as `asdx run` (types, ranges, choices) for Python callers: AEConfig(epochs=0) raises.
-        validate_fields(self)
 
 
 def clip_vectors(waveforms: np.ndarray, config: AEConfig) -> torch.Tensor:

@@ -82,21 +82,18 @@ fit_machine writes `<folder>/fusion_machine.npz`.
 from __future__ import annotations
 
 import math
-import re
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-from pydantic import Field
 from torch import nn
 from tqdm.auto import tqdm
 
 from asdx import distributed
 from asdx._atomic import atomic_write
-from asdx.config import validate_fields
 from asdx.data.loader import ClipSet
 from asdx.index import faiss_gpu_available
 from asdx.metrics import machine_metrics, official_score
@@ -110,8 +107,8 @@ from asdx.scoring.knn import KNNScorer
 from asdx.systems._tokens import fill_token_store, length_batches, split_validation, token_batches, token_bytes
 from asdx.systems._files import check_same_config, digest, load_model_file, read_resume, save_arrays
 from asdx.systems.base import MachineScores, System, SystemContext
+from asdx.systems.configs import FUSION_CHECKPOINT_NAME, FusionConfig
 
-FUSION_CHECKPOINT_NAME = "BEATs_iter3_plus_AS2M.pt"
 MODEL_FILE = "fusion_model.pt"
 RESUME_FILE = "fusion_model.resume.pt"
 MACHINE_FILE = "fusion_machine.npz"
@@ -123,64 +120,6 @@ MACHINE_FORMAT = "asdx.fusion.machine/2"
 # are not limited by it.
 MIN_CLIPS_PER_COMPONENT = 10
 SUB_SCORES = ("knn_source_distance", "knn_target_distance", "gmm_nll", "knn_rank", "gmm_rank", "fused_rank")
-_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
-
-
-@dataclass
-class FusionConfig:
-    """T_fusion settings (system report §2.3); every field is a CLI flag / config key."""
-
-    beats: str | None = field(default=None, metadata={
-        "help": f"BEATs checkpoint file (the report uses {FUSION_CHECKPOINT_NAME}) or 'random-tiny' (tests/demo); "
-                "unset: $ASDX_BEATS"})
-    finetune_blocks: Annotated[int, Field(ge=0)] = field(default=4, metadata={
-        "help": "top BEATs transformer blocks fine-tuned (the rest is frozen and its output cached)"})
-    gem_p: Annotated[float, Field(ge=1)] = field(default=3.0, metadata={"help": "GeM pooling exponent p"})
-    arcface_s: Annotated[float, Field(gt=0)] = field(default=64.0, metadata={"help": "ArcFace scale s"})
-    arcface_m: Annotated[float, Field(ge=0, lt=1.57)] = field(default=0.2, metadata={
-        "help": "ArcFace additive angular margin m (radians)"})
-    epochs: Annotated[int, Field(ge=1)] = field(default=20, metadata={"help": "most training epochs"})
-    patience: Annotated[int, Field(ge=1)] = field(default=3, metadata={
-        "help": "stop after this many epochs without a better dev Ω (or validation loss)"})
-    lr: Annotated[float, Field(gt=0)] = field(default=1e-4, metadata={"help": "AdamW learning rate of ArcFace"})
-    backbone_lr: Annotated[float, Field(gt=0)] = field(default=1e-5, metadata={
-        "help": "AdamW learning rate of the fine-tuned BEATs blocks"})
-    weight_decay: Annotated[float, Field(ge=0)] = field(default=1e-2, metadata={"help": "AdamW weight decay"})
-    batch_size: Annotated[int, Field(ge=1)] = field(default=16, metadata={
-        "help": "clips per micro-batch (per process); a step takes accumulation_steps x processes of them"})
-    accumulation_steps: Annotated[int, Field(ge=1)] = field(default=1, metadata={
-        "help": "micro-batches whose gradients are summed before each optimiser step"})
-    early_stopping: Literal["auto", "dev-omega", "validation-loss"] = field(default="auto", metadata={
-        "help": "dev-omega (kNN-scored dev test clips, official score), validation-loss, or auto: dev-omega "
-                "when the dev machines' test clips have labels"})
-    validation_fraction: Annotated[float, Field(gt=0, lt=1)] = field(default=0.1, metadata={
-        "help": "share of each (machine, domain) group held out when early stopping watches the validation loss"})
-    cache_trunk: bool = field(default=True, metadata={
-        "help": "cache the frozen blocks' output per clip (false: recompute it from audio every epoch)"})
-    spec_augment: bool = field(default=False, metadata={
-        "help": "SpecAugment masks on the fbank while training (changes the trunk input: no trunk cache)"})
-    seed: int = field(default=0, metadata={"help": "seed of the initialisation, batch order and augmentation"})
-    knn_k: Annotated[int, Field(ge=1)] = field(default=1, metadata={"help": "neighbours of the kNN scorer"})
-    knn_metric: Literal["cosine", "l2"] = field(default="cosine", metadata={"help": "kNN distance"})
-    gmm_components: Annotated[int, Field(ge=1)] | None = field(default=None, metadata={
-        "help": "diagonal-GMM components; unset: chosen by BIC on the bank (1..gmm_max_components)"})
-    gmm_max_components: Annotated[int, Field(ge=1)] = field(default=8, metadata={
-        "help": "largest K the BIC choice considers"})
-    gmm_folds: Annotated[int, Field(ge=2)] = field(default=5, metadata={
-        "help": "folds of the GMM's out-of-fold train scores"})
-    rank_norm: Literal["inductive", "transductive"] = field(default="inductive", metadata={
-        "help": "inductive: rank among the scorer's honest train scores; transductive: rank within the scored "
-                "set (test scores then depend on each other)"})
-    device: str = field(default="auto", metadata={"help": "torch device: auto, cpu, cuda, cuda:N or mps"})
-    embed_batch_size: Annotated[int, Field(ge=1)] = field(default=16, metadata={
-        "help": "clips per BEATs forward / embedding batch"})
-    token_memory_mb: Annotated[int, Field(ge=0)] = field(default=2048, metadata={
-        "help": "hold the cached trunk tokens in RAM when they fit in this many MiB (per process), else stream"})
-
-    def __post_init__(self):
-        validate_fields(self)
-        if not _DEVICE.fullmatch(str(self.device).strip().lower()):
-            raise ValueError(f"device: expected auto, cpu, cuda, cuda:N or mps, got {self.device!r}.")
 
 
 # ----------------------------------------------------------------------------- labels
@@ -462,11 +401,8 @@ class FusionSystem(System):
         """Loads BEATs once; freezes all but the top finetune_blocks blocks."""
         if self.beats is not None:
             return self.beats
-        try:
-            model = load_beats(self.config.beats, device=self.device)
-        except FileNotFoundError as error:
-            raise FileNotFoundError(f"{error} (T_fusion uses {FUSION_CHECKPOINT_NAME}, system report §2.3.)") \
-                from error
+        model = load_beats(self.config.beats, device=self.device,
+                           expected=f"T_fusion uses {FUSION_CHECKPOINT_NAME}, system report §2.3")
         for note in getattr(model, "notes", ()):
             self.context.note(note)
         depth = model.cfg.encoder_layers

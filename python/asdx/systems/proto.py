@@ -46,21 +46,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 from tqdm.auto import tqdm
 
 from asdx import distributed
 from asdx._atomic import atomic_write
-from asdx.config import validate_fields
 from asdx.data.loader import ClipSet
 from asdx.models.beats_checkpoint import load_beats
 from asdx.models.cache import FeatureCache, beats_preprocessing
@@ -69,57 +66,14 @@ from asdx.models.proto_net import ProtoNet, ProtoNetConfig
 from asdx.systems._tokens import fill_token_store, length_batches, token_batches, token_bytes
 from asdx.systems._files import check_same_config, digest, load_model_file, read_resume, save_arrays
 from asdx.systems.base import MachineScores, System, SystemContext
+from asdx.systems.configs import PROTO_CHECKPOINT_NAME, ProtoConfig
 
-PROTO_CHECKPOINT_NAME = "BEATs_iter3_plus_AS2M.pt"
 MODEL_FILE = "proto_model.pt"
 RESUME_FILE = "proto_model.resume.pt"
 PROTOTYPES_FILE = "proto_prototypes.npz"
 MODEL_FORMAT = "asdx.proto.model/1"
 STEREO = {"sample_rate": 16000, "n_fft": 1024, "hop_length": 512, "n_mels": 128, "max_lag": 320}
 SPEED_KEYS = ("spd", "speed")
-_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
-
-
-@dataclass
-class ProtoConfig:
-    """P_proto settings (system report §2.2); every field is a CLI flag / config key."""
-
-    beats: str | None = field(default=None, metadata={
-        "help": f"BEATs checkpoint file ({PROTO_CHECKPOINT_NAME}) or 'random-tiny' (tests/demo); unset: $ASDX_BEATS"})
-    layer: Annotated[int, Field(ge=0)] | None = field(default=None, metadata={
-        "help": "BEATs layer whose tokens feed the network (0 = encoder input); unset: the last layer"})
-    size: Literal["full", "tiny"] = field(default="full", metadata={
-        "help": "network size: full (~70 M parameters, the report's) or tiny (tests and the demo)"})
-    use_spatial: bool = field(default=True, metadata={
-        "help": "feed ILD, IPD, mid-side and GCC-PHAT (false: near/far log-mel only, the ablation)"})
-    epochs: Annotated[int, Field(ge=1)] = field(default=50, metadata={"help": "training epochs per machine"})
-    batch_size: Annotated[int, Field(ge=2)] = field(default=32, metadata={"help": "clips per batch"})
-    lr: Annotated[float, Field(gt=0)] = field(default=1e-4, metadata={"help": "AdamW learning rate"})
-    weight_decay: Annotated[float, Field(ge=0)] = field(default=1e-2, metadata={"help": "AdamW weight decay"})
-    mixup_alpha: Annotated[float, Field(gt=0)] = field(default=0.2, metadata={"help": "mixup Beta(alpha, alpha)"})
-    mixup_prob: Annotated[float, Field(ge=0, le=1)] = field(default=0.5, metadata={
-        "help": "share of batches mixed (0: no mixup)"})
-    target_share: Annotated[float, Field(ge=0, lt=1)] = field(default=0.2, metadata={
-        "help": "target-domain clips are drawn with replacement until they are this share of an epoch"})
-    arcface_s: Annotated[float, Field(gt=0)] = field(default=30.0, metadata={"help": "ArcFace scale s"})
-    arcface_m: Annotated[float, Field(ge=0, lt=1.57)] = field(default=0.5, metadata={"help": "ArcFace margin m"})
-    center_weight: Annotated[float, Field(ge=0)] = field(default=1.0, metadata={
-        "help": "weight of the center loss (visible-attribute machines)"})
-    temperature: Annotated[float, Field(gt=0)] = field(default=0.1, metadata={
-        "help": "temperature of the supervised contrastive loss (hidden-attribute machines)"})
-    domain_weight: Annotated[float, Field(ge=0)] = field(default=1.0, metadata={
-        "help": "weight of the domain cross-entropy (hidden-attribute machines)"})
-    seed: int = field(default=0, metadata={"help": "seed of the initialisation, sampling, mixup"})
-    device: str = field(default="auto", metadata={"help": "torch device: auto, cpu, cuda, cuda:N or mps"})
-    embed_batch_size: Annotated[int, Field(ge=1)] = field(default=16, metadata={
-        "help": "clips per feature / embedding batch"})
-    feature_memory_mb: Annotated[int, Field(ge=0)] = field(default=2048, metadata={
-        "help": "hold one machine's cached features in RAM when they fit in this many MiB, else stream them"})
-
-    def __post_init__(self):
-        validate_fields(self)
-        if not _DEVICE.fullmatch(str(self.device).strip().lower()):
-            raise ValueError(f"device: expected auto, cpu, cuda, cuda:N or mps, got {self.device!r}.")
 
 
 # ----------------------------------------------------------------------------- groups
@@ -311,10 +265,8 @@ class ProtoSystem(System):
     def load_backbone(self):
         if self.beats is not None:
             return self.beats
-        try:
-            model = load_beats(self.config.beats, device=self.device)
-        except FileNotFoundError as error:
-            raise FileNotFoundError(f"{error} (P_proto uses {PROTO_CHECKPOINT_NAME}, system report §2.2.)") from error
+        model = load_beats(self.config.beats, device=self.device,
+                           expected=f"P_proto uses {PROTO_CHECKPOINT_NAME}, system report §2.2")
         model.freeze().eval()
         for note in getattr(model, "notes", ()):
             self.context.note(note)

@@ -54,19 +54,16 @@ FeatureCache under `context.cache_dir` (else `<global folder>/token_cache`).
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
-from pydantic import Field
 from torch import nn
 from tqdm.auto import tqdm
 
 from asdx._atomic import atomic_write
-from asdx.config import validate_fields
 from asdx.data.loader import ClipSet
 from asdx.index import Bank
 from asdx.models.beats_checkpoint import is_random_tiny, load_beats
@@ -76,8 +73,8 @@ from asdx.systems._tokens import (TokenStore, fill_token_store, length_batches, 
                                   token_bytes)
 from asdx.systems._files import check_same_config, digest, load_model_file, read_resume, save_arrays
 from asdx.systems.base import MachineScores, System, SystemContext
+from asdx.systems.configs import DISTANCE_NORMS, EMBEDDING_NORMS, SERA_CHECKPOINT_NAME, SeraConfig
 
-SERA_CHECKPOINT_NAME = "BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt1.pt"
 MAIN_TASK = "machine"
 HEAD_FILE = "sera_head.pt"
 RESUME_FILE = "sera_head.resume.pt"
@@ -85,65 +82,6 @@ MACHINE_FILE = "sera_machine.npz"
 HEAD_FORMAT = "asdx.sera.head/1"
 MACHINE_FORMAT = "asdx.sera.machine/1"
 DOMAINS = ("source", "target")
-EMBEDDING_NORMS = ("per-clip", "per-dimension", "none")
-DISTANCE_NORMS = ("leave-one-out", "transductive", "none")
-_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
-
-
-@dataclass
-class SeraConfig:
-    """sera_ft1 settings (system report §2.4); every field is a CLI flag / config key.
-
-    embedding_dim is 256 as in SERA-style BEATs + ASP systems (ASDKit's BEATs/ASP
-    recipe projects to 256 dimensions; the report's P_proto embedding is 256-d too).
-    Types, ranges and choices are checked by asdx.config (pydantic) in __post_init__.
-    """
-
-    beats: str | None = field(default=None, metadata={
-        "help": f"BEATs checkpoint file (the report uses {SERA_CHECKPOINT_NAME}) or 'random-tiny' (tests/demo); "
-                "unset: $ASDX_BEATS"})
-    layer: Annotated[int, Field(ge=0)] | None = field(default=None, metadata={
-        "help": "BEATs layer whose tokens are pooled (0 = encoder input); unset: the last layer"})
-    embedding_dim: Annotated[int, Field(ge=1)] = field(default=256, metadata={"help": "clip embedding size"})
-    attention_dim: Annotated[int, Field(ge=1)] = field(default=128, metadata={
-        "help": "hidden size of the ASP attention"})
-    epochs: Annotated[int, Field(ge=1)] = field(default=50, metadata={"help": "most head-training epochs"})
-    patience: Annotated[int, Field(ge=1)] = field(default=5, metadata={
-        "help": "stop after this many epochs without a better validation loss"})
-    lr: Annotated[float, Field(gt=0)] = field(default=1e-4, metadata={"help": "AdamW learning rate"})
-    weight_decay: Annotated[float, Field(ge=0)] = field(default=1e-2, metadata={"help": "AdamW weight decay"})
-    batch_size: Annotated[int, Field(ge=2)] = field(default=32, metadata={"help": "clips per training batch"})
-    validation_fraction: Annotated[float, Field(ge=0, lt=1)] = field(default=0.2, metadata={
-        "help": "share of each (machine, domain) group held out for early stopping (0: monitor the train loss)"})
-    seed: int = field(default=0, metadata={"help": "seed of the head initialisation, split and shuffles"})
-    main_weight: Annotated[float, Field(ge=0)] = field(default=1.0, metadata={
-        "help": "loss weight of the machine-type ArcFace head"})
-    aux_weight: Annotated[float, Field(ge=0)] = field(default=1.0, metadata={
-        "help": "loss weight of every attribute ArcFace head"})
-    arcface_s: Annotated[float, Field(gt=0)] = field(default=30.0, metadata={"help": "ArcFace scale s"})
-    arcface_m: Annotated[float, Field(ge=0, lt=1.57)] = field(default=0.5, metadata={
-        "help": "ArcFace additive angular margin m (radians, below pi/2)"})
-    embedding_norm: Literal["per-clip", "per-dimension", "none"] = field(default="per-clip", metadata={
-        "help": "embedding z-score before the distances: per-clip (each embedding over its own dimensions, as "
-                "the report says), per-dimension (the machine's train-bank mean/std), none"})
-    distance_norm: Literal["leave-one-out", "transductive", "none"] = field(default="leave-one-out", metadata={
-        "help": "z-score of each bank's distances: leave-one-out (statistics of the bank's own train clips, "
-                "inductive), transductive (statistics of the scored clips themselves, GenRep's form: test scores "
-                "depend on each other), none"})
-    device: str = field(default="auto", metadata={"help": "torch device: auto, cpu, cuda, cuda:N or mps"})
-    embed_batch_size: Annotated[int, Field(ge=1)] = field(default=16, metadata={
-        "help": "clips per BEATs forward / embedding batch"})
-    token_memory_mb: Annotated[int, Field(ge=0)] = field(default=2048, metadata={
-        "help": "hold the BEATs tokens in RAM when they fit in this many MiB, else stream them from the cache"})
-
-    def __post_init__(self):
-        validate_fields(self)
-        if not _DEVICE.fullmatch(str(self.device).strip().lower()):
-            raise ValueError(f"device: expected auto, cpu, cuda, cuda:N or mps, got {self.device!r}.")
-        if self.embedding_norm not in EMBEDDING_NORMS:  # validate_fields checks it too; kept for clarity
-            raise ValueError(f"embedding_norm: expected one of {EMBEDDING_NORMS}, got {self.embedding_norm!r}.")
-        if self.distance_norm not in DISTANCE_NORMS:
-            raise ValueError(f"distance_norm: expected one of {DISTANCE_NORMS}, got {self.distance_norm!r}.")
 
 
 # ----------------------------------------------------------------------------- labels
@@ -395,11 +333,8 @@ class SeraSystem(System):
         """Loads the frozen BEATs (asdx.models.beats_checkpoint.load_beats) once and notes what it is."""
         if self.beats is not None:
             return self.beats
-        try:
-            model = load_beats(self.config.beats, device=self.device)
-        except FileNotFoundError as error:
-            raise FileNotFoundError(f"{error} (sera_ft1 uses {SERA_CHECKPOINT_NAME}, system report §2.4.)") \
-                from error
+        model = load_beats(self.config.beats, device=self.device,
+                           expected=f"sera_ft1 uses {SERA_CHECKPOINT_NAME}, system report §2.4")
         model.freeze().eval()
         for note in getattr(model, "notes", ()):
             self.context.note(note)

@@ -1,0 +1,223 @@
+"""The four systems' settings: one dataclass each, whose fields are the `asdx run <system>` flags and config keys.
+
+They live here, apart from the systems, so that building the command line (`asdx run ae --help`, an argument
+error) imports neither torch nor scikit-learn: this module needs only the standard library, pydantic and
+asdx.config. Each system module imports its config from here (asdx.systems.ae.AEConfig is the same class).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from asdx.config import validate_fields
+
+SERA_CHECKPOINT_NAME = "BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt1.pt"
+FUSION_CHECKPOINT_NAME = "BEATs_iter3_plus_AS2M.pt"
+PROTO_CHECKPOINT_NAME = "BEATs_iter3_plus_AS2M.pt"
+EMBEDDING_NORMS = ("per-clip", "per-dimension", "none")
+DISTANCE_NORMS = ("leave-one-out", "transductive", "none")
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def _check_device(device: str) -> None:
+    """The device's spelling only; whether torch can use it is asdx.config.resolve_device's check (at run time)."""
+    if not _DEVICE.fullmatch(str(device).strip().lower()):
+        raise ValueError(f"device: expected auto, cpu, cuda, cuda:N or mps, got {device!r}.")
+
+
+@dataclass
+class AEConfig:
+    """Hyper-parameters of the official baseline.yaml; every field is a CLI flag / config key.
+
+    Types, ranges and choices are read from the annotations by asdx.config (pydantic).
+    """
+
+    epochs: Annotated[int, Field(ge=1)] = field(default=100, metadata={"help": "training epochs"})
+    batch_size: Annotated[int, Field(ge=1)] = field(default=256, metadata={"help": "vectors per training batch"})
+    lr: Annotated[float, Field(gt=0)] = field(default=1e-3, metadata={"help": "Adam learning rate"})
+    validation_split: Annotated[float, Field(ge=0, lt=1)] = field(
+        default=0.1, metadata={"help": "fraction of the training vectors held out for the validation loss "
+                                       "(with threshold_scores=holdout: of each domain's clips)"})
+    seed: int = field(default=13711, metadata={"help": "random seed of the initialisation, split and shuffles"})
+    channel: Literal[0, 1] = field(default=0, metadata={"help": "0 = near microphone, 1 = far (noisier)"})
+    score: Literal["MSE", "MAHALA"] = field(
+        default="MAHALA", metadata={"help": "MSE = mean squared reconstruction error, MAHALA = selective "
+                                            "Mahalanobis distance (min over source/target covariances)"})
+    n_mels: Annotated[int, Field(ge=1)] = field(default=128, metadata={"help": "mel bands"})
+    n_frames: Annotated[int, Field(ge=1)] = field(default=5, metadata={"help": "frames stacked into one vector"})
+    n_fft: Annotated[int, Field(ge=2)] = field(default=1024, metadata={"help": "FFT size in samples"})
+    hop_length: Annotated[int, Field(ge=1)] = field(default=512, metadata={"help": "STFT hop in samples"})
+    device: str = field(default="auto", metadata={"help": "torch device: auto (CUDA when torch sees a GPU), "
+                                                          "cpu, cuda or cuda:N"})
+    threshold_scores: Literal["in-sample", "holdout", "kfold", "official"] = field(
+        default="holdout", metadata={"help": "train-normal scores the gamma threshold is fitted on: in-sample = "
+                                             "training clips scored by the final model (optimistic, flags too "
+                                             "many); holdout = validation_split of each domain's clips held out "
+                                             "of training, scored by the final model; kfold = out-of-fold scores "
+                                             "of `folds` extra models (final model unchanged, ~folds x the "
+                                             "cost); official = the official baseline's mini-batch scores"})
+    folds: Annotated[int, Field(ge=2)] = field(default=5, metadata={"help": "folds of threshold_scores=kfold"})
+
+    def __post_init__(self):
+        # The same checks as `asdx run` (types, ranges, choices) for Python callers: AEConfig(epochs=0) raises.
+        validate_fields(self)
+
+
+@dataclass
+class SeraConfig:
+    """sera_ft1 settings (system report §2.4); every field is a CLI flag / config key.
+
+    embedding_dim is 256 as in SERA-style BEATs + ASP systems (ASDKit's BEATs/ASP
+    recipe projects to 256 dimensions; the report's P_proto embedding is 256-d too).
+    Types, ranges and choices are checked by asdx.config (pydantic) in __post_init__.
+    """
+
+    beats: str | None = field(default=None, metadata={
+        "help": f"BEATs checkpoint file (the report uses {SERA_CHECKPOINT_NAME}) or 'random-tiny' (tests/demo); "
+                "unset: $ASDX_BEATS"})
+    layer: Annotated[int, Field(ge=0)] | None = field(default=None, metadata={
+        "help": "BEATs layer whose tokens are pooled (0 = encoder input); unset: the last layer"})
+    embedding_dim: Annotated[int, Field(ge=1)] = field(default=256, metadata={"help": "clip embedding size"})
+    attention_dim: Annotated[int, Field(ge=1)] = field(default=128, metadata={
+        "help": "hidden size of the ASP attention"})
+    epochs: Annotated[int, Field(ge=1)] = field(default=50, metadata={"help": "most head-training epochs"})
+    patience: Annotated[int, Field(ge=1)] = field(default=5, metadata={
+        "help": "stop after this many epochs without a better validation loss"})
+    lr: Annotated[float, Field(gt=0)] = field(default=1e-4, metadata={"help": "AdamW learning rate"})
+    weight_decay: Annotated[float, Field(ge=0)] = field(default=1e-2, metadata={"help": "AdamW weight decay"})
+    batch_size: Annotated[int, Field(ge=2)] = field(default=32, metadata={"help": "clips per training batch"})
+    validation_fraction: Annotated[float, Field(ge=0, lt=1)] = field(default=0.2, metadata={
+        "help": "share of each (machine, domain) group held out for early stopping (0: monitor the train loss)"})
+    seed: int = field(default=0, metadata={"help": "seed of the head initialisation, split and shuffles"})
+    main_weight: Annotated[float, Field(ge=0)] = field(default=1.0, metadata={
+        "help": "loss weight of the machine-type ArcFace head"})
+    aux_weight: Annotated[float, Field(ge=0)] = field(default=1.0, metadata={
+        "help": "loss weight of every attribute ArcFace head"})
+    arcface_s: Annotated[float, Field(gt=0)] = field(default=30.0, metadata={"help": "ArcFace scale s"})
+    arcface_m: Annotated[float, Field(ge=0, lt=1.57)] = field(default=0.5, metadata={
+        "help": "ArcFace additive angular margin m (radians, below pi/2)"})
+    embedding_norm: Literal["per-clip", "per-dimension", "none"] = field(default="per-clip", metadata={
+        "help": "embedding z-score before the distances: per-clip (each embedding over its own dimensions, as "
+                "the report says), per-dimension (the machine's train-bank mean/std), none"})
+    distance_norm: Literal["leave-one-out", "transductive", "none"] = field(default="leave-one-out", metadata={
+        "help": "z-score of each bank's distances: leave-one-out (statistics of the bank's own train clips, "
+                "inductive), transductive (statistics of the scored clips themselves, GenRep's form: test scores "
+                "depend on each other), none"})
+    device: str = field(default="auto", metadata={"help": "torch device: auto, cpu, cuda, cuda:N or mps"})
+    embed_batch_size: Annotated[int, Field(ge=1)] = field(default=16, metadata={
+        "help": "clips per BEATs forward / embedding batch"})
+    token_memory_mb: Annotated[int, Field(ge=0)] = field(default=2048, metadata={
+        "help": "hold the BEATs tokens in RAM when they fit in this many MiB, else stream them from the cache"})
+
+    def __post_init__(self):
+        validate_fields(self)
+        _check_device(self.device)
+        if self.embedding_norm not in EMBEDDING_NORMS:  # validate_fields checks it too; kept for clarity
+            raise ValueError(f"embedding_norm: expected one of {EMBEDDING_NORMS}, got {self.embedding_norm!r}.")
+        if self.distance_norm not in DISTANCE_NORMS:
+            raise ValueError(f"distance_norm: expected one of {DISTANCE_NORMS}, got {self.distance_norm!r}.")
+
+
+@dataclass
+class FusionConfig:
+    """T_fusion settings (system report §2.3); every field is a CLI flag / config key."""
+
+    beats: str | None = field(default=None, metadata={
+        "help": f"BEATs checkpoint file (the report uses {FUSION_CHECKPOINT_NAME}) or 'random-tiny' (tests/demo); "
+                "unset: $ASDX_BEATS"})
+    finetune_blocks: Annotated[int, Field(ge=0)] = field(default=4, metadata={
+        "help": "top BEATs transformer blocks fine-tuned (the rest is frozen and its output cached)"})
+    gem_p: Annotated[float, Field(ge=1)] = field(default=3.0, metadata={"help": "GeM pooling exponent p"})
+    arcface_s: Annotated[float, Field(gt=0)] = field(default=64.0, metadata={"help": "ArcFace scale s"})
+    arcface_m: Annotated[float, Field(ge=0, lt=1.57)] = field(default=0.2, metadata={
+        "help": "ArcFace additive angular margin m (radians)"})
+    epochs: Annotated[int, Field(ge=1)] = field(default=20, metadata={"help": "most training epochs"})
+    patience: Annotated[int, Field(ge=1)] = field(default=3, metadata={
+        "help": "stop after this many epochs without a better dev Ω (or validation loss)"})
+    lr: Annotated[float, Field(gt=0)] = field(default=1e-4, metadata={"help": "AdamW learning rate of ArcFace"})
+    backbone_lr: Annotated[float, Field(gt=0)] = field(default=1e-5, metadata={
+        "help": "AdamW learning rate of the fine-tuned BEATs blocks"})
+    weight_decay: Annotated[float, Field(ge=0)] = field(default=1e-2, metadata={"help": "AdamW weight decay"})
+    batch_size: Annotated[int, Field(ge=1)] = field(default=16, metadata={
+        "help": "clips per micro-batch (per process); a step takes accumulation_steps x processes of them"})
+    accumulation_steps: Annotated[int, Field(ge=1)] = field(default=1, metadata={
+        "help": "micro-batches whose gradients are summed before each optimiser step"})
+    early_stopping: Literal["auto", "dev-omega", "validation-loss"] = field(default="auto", metadata={
+        "help": "dev-omega (kNN-scored dev test clips, official score), validation-loss, or auto: dev-omega "
+                "when the dev machines' test clips have labels"})
+    validation_fraction: Annotated[float, Field(gt=0, lt=1)] = field(default=0.1, metadata={
+        "help": "share of each (machine, domain) group held out when early stopping watches the validation loss"})
+    cache_trunk: bool = field(default=True, metadata={
+        "help": "cache the frozen blocks' output per clip (false: recompute it from audio every epoch)"})
+    spec_augment: bool = field(default=False, metadata={
+        "help": "SpecAugment masks on the fbank while training (changes the trunk input: no trunk cache)"})
+    seed: int = field(default=0, metadata={"help": "seed of the initialisation, batch order and augmentation"})
+    knn_k: Annotated[int, Field(ge=1)] = field(default=1, metadata={"help": "neighbours of the kNN scorer"})
+    knn_metric: Literal["cosine", "l2"] = field(default="cosine", metadata={"help": "kNN distance"})
+    gmm_components: Annotated[int, Field(ge=1)] | None = field(default=None, metadata={
+        "help": "diagonal-GMM components; unset: chosen by BIC on the bank (1..gmm_max_components)"})
+    gmm_max_components: Annotated[int, Field(ge=1)] = field(default=8, metadata={
+        "help": "largest K the BIC choice considers"})
+    gmm_folds: Annotated[int, Field(ge=2)] = field(default=5, metadata={
+        "help": "folds of the GMM's out-of-fold train scores"})
+    rank_norm: Literal["inductive", "transductive"] = field(default="inductive", metadata={
+        "help": "inductive: rank among the scorer's honest train scores; transductive: rank within the scored "
+                "set (test scores then depend on each other)"})
+    device: str = field(default="auto", metadata={"help": "torch device: auto, cpu, cuda, cuda:N or mps"})
+    embed_batch_size: Annotated[int, Field(ge=1)] = field(default=16, metadata={
+        "help": "clips per BEATs forward / embedding batch"})
+    token_memory_mb: Annotated[int, Field(ge=0)] = field(default=2048, metadata={
+        "help": "hold the cached trunk tokens in RAM when they fit in this many MiB (per process), else stream"})
+
+    def __post_init__(self):
+        validate_fields(self)
+        _check_device(self.device)
+
+
+@dataclass
+class ProtoConfig:
+    """P_proto settings (system report §2.2); every field is a CLI flag / config key."""
+
+    beats: str | None = field(default=None, metadata={
+        "help": f"BEATs checkpoint file ({PROTO_CHECKPOINT_NAME}) or 'random-tiny' (tests/demo); unset: $ASDX_BEATS"})
+    layer: Annotated[int, Field(ge=0)] | None = field(default=None, metadata={
+        "help": "BEATs layer whose tokens feed the network (0 = encoder input); unset: the last layer"})
+    size: Literal["full", "tiny"] = field(default="full", metadata={
+        "help": "network size: full (~70 M parameters, the report's) or tiny (tests and the demo)"})
+    use_spatial: bool = field(default=True, metadata={
+        "help": "feed ILD, IPD, mid-side and GCC-PHAT (false: near/far log-mel only, the ablation)"})
+    epochs: Annotated[int, Field(ge=1)] = field(default=50, metadata={"help": "training epochs per machine"})
+    batch_size: Annotated[int, Field(ge=2)] = field(default=32, metadata={"help": "clips per batch"})
+    lr: Annotated[float, Field(gt=0)] = field(default=1e-4, metadata={"help": "AdamW learning rate"})
+    weight_decay: Annotated[float, Field(ge=0)] = field(default=1e-2, metadata={"help": "AdamW weight decay"})
+    mixup_alpha: Annotated[float, Field(gt=0)] = field(default=0.2, metadata={"help": "mixup Beta(alpha, alpha)"})
+    mixup_prob: Annotated[float, Field(ge=0, le=1)] = field(default=0.5, metadata={
+        "help": "share of batches mixed (0: no mixup)"})
+    target_share: Annotated[float, Field(ge=0, lt=1)] = field(default=0.2, metadata={
+        "help": "target-domain clips are drawn with replacement until they are this share of an epoch"})
+    arcface_s: Annotated[float, Field(gt=0)] = field(default=30.0, metadata={"help": "ArcFace scale s"})
+    arcface_m: Annotated[float, Field(ge=0, lt=1.57)] = field(default=0.5, metadata={"help": "ArcFace margin m"})
+    center_weight: Annotated[float, Field(ge=0)] = field(default=1.0, metadata={
+        "help": "weight of the center loss (visible-attribute machines)"})
+    temperature: Annotated[float, Field(gt=0)] = field(default=0.1, metadata={
+        "help": "temperature of the supervised contrastive loss (hidden-attribute machines)"})
+    domain_weight: Annotated[float, Field(ge=0)] = field(default=1.0, metadata={
+        "help": "weight of the domain cross-entropy (hidden-attribute machines)"})
+    seed: int = field(default=0, metadata={"help": "seed of the initialisation, sampling, mixup"})
+    device: str = field(default="auto", metadata={"help": "torch device: auto, cpu, cuda, cuda:N or mps"})
+    embed_batch_size: Annotated[int, Field(ge=1)] = field(default=16, metadata={
+        "help": "clips per feature / embedding batch"})
+    feature_memory_mb: Annotated[int, Field(ge=0)] = field(default=2048, metadata={
+        "help": "hold one machine's cached features in RAM when they fit in this many MiB, else stream them"})
+
+    def __post_init__(self):
+        validate_fields(self)
+        _check_device(self.device)
+
+
+__all__ = ["AEConfig", "DISTANCE_NORMS", "EMBEDDING_NORMS", "FUSION_CHECKPOINT_NAME", "FusionConfig",
+           "PROTO_CHECKPOINT_NAME", "ProtoConfig", "SERA_CHECKPOINT_NAME", "SeraConfig"]

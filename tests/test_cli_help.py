@@ -1,0 +1,129 @@
+"""The command line's own texts and forms: help without torch, a description per command, one list syntax."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from asdx.cli import build_parser, main
+
+COMMANDS = ("demo", "run", "evaluate", "score", "report", "compare", "beats", "synth", "info")
+
+
+def test_help_and_argument_errors_import_neither_torch_nor_sklearn():
+    """On a busy host importing torch and scikit-learn took 15-21 s: help and argument errors must not need them."""
+    code = """
+import contextlib, io, sys
+from asdx.cli import main
+calls = [["--help"], ["run", "--help"], *[["run", s, "--help"] for s in ("ae", "sera", "fusion", "proto")],
+         *[[c, "--help"] for c in ("demo", "evaluate", "score", "report", "compare", "beats", "synth", "info")],
+         ["run", "ae", "--bogus"], ["run", "ae", "--epochs"], ["run", "nope"], ["evaluate"], ["--threads", "0", "info"],
+         ["run", "ae", "--epochs", "0", "--data", "nowhere"], ["run", "sera", "--layer", "-1", "--machine", ","]]
+for argv in calls:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            code = main(argv)
+        except SystemExit as exit:
+            code = exit.code
+    assert code in (0, 1, 2), (argv, code)
+heavy = sorted(m for m in ("torch", "sklearn", "scipy", "faiss", "matplotlib") if m in sys.modules)
+print(" ".join(heavy))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == [], f"imported {done.stdout.strip()} (stderr: {done.stderr[-500:]})"
+
+
+def test_every_command_has_a_description(capsys):
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    assert set(commands) == set(COMMANDS)
+    for name, sub in commands.items():
+        assert sub.description and len(sub.description) > 40, name
+
+
+def test_the_demo_help_says_it_runs_all_four_systems(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    top = " ".join(capsys.readouterr().out.split())
+    assert "run all four systems" in top and "run ae," not in top
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")   # argparse wraps after hyphens
+    assert "ae, sera, fusion and proto" in text and "random-tiny" in text
+
+
+def test_cache_help_names_its_real_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "sera", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--cache PATH feature cache folder of frozen-backbone systems (default: <out>/cache)" in text
+    assert "unset" not in text.split("--cache", 1)[1].split("--", 1)[0]
+
+
+def test_config_help_says_yaml_needs_the_yaml_extra(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "ae", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "asdx[yaml]" in text
+
+
+# ----------------------------------------------------------------------------- machine lists: one syntax everywhere
+
+@pytest.mark.parametrize("given", [["fan,valveEmu"], ["fan", "valveEmu"], ["fan,", "valveEmu"], ["fan, valveEmu"]])
+def test_run_synth_and_evaluate_read_machine_lists_alike(given, monkeypatch, tmp_path):
+    """Commas, spaces or both, under --machine or --machines, in every command that takes a list."""
+    import asdx.data.synth
+    import asdx.evaluation
+    import asdx.runner
+
+    seen = {}
+
+    def fake_run(options, config):
+        seen["run"] = options.machines
+        return None, None
+
+    def fake_generate(out, machines, **_):
+        seen["synth"] = machines
+        return out
+
+    def fake_truth(data, split, machines=None):
+        seen["evaluate"] = machines
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(asdx.runner, "run", fake_run)
+    monkeypatch.setattr(asdx.data.synth, "generate", fake_generate)
+    monkeypatch.setattr(asdx.evaluation, "dataset_ground_truth", fake_truth)
+    for flag in ("--machine", "--machines"):
+        assert main(["run", "ae", "--data", str(tmp_path), "--quiet", "--device", "cpu", flag, *given]) == 0
+        assert seen.pop("run") == "fan,valveEmu"
+        assert main(["synth", "--out", str(tmp_path / "d"), "--quiet", flag, *given]) == 0
+        assert seen.pop("synth") == ["fan", "valveEmu"]
+        assert main(["evaluate", "--submission", str(tmp_path), "--data", str(tmp_path), flag, *given]) == 1
+        assert seen.pop("evaluate") == ["fan", "valveEmu"]
+
+
+def test_an_empty_machine_list_is_one_error_line(tmp_path, capsys):
+    assert main(["run", "ae", "--data", str(tmp_path), "--machine", ","]) == 1
+    assert capsys.readouterr().err == "asdx run: error: --machine: no machine type given.\n"
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_default_run_name_is_unchanged_by_the_list_syntax(monkeypatch, tmp_path):
+    """`--machine fan valveEmu` names its run like `--machine fan,valveEmu` always did: fan+valveEmu-seed<seed>."""
+    import asdx.runner
+    from asdx.runner import run_dir_for
+
+    names = []
+    monkeypatch.setattr(asdx.runner, "run", lambda options, config: (names.append(run_dir_for(options, config).name),
+                                                                     (None, None))[1])
+    assert main(["run", "ae", "--data", str(tmp_path), "--device", "cpu", "--machine", "fan", "valveEmu"]) == 0
+    assert names == ["fan+valveEmu-seed13711"]
+
+
+def test_info_json_reports_the_pairing_checks(capsys):
+    assert main(["info", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert isinstance(report["faiss_problems"], list) and "omp_wait_policy" in report
