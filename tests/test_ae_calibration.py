@@ -13,7 +13,8 @@ import torch
 from asdx.data import generate
 from asdx.runner import RunOptions, run
 from asdx.scoring.threshold import GammaThreshold
-from asdx.systems.ae import THRESHOLD_SCORES, AEConfig, AESystem, holdout_clips, stratified_folds
+from asdx.systems._threshold_scores import balance_domains
+from asdx.systems.ae import AEConfig, AESystem, holdout_clips, stratified_folds
 
 BEFORE = Path(__file__).parent / "data" / "ae_scores_before_runner_v2.json"
 SMALL = {"n_mels": 16, "n_frames": 2, "device": "cpu"}  # 32-dim vectors: the tests that bypass features run fast
@@ -65,7 +66,8 @@ def test_runner_fits_the_gamma_on_the_held_out_clips_only(tmp_path):
     data = generate(tmp_path / "data", machines="fan", seconds=1.0, n_source=20, n_target=4, n_test=2, seed=1,
                     progress=False)
     run_dir, _ = run(RunOptions(system="ae", machines="fan", data=data, out=tmp_path / "runs", name="h",
-                                progress=False), AEConfig(epochs=1, device="cpu", threshold_scores="holdout"))
+                                progress=False), AEConfig(epochs=1, device="cpu", threshold_scores="holdout",
+                                                          balance_domains=False))
     threshold = json.loads((run_dir / "machines" / "fan" / "threshold.json").read_text())
     assert threshold["n_train"] == 3  # ceil(0.1 * 20) source + ceil(0.1 * 4) target held-out clips
     with open(run_dir / "machines" / "fan" / "train_scores.csv", newline="") as handle:
@@ -90,7 +92,9 @@ def test_kfold_scores_each_clip_with_a_model_trained_without_it_and_keeps_the_fi
         kept, held = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
         without = AESystem(AEConfig(**{**config.__dict__, "threshold_scores": "in-sample"}))
         without.fit_vectors([clips[i] for i in kept], domains[kept], progress=False)
-        np.testing.assert_array_equal(kfold.out_of_fold_scores_[held], without.score_vectors([clips[i] for i in held]))
+        # the raw held-out scores are the fold model's; the threshold gets them on the final model's scale
+        # (tests/test_ae_threshold_scores.py)
+        np.testing.assert_array_equal(kfold.out_of_fold_raw_[held], without.score_vectors([clips[i] for i in held]))
 
 
 def test_holdout_model_never_sees_the_held_out_clips():
@@ -102,7 +106,8 @@ def test_holdout_model_never_sees_the_held_out_clips():
     held = holdout_clips(domains, config.validation_split, config.seed)
     np.testing.assert_array_equal(base.held_out_, held)
     scores = base.machine_train_scores()
-    np.testing.assert_array_equal(scores.for_threshold(), base.train_scores_[held])
+    np.testing.assert_array_equal(scores.for_threshold(),
+                                  balance_domains(base.train_scores_[held], domains[held] == "target"))
     assert len(scores.scores) == len(clips)
     h, t = np.flatnonzero(held)[0], np.flatnonzero(~held)[0]
     for changed, same in ((h, True), (t, False)):
@@ -154,16 +159,24 @@ def test_folds_and_holdout_are_stratified_and_validated():
 
 
 def test_the_calibration_study_runs_on_a_tiny_config(tmp_path):
-    from benchmarks.calibration_ae import OPTIONS, study, summarize, table
+    from benchmarks.calibration_ae import out_of_fold, study, summarize, table
 
-    sizes = {"seeds": 1, "epochs": 1, "folds": 2, "seconds": 0.5, "n_source": 20, "n_target": 4, "n_test": 2}
+    sizes = {"seeds": 1, "epochs": 1, "folds": (2,), "seconds": 0.5, "n_source": 20, "n_target": 4, "n_test": 2}
     cells = study(tmp_path, sizes, machines=("fan",), log=lambda text: None)
-    summary = summarize(cells)
-    assert set(summary) == set(OPTIONS) and set(THRESHOLD_SCORES) <= set(OPTIONS)
-    for option, s in summary.items():
-        assert 0.0 <= s["min"] <= s["normal_flag"] <= s["max"] <= 1.0 and s["seconds"] > 0
-    cell = cells["fan", 0]
-    assert cell["kfold"]["official"] == cell["in-sample"]["official"]  # one final model: the same test scores
-    assert cell["holdout"]["n_threshold_scores"] == 3 and cell["kfold"]["n_threshold_scores"] == 24
-    assert len(table(summary)) == 2 + len(summary)
-    assert study(tmp_path, sizes, machines=("fan",), log=lambda text: None) == cells  # cached cells are reused
+    summary = summarize(cells, sizes["folds"])
+    schemes = {scheme for scheme, _ in summary}
+    assert {"in-sample", "official", "holdout", "kfold2-none", "kfold2-log", "kfold2-log+balanced"} <= schemes
+    for s in summary.values():
+        assert 0.0 <= s["normal_flag"] <= s["highest_run"] <= 1.0 and s["cost"] > 0
+    assert summary["kfold2-log", "empirical"]["n_honest"] == 24 and summary["holdout", "gamma"]["n_honest"] == 3
+    assert len(table(summary, "gamma")) == 2 + len(schemes)
+    # the study's kfold2-log scores are what AESystem(threshold_scores="kfold") gives the runner
+    from asdx.data import machine_clips, resolve_machines
+    from asdx.data.loader import ClipSet
+
+    clips = machine_clips(resolve_machines(next(tmp_path.glob("data-seed0*")), "fan")[0], "train")
+    system = AESystem(AEConfig(epochs=1, seed=0, device="cpu", threshold_scores="kfold", folds=2))
+    vectors = system.stream_vectors(ClipSet.from_clips(clips, 1, seconds=None))
+    system.fit_vectors(vectors, np.array([c.domain for c in clips]), progress=False)
+    np.testing.assert_allclose(out_of_fold(cells["fan", 0], 2, "log"), system.out_of_fold_scores_, rtol=1e-9)
+    assert study(tmp_path, sizes, machines=("fan",), log=lambda text: None).keys() == cells.keys()  # cached

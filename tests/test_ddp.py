@@ -299,4 +299,5 @@ def test_torchrun_two_processes_train_each_proto_machine(tmp_path):
             assert (run_dir / "machines" / machine / name).is_file(), (machine, name)
         assert not (run_dir / "machines" / machine / "proto_model.resume.pt").exists()
     log = (run_dir / "run.log").read_text()
-    assert log.count("2 process(es)") == 2 and "run finished" in log  # one training line per machine, rank 0's
+    # one training line per network, rank 0's: per machine 3 fold networks (threshold_scores=kfold) + the final one
+    assert log.count("2 process(es)") == 2 * 4 and "run finished" in log

@@ -25,7 +25,9 @@ from asdx.systems.proto import (MODEL_FILE, PROTOTYPES_FILE, RESUME_FILE, STEREO
                                 ProtoSystem, Prototypes, attribute_key, supervised_contrastive)
 
 # lr far above the report's 1e-4 so that 3 epochs visibly move every trained parameter
-FAST = dict(beats="random-tiny", size="tiny", epochs=3, batch_size=8, lr=1e-3, seed=0, device="cpu")
+# threshold_scores="loo": these tests are about the final network; the fold networks are tests/test_proto_threshold.py
+FAST = dict(beats="random-tiny", size="tiny", epochs=3, batch_size=8, lr=1e-3, seed=0, device="cpu",
+            threshold_scores="loo")
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -22,8 +22,10 @@ from asdx.systems.proto import ProtoSystem
 
 MACHINES = ("fan", "valveEmu", "Sander", "ToyDrone")
 GROUPS = {"fan": "spd", "valveEmu": "pat", "Sander": "spd", "ToyDrone": "spd"}  # valveEmu has no spd: its first key
+# --threshold-scores loo: one network per machine here; the default kfold path is
+# test_the_default_threshold_scores_are_held_out_and_balanced
 FAST = ["--beats", "random-tiny", "--size", "tiny", "--epochs", "4", "--lr", "1e-3", "--batch-size", "8", "--quiet",
-        "--workers", "0"]
+        "--workers", "0", "--threshold-scores", "loo"]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -161,6 +163,28 @@ def test_the_ablation_flag_reuses_the_cached_features(first, data, monkeypatch):
     assert any("spatial cues OFF" in n for n in json.loads((ablation / "notes.json").read_text()))
     assert read(ablation / "machines" / "fan" / "test_scores.csv") != \
         read(run_dir / "machines" / "fan" / "test_scores.csv")
+
+
+def test_the_default_threshold_scores_are_held_out_and_balanced(first, data):
+    """Default threshold_scores=kfold: train_scores.csv gains the held-out (out-of-fold, aligned) score of each
+    clip, and the runner fits the gamma on those, the target ones repeated round(20 / 4) = 5 times."""
+    from asdx.scoring.threshold import GammaThreshold
+    from asdx.systems._threshold_scores import balance_domains
+
+    out, _, _ = first
+    flags = [f for f in FAST if f not in ("--threshold-scores", "loo")]
+    assert main(["run", "proto", "--machine", "fan", "--data", str(data), "--out", str(out), *flags, "--epochs", "1",
+                 "--name", "kfold"]) == 0
+    folder = out / "proto" / "kfold" / "machines" / "fan"
+    train = read(folder / "train_scores.csv")
+    assert list(train[0])[-1] == "held_out_score" and len(train) == 24
+    held_out = np.array([float(r["held_out_score"]) for r in train])
+    target = np.array(["target" in r["name"] for r in train])
+    threshold = json.loads((folder / "threshold.json").read_text())
+    assert threshold["n_train"] == 20 + 5 * 4
+    refit = GammaThreshold(q=0.9).fit(balance_domains(held_out, target))
+    assert threshold["threshold"] == pytest.approx(refit.threshold_, rel=1e-9)
+    assert all((folder / f"fold{k}" / "held_out.npz").is_file() for k in range(3))
 
 
 @pytest.mark.parametrize("flag, value, words", [("--size", "huge", "size"), ("--target-share", "1", "target"),

@@ -54,13 +54,18 @@ class AEConfig:
     device: str = field(default="auto", metadata={"help": "torch device: auto (CUDA when torch sees a GPU), "
                                                           "cpu, cuda or cuda:N"})
     threshold_scores: Literal["in-sample", "holdout", "kfold", "official"] = field(
-        default="holdout", metadata={"help": "train-normal scores the gamma threshold is fitted on: in-sample = "
-                                             "training clips scored by the final model (optimistic, flags too "
-                                             "many); holdout = validation_split of each domain's clips held out "
-                                             "of training, scored by the final model; kfold = out-of-fold scores "
-                                             "of `folds` extra models (final model unchanged, ~folds x the "
-                                             "cost); official = the official baseline's mini-batch scores"})
-    folds: Annotated[int, Field(ge=2)] = field(default=5, metadata={"help": "folds of threshold_scores=kfold"})
+        default="kfold", metadata={"help": "train-normal scores the gamma threshold is fitted on: kfold = "
+                                           "out-of-fold scores of `folds` extra models put on the final model's "
+                                           "scale (final model unchanged, ~3x the training); holdout = "
+                                           "validation_split of each domain's clips held out of training, scored "
+                                           "by the final model (few scores); in-sample = training clips scored by "
+                                           "the final model (optimistic); official = the official baseline's "
+                                           "mini-batch scores"})
+    folds: Annotated[int, Field(ge=2)] = field(default=3, metadata={"help": "folds of threshold_scores=kfold"})
+    balance_domains: bool = field(
+        default=True, metadata={"help": "threshold_scores holdout or kfold: repeat the target clips' honest "
+                                        "scores so the gamma fit weighs both domains alike, as the test set "
+                                        "does (half of it is target)"})
 
     def __post_init__(self):
         # The same checks as `asdx run` (types, ranges, choices) for Python callers: AEConfig(epochs=0) raises.
@@ -213,6 +218,14 @@ class ProtoConfig:
         "help": "clips per feature / embedding batch"})
     feature_memory_mb: Annotated[int, Field(ge=0)] = field(default=2048, metadata={
         "help": "hold one machine's cached features in RAM when they fit in this many MiB, else stream them"})
+    threshold_scores: Literal["kfold", "loo"] = field(default="kfold", metadata={
+        "help": "train-normal scores the gamma threshold is fitted on: kfold = each clip scored by one of `folds` "
+                "extra networks trained without it, put on the final network's scale (~folds x the training); "
+                "loo = the final network's leave-one-out prototype distances (optimistic: it trained on the clips)"})
+    folds: Annotated[int, Field(ge=2)] = field(default=3, metadata={"help": "folds of threshold_scores=kfold"})
+    balance_domains: bool = field(default=True, metadata={
+        "help": "repeat the target clips' threshold scores so the gamma fit weighs both domains alike, as the "
+                "test set does (half of it is target)"})
 
     def __post_init__(self):
         validate_fields(self)
