@@ -318,21 +318,25 @@ PYBIND11_MODULE(_C, m) {
   // --- gamma fit, quantile and special functions (asdx.scoring.gamma)
   m.def(
       "gamma_fit_cpu",
-      [](const DoubleArray& values, const Int64Array& offsets, bool fixed_loc, double loc) {
+      [](const DoubleArray& values, const Int64Array& offsets, bool fixed_loc, double loc, int32_t mode,
+         int64_t min_mle_scores) {
         const int64_t n_sets = check_offsets(values, offsets);
+        require(mode >= 0 && mode <= 2, "mode must be 0 (auto), 1 (mle) or 2 (mps)");  // gamma::FitMode
         DoubleArray shape(n_sets), loc_out(n_sets), scale(n_sets), loglik(n_sets);
         py::array_t<int32_t> status(n_sets);
-        const asdx::gamma::FitOutputs out{shape.mutable_data(), loc_out.mutable_data(), scale.mutable_data(),
-                                          loglik.mutable_data(), status.mutable_data()};
+        py::array_t<int8_t> method(n_sets);
+        const asdx::gamma::FitOutputs out{shape.mutable_data(),  loc_out.mutable_data(), scale.mutable_data(),
+                                          loglik.mutable_data(), status.mutable_data(),  method.mutable_data()};
         const double* v = values.data();
         const int64_t* o = offsets.data();
         {
           py::gil_scoped_release release;
-          asdx::gamma::fit_cpu(v, o, n_sets, fixed_loc, loc, out);
+          asdx::gamma::fit_cpu(v, o, n_sets, fixed_loc, loc, mode, min_mle_scores, out);
         }
-        return py::make_tuple(shape, loc_out, scale, loglik, status);
+        return py::make_tuple(shape, loc_out, scale, loglik, status, method);
       },
-      py::arg("values"), py::arg("offsets"), py::arg("fixed_loc"), py::arg("loc"));
+      py::arg("values"), py::arg("offsets"), py::arg("fixed_loc"), py::arg("loc"), py::arg("mode"),
+      py::arg("min_mle_scores"));
   m.def(
       "gamma_ppf_cpu",
       [](const DoubleArray& q, const DoubleArray& shape, const DoubleArray& loc, const DoubleArray& scale) {
@@ -476,22 +480,22 @@ PYBIND11_MODULE(_C, m) {
       py::arg("float32"));
 
   // --- gamma on CUDA: float64 values, int64 offsets (n_sets + 1, validated by the caller),
-  // outputs allocated by the caller: four float64 arrays and one int32 array of n_sets.
+  // outputs allocated by the caller: four float64, one int32 and one int8 array of n_sets.
   m.def(
       "gamma_fit_cuda",
       [](uintptr_t values, uintptr_t offsets, int64_t n_sets, bool fixed_loc, double loc, uintptr_t shape,
-         uintptr_t loc_out, uintptr_t scale, uintptr_t loglik, uintptr_t status, uintptr_t stream) {
+         uintptr_t loc_out, uintptr_t scale, uintptr_t loglik, uintptr_t status, uintptr_t method, uintptr_t stream) {
         require(n_sets >= 0, "n_sets must be >= 0");
-        const asdx::gamma::FitOutputs out{reinterpret_cast<double*>(shape), reinterpret_cast<double*>(loc_out),
-                                          reinterpret_cast<double*>(scale), reinterpret_cast<double*>(loglik),
-                                          reinterpret_cast<int32_t*>(status)};
+        const asdx::gamma::FitOutputs out{reinterpret_cast<double*>(shape),  reinterpret_cast<double*>(loc_out),
+                                          reinterpret_cast<double*>(scale),  reinterpret_cast<double*>(loglik),
+                                          reinterpret_cast<int32_t*>(status), reinterpret_cast<int8_t*>(method)};
         py::gil_scoped_release release;
         asdx::gamma::fit_cuda(reinterpret_cast<const double*>(values), reinterpret_cast<const int64_t*>(offsets),
                               n_sets, fixed_loc, loc, out, reinterpret_cast<void*>(stream));
       },
       py::arg("values_ptr"), py::arg("offsets_ptr"), py::arg("n_sets"), py::arg("fixed_loc"), py::arg("loc"),
       py::arg("shape_ptr"), py::arg("loc_ptr"), py::arg("scale_ptr"), py::arg("loglik_ptr"), py::arg("status_ptr"),
-      py::arg("stream"));
+      py::arg("method_ptr"), py::arg("stream"));
   m.def(
       "gamma_ppf_cuda",
       [](uintptr_t q, uintptr_t shape, uintptr_t loc, uintptr_t scale, int64_t n, uintptr_t out, uintptr_t stream) {

@@ -37,32 +37,31 @@ def _relative(a, b):
 
 # ----------------------------------------------------------------------------- fixtures
 
-def test_fixture_free_fit_is_at_least_as_likely_as_scipy():
-    # scipy's Nelder-Mead is not always at the maximum, so a higher log-likelihood
-    # than loglik3 is allowed (and happens on shape0.8 and small_n); lower is not.
+def _scipy_is_interior(x, shape, loc) -> bool:
+    """scipy's fit is an interior point (not the boundary spike at loc = min(x), shape < 1)."""
+    return shape > 1.0 and x.min() - loc > 1e-6 * (x.max() - x.min())
+
+
+def test_fixture_free_fit_matches_scipy_where_interior_and_is_never_the_boundary():
+    # scipy's Nelder-Mead is interior on ae_like, lognormalish, negative_scores, shape2 and
+    # shape9_loc; on shape0.8 and small_n it ends at the boundary spike (loc = min, shape < 1).
     data, names = _fixture_sets()
+    interior_names = []
     for name in names:
         x = data[f"{name}/x"]
-        scipy_ll = float(data[f"{name}/loglik3"])
+        shape, loc, _ = data[f"{name}/fit3"]
         fit = G.fit_gamma(x)
         assert fit.status == 0, name
-        tolerance = 1e-6 * abs(scipy_ll)
-        assert fit.loglik >= scipy_ll - tolerance, name
-        # The reported log-likelihood is the real one at the reported parameters.
-        assert ref.gamma_loglik(x, fit.shape, fit.loc, fit.scale) >= scipy_ll - tolerance, name
         np.testing.assert_allclose(fit.loglik, ref.gamma_loglik(x, fit.shape, fit.loc, fit.scale), rtol=1e-9)
-        assert fit.loc < x.min()
-        threshold = fit.ppf(0.9)
-        np.testing.assert_allclose(threshold, ref.gamma_ppf(0.9, fit.shape, fit.loc, fit.scale), rtol=1e-6)
-
-
-def test_fixture_fit_matches_scipy_where_scipy_has_an_interior_maximum():
-    # On the sets where scipy stops at an interior point our optimum is the same one.
-    data, names = _fixture_sets()
-    for name in ("ae_like", "lognormalish", "shape2", "shape9_loc"):
-        assert name in names
-        fit = G.fit_gamma(data[f"{name}/x"])
-        np.testing.assert_allclose(fit.ppf(0.9), data[f"{name}/thr3_q90"], rtol=1e-4)
+        assert x.min() - fit.loc > 1e-6 * np.ptp(x), name  # never the spike
+        if _scipy_is_interior(x, shape, loc):
+            interior_names.append(name)
+            assert fit.method == "mle", name
+            np.testing.assert_allclose(fit.ppf(0.9), data[f"{name}/thr3_q90"], rtol=1e-4, err_msg=name)
+            assert fit.loglik >= float(data[f"{name}/loglik3"]) - 1e-6 * abs(float(data[f"{name}/loglik3"]))
+        else:
+            assert fit.method == "mps", name
+    assert sorted(interior_names) == ["ae_like", "lognormalish", "negative_scores", "shape2", "shape9_loc"]
 
 
 def test_fixture_fixed_loc_fit():
@@ -217,47 +216,51 @@ def test_ppf_broadcasting_and_errors():
 
 # ----------------------------------------------------------------------------- the fit
 
-def _profile_max(x: np.ndarray) -> float:
-    """Best profile log-likelihood over a dense grid of loc (scipy's special functions):
-    an independent check that the kernel's search does not miss the maximum. The grid
-    stops at a gap of 100 (max - min): beyond it the shape exceeds ~1e5 and scipy's
-    logpdf loses ~1e-5 of the total to cancellation (xlogy(a - 1, x) - gammaln(a))."""
-    spread = x.max() - x.min()
-    best = -np.inf
-    for gap in spread * np.logspace(-6, 2, 300):
-        y = x - (x.min() - gap)
-        c = math.log(y.mean()) - np.log(y).mean()
-        if not c > 0:
-            continue
-        a = _solve_shape_reference(c)
-        best = max(best, ref.gamma_loglik(x, a, x.min() - gap, y.mean() / a))
-    return best
+def _spread(x) -> float:
+    return float(np.max(x) - np.min(x))
 
 
-def _solve_shape_reference(c: float) -> float:
-    from scipy.optimize import brentq
-
-    return math.exp(brentq(lambda t: math.log(math.exp(t)) - special.digamma(math.exp(t)) - c, -40.0, 40.0,
-                           xtol=1e-14))
+def _assert_not_the_spike(x, fit, label="") -> None:
+    """The fit is not the likelihood's boundary spike (loc at min(x) with shape < 1): a maximum-
+    likelihood fit has loc below the minimum by a margin and shape > 1; the spacings fit, bounded
+    where the likelihood is not, may put loc as close to the minimum as the data say (gamma(0.3)
+    draws come within 1e-7 (max - min) of their true loc), but below it."""
+    assert fit.ok, label
+    if fit.method == "mle":
+        assert x.min() - fit.loc > 1e-6 * _spread(x) and fit.shape > 1.0, label
+    else:
+        assert fit.method == "mps" and fit.loc < x.min(), label
 
 
 @settings(max_examples=25, deadline=None)
 @given(st.floats(0.3, 200.0), st.floats(-1e3, 1e3), st.floats(-3.0, 3.0).map(lambda e: 10.0 ** e),
        st.integers(5, 400), st.integers(0, 2**31 - 1))
-def test_free_fit_reaches_the_profile_maximum(shape, loc, scale, n, seed):
+def test_free_fit_is_an_interior_maximum_or_the_spacings_fit(shape, loc, scale, n, seed):
     x = loc + scale * np.random.default_rng(seed).gamma(shape, size=n)
     if x.max() == x.min():
         return
-    fit = G.fit_gamma(x)
-    assert fit.status == 0
-    assert fit.loc < x.min()
-    ours = fit.loglik
-    if fit.shape < 1e5:  # where scipy's logpdf is accurate enough to check ours
-        np.testing.assert_allclose(ours, ref.gamma_loglik(x, fit.shape, fit.loc, fit.scale), rtol=1e-9)
-    tolerance = 1e-7 * max(1.0, abs(ours))
-    assert ours >= _profile_max(x) - tolerance
-    scipy_fit = ref.fit_gamma(x)  # scipy may stop short of the maximum; never above it
-    assert ours >= ref.gamma_loglik(x, *scipy_fit) - max(tolerance, 1e-6 * abs(ours))
+    spread = _spread(x)
+    mle = G.fit_gamma(x, method="mle")
+    if mle.ok:
+        # An interior local maximum of the profile likelihood: shape > 1, loc well below the
+        # minimum, and the profile no higher at gaps 1 % either side (above the search's top,
+        # a gap of 1e4 (max - min), the profile still rises slowly towards the normal limit).
+        assert mle.method == "mle" and mle.shape > 1.0
+        gap = x.min() - mle.loc
+        assert gap > 1e-6 * spread
+        if mle.shape < 1e5:  # where scipy's logpdf is accurate enough to check ours
+            np.testing.assert_allclose(mle.loglik, ref.gamma_loglik(x, mle.shape, mle.loc, mle.scale), rtol=1e-9)
+        tolerance = 1e-9 * max(1.0, abs(mle.loglik))
+        neighbours = [0.99 * gap] + ([1.01 * gap] if gap < 0.99e4 * spread else [])
+        assert np.all(ref.profile(x, neighbours)[2] <= ref.profile(x, gap)[2][0] + tolerance)
+    else:
+        assert mle.status == 5 and math.isnan(mle.shape) and mle.method == "none"
+        assert ref.interior_mle(x) is None  # the reference's dense search finds none either
+    auto = G.fit_gamma(x)
+    _assert_not_the_spike(x, auto)
+    assert auto.method == ("mle" if mle.ok and n >= G.MIN_MLE_SCORES else "mps")
+    if auto.method == "mle":
+        assert auto == mle
 
 
 @settings(max_examples=25, deadline=None)
@@ -272,18 +275,143 @@ def test_fixed_loc_fit_matches_scipy(shape, scale, n, seed):
     np.testing.assert_allclose([fit.shape, fit.scale], [expected[0], expected[2]], rtol=1e-7)
 
 
+# Score sets of the kinds asdx fits (issue 19): gamma of several shapes, uniform, normal,
+# heavy-tailed, z-scored (negative) ones; each is drawn at the sizes below, tiny ones included.
+FAMILIES = {
+    "gamma 0.5": lambda rng, n: rng.gamma(0.5, size=n),
+    "gamma 2": lambda rng, n: 3.0 + rng.gamma(2.0, size=n),
+    "gamma 20": lambda rng, n: rng.gamma(20.0, 0.1, size=n),
+    "uniform": lambda rng, n: rng.uniform(1.0, 2.0, size=n),
+    "normal": lambda rng, n: rng.normal(size=n),
+    "lognormal": lambda rng, n: rng.lognormal(0.0, 1.0, size=n),
+    "pareto": lambda rng, n: rng.pareto(2.5, size=n),
+    "z-scored": lambda rng, n: stats.zscore(rng.gamma(3.0, size=n)),
+}
+FAMILY_SIZES = (3, 5, 8, 10, 46, 120)
+
+
+def _thresholds_agree(ours: float, theirs: float, x, rtol: float) -> bool:
+    return abs(ours - theirs) <= rtol * max(abs(theirs), _spread(x))
+
+
+def _assert_fit_matches_reference(x, method: str, label: str) -> None:
+    fit = G.fit_gamma(x, method=method)
+    shape, loc, scale, expected_method = ref.fit_gamma_asdx(x, method=method)
+    assert fit.method == expected_method, label
+    if fit.method == "none":
+        return
+    expected = ref.gamma_ppf(0.9, shape, loc, scale)
+    if fit.method == "mle":  # at the normal limit (shape ~1e9) the reference's shape is good to ~1e-5
+        assert _thresholds_agree(fit.ppf(0.9), expected, x, 1e-5), label
+    elif not _thresholds_agree(fit.ppf(0.9), expected, x, 1e-4):
+        # the spacings objective can be flat (tiny or near-symmetric sets): then ours is as high
+        ours, theirs = ref.log_spacings(x, fit.shape, fit.loc, fit.scale), ref.log_spacings(x, shape, loc, scale)
+        assert ours >= theirs - 1e-7 * max(1.0, abs(theirs)), label
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_free_fit_against_scipy_and_the_reference(family):
+    rng = np.random.default_rng(sorted(FAMILIES).index(family))
+    for n in FAMILY_SIZES:
+        x = FAMILIES[family](rng, n)
+        label = f"{family}, n = {n}"
+        auto, mle = G.fit_gamma(x), G.fit_gamma(x, method="mle")
+        _assert_not_the_spike(x, auto, label)
+        if mle.ok:
+            _assert_not_the_spike(x, mle, label)
+        # Where scipy's answer is interior, it is our interior maximum (scipy's Nelder-Mead may
+        # stop short: then ours is more likely). Where it is not, ours is not the spike it found.
+        shape, loc, scale = ref.fit_gamma(x)
+        if _scipy_is_interior(x, shape, loc) and ref.interior_mle(x) is not None:
+            assert mle.ok, label
+            if not _thresholds_agree(mle.ppf(0.9), ref.gamma_ppf(0.9, shape, loc, scale), x, 1e-3):
+                assert mle.loglik > ref.gamma_loglik(x, shape, loc, scale), label
+            if n >= G.MIN_MLE_SCORES:
+                assert auto == mle, label
+        # The kernel and the NumPy reference run the same procedure.
+        _assert_fit_matches_reference(x, "mle", label)
+        _assert_fit_matches_reference(x, "auto", label)
+
+
+def _j_shaped_sets(n: int):
+    """Score sets whose likelihood rises to the boundary spike: gamma(shape < 1) draws, gamma(0.4) with
+    noise, and many near-equal low scores with a long tail (as rank- or distance-based scores are)."""
+    rng = np.random.default_rng(n)
+    for seed in range(3):
+        yield f"gamma 0.3, {seed}", rng.gamma(0.3, size=n)
+        yield f"gamma 0.8, {seed}", 2.0 + rng.gamma(0.8, 0.5, size=n)
+        yield f"gamma 0.4 + noise, {seed}", rng.gamma(0.4, size=n) + rng.normal(0.0, 0.05, n) + 0.2
+        low = rng.normal(1.0, 1e-3, size=n)
+        yield f"cluster + tail, {seed}", np.where(rng.random(n) < 0.6, low, low + rng.exponential(2.0, n))
+
+
+@pytest.mark.parametrize("n", [10, 46, 120])
+def test_j_shaped_sets_never_get_the_boundary_spike(n):
+    methods = []
+    for label, x in _j_shaped_sets(n):
+        fit = G.fit_gamma(x)
+        _assert_not_the_spike(x, fit, label)
+        methods.append(fit.method)
+        # The spike is there: at loc = the largest double below min(x) the shape falls below 1.
+        spike = G.fit_gamma(x, loc=float(np.nextafter(x.min(), -np.inf)))
+        assert spike.shape < 1.0, label
+        # The batch and GammaThreshold give the same fit.
+        assert G.fit_gamma_batch([x])[0] == fit, label
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", G.GammaFitWarning)
+            threshold = T.GammaThreshold().fit(x)
+        assert threshold.method_ == fit.method and threshold.threshold_ == fit.ppf(0.9), label
+    assert "mps" in methods  # these sets do exercise the fallback
+
+
+def test_issue_19_set_where_scipy_is_interior_and_the_spike_more_likely():
+    # Issue 19's sera/fan pattern on 46 J-shaped scores: scipy's fit is interior (shape ~1.37),
+    # while the boundary spike has a higher likelihood at shape ~0.54, so the old rule ("the more
+    # likely of the spike and the interior maximum") returned the spike and a threshold ~24 % higher.
+    rng = np.random.default_rng(72)
+    x = rng.gamma(0.4, size=46) + rng.normal(0.0, 0.05, 46) + 0.2
+    shape, loc, scale = ref.fit_gamma(x)
+    assert 1.3 < shape < 1.45 and _scipy_is_interior(x, shape, loc)
+    fit = G.fit_gamma(x)
+    assert fit.method == "mle"
+    np.testing.assert_allclose(fit.ppf(0.9), ref.gamma_ppf(0.9, shape, loc, scale), rtol=1e-4)
+    spike = G.fit_gamma(x, loc=float(np.nextafter(x.min(), -np.inf)))
+    assert spike.shape < 0.6 and spike.loglik > fit.loglik
+    assert spike.ppf(0.9) > 1.2 * fit.ppf(0.9)
+
+
+def test_method_argument():
+    x = np.random.default_rng(9).gamma(5.0, size=100)
+    assert G.fit_gamma(x, method="mps").method == "mps"
+    assert G.fit_gamma(x, loc=0.0).method == "mle"
+    with pytest.raises(ValueError, match="method"):
+        G.fit_gamma(x, method="scipy")
+    with pytest.raises(ValueError, match="method"):
+        G.fit_gamma_batch([x], loc=0.0, method="mps")
+    # fewer than 3 distinct scores: no spacings fit (status 5), however many scores
+    two_valued = G.fit_gamma(np.array([1.0, 1.0, 1.0, 2.0, 2.0]))
+    assert two_valued.status == 5 and two_valued.method == "none" and math.isnan(two_valued.ppf(0.9))
+    # a tie group takes the spacing below it as often as it has members: the objective stays finite
+    tied = np.concatenate([np.full(10, 1.0), np.random.default_rng(10).gamma(0.5, size=30) + 1.0])
+    fit = G.fit_gamma(tied)
+    _assert_not_the_spike(tied, fit)
+    assert math.isfinite(ref.log_spacings(tied, fit.shape, fit.loc, fit.scale))
+    assert ref.MIN_MLE_SCORES == G.MIN_MLE_SCORES
+
+
 def test_batch_shapes_and_kinds():
     rng = np.random.default_rng(3)
     ragged = [rng.gamma(2.0, size=n) + 5 for n in (3, 10, 257, 1000)]
     batch = G.fit_gamma_batch(ragged)
-    assert len(batch) == 4 and batch.status.dtype == np.int32
+    assert len(batch) == 4 and batch.status.dtype == np.int32 and batch.method.dtype == np.int8
     for i, x in enumerate(ragged):
         assert batch[i] == G.fit_gamma(x)
     square = rng.gamma(3.0, size=(6, 50))
     from_array = G.fit_gamma_batch(square, loc=0.0)
     from_tensor = G.fit_gamma_batch(torch.from_numpy(square), loc=0.0)
-    assert isinstance(from_tensor.shape, torch.Tensor)
+    assert isinstance(from_tensor.shape, torch.Tensor) and isinstance(from_tensor.method, torch.Tensor)
     np.testing.assert_array_equal(from_array.shape, from_tensor.shape.numpy())
+    np.testing.assert_array_equal(from_array.method, from_tensor.method.numpy())
     for i in range(6):
         assert from_array[i] == G.fit_gamma(square[i], loc=0.0)
     assert len(G.fit_gamma_batch([])) == 0
@@ -294,6 +422,7 @@ def test_batch_shapes_and_kinds():
 def test_ragged_batch_is_split_by_work_with_identical_results(big_at):
     # One big set among many small ones: the CPU kernel splits the sets into contiguous runs of about
     # equal total length (not equal counts); every set must still be fitted exactly once, as alone.
+    # About half of the small sets have no interior likelihood maximum and get the spacings fit.
     import asdx
 
     rng = np.random.default_rng(21)
@@ -310,9 +439,9 @@ def test_ragged_batch_is_split_by_work_with_identical_results(big_at):
     finally:
         asdx.set_num_threads(before)
     serial = results[1]
-    assert np.all(serial.status == 0)
+    assert np.all(serial.status == 0) and set(serial.method.tolist()) == {1, 2}  # mle and mps
     for threads, batch in results.items():
-        for name in ("shape", "loc", "scale", "loglik", "status"):
+        for name in ("shape", "loc", "scale", "loglik", "status", "method"):
             np.testing.assert_array_equal(getattr(batch, name), getattr(serial, name),
                                           err_msg=f"{name} with {threads} threads")
     assert serial[where] == G.fit_gamma(big)
@@ -327,6 +456,7 @@ def test_batch_statuses_do_not_fail_the_batch():
     free = G.fit_gamma_batch(sets)
     np.testing.assert_array_equal(free.status, [0, 1, 2, 3, 3, 1, 0])
     assert np.all(np.isnan(free.shape[1:6])) and np.all(np.isnan(free.loc[1:6]))
+    assert [free[i].method for i in range(1, 6)] == ["none"] * 5 and free[0].method in ("mle", "mps")
     fixed = G.fit_gamma_batch(sets, loc=0.0)
     np.testing.assert_array_equal(fixed.status, [0, 1, 2, 3, 3, 1, 4])
     assert G.STATUS[4].startswith("scores at or below")
@@ -372,69 +502,6 @@ def test_symmetric_scores_reach_the_normal_limit():
     np.testing.assert_allclose(fit.ppf(0.9), stats.norm.ppf(0.9, x.mean(), x.std()), rtol=1e-4)
 
 
-# ----------------------------------------------------------------------------- GammaThreshold
-
-def test_threshold_default_is_the_baseline_rule():
-    x = np.random.default_rng(5).gamma(3.0, 2.0, size=1000) + 1.0
-    model = T.GammaThreshold().fit(x)
-    assert model.q == 0.9 and model.loc is None
-    fit = G.fit_gamma(x)
-    assert (model.shape_, model.loc_, model.scale_) == (fit.shape, fit.loc, fit.scale)
-    assert model.threshold_ == fit.ppf(0.9)
-    np.testing.assert_allclose(model.threshold_, ref.gamma_threshold(x), rtol=1e-3)
-    fixed = T.GammaThreshold(q=0.95, loc=0.0).fit(x)
-    assert fixed.loc_ == 0.0 and fixed.threshold_ == G.fit_gamma(x, loc=0.0).ppf(0.95)
-
-
-def test_decide_is_strict():
-    model = T.GammaThreshold().fit(np.random.default_rng(6).gamma(2.0, size=200))
-    t = model.threshold_
-    scores = np.array([t, np.nextafter(t, np.inf), np.nextafter(t, -np.inf), t + 1.0, -5.0])
-    decisions = model.decide(scores)
-    assert decisions.dtype == np.int64
-    np.testing.assert_array_equal(decisions, [0, 1, 0, 1, 0])
-    as_tensor = model.decide(torch.from_numpy(scores))
-    assert isinstance(as_tensor, torch.Tensor) and as_tensor.tolist() == [0, 1, 0, 1, 0]
-    with pytest.raises(ValueError, match="scores"):
-        model.decide(np.array([1.0, np.nan]))
-
-
-@pytest.mark.parametrize("train", [np.array([3.0, 5.0]), np.full(20, 4.0), np.array([2.0])])
-def test_threshold_fallback_for_unfittable_training_scores(train):
-    with pytest.warns(G.GammaFitWarning, match="maximum"):
-        model = T.GammaThreshold().fit(train)
-    assert model.threshold_ == train.max() and math.isnan(model.shape_)
-    assert model.status_ in (1, 2)
-    np.testing.assert_array_equal(model.decide(np.array([train.max(), train.max() + 1e-9])), [0, 1])
-
-
-def test_threshold_errors():
-    with pytest.raises(ValueError, match="train_scores"):
-        T.GammaThreshold().fit([1.0, np.inf, 2.0, 3.0])
-    with pytest.raises(ValueError, match="train_scores"):
-        T.GammaThreshold(loc=0.0).fit([-1.0, 2.0, 3.0])
-    with pytest.raises(ValueError, match="train_scores"):
-        T.GammaThreshold().fit([])
-    with pytest.raises(ValueError, match="q"):
-        T.GammaThreshold(q=1.0).fit([1.0, 2.0, 4.0])
-    with pytest.raises(ValueError, match="fit"):
-        T.GammaThreshold().decide([1.0])
-
-
-def test_threshold_round_trip_through_json():
-    for train in (np.random.default_rng(7).gamma(2.0, size=100), np.full(5, 1.0)):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", G.GammaFitWarning)
-            model = T.GammaThreshold(q=0.8).fit(train)
-        restored = T.GammaThreshold.from_dict(json.loads(json.dumps(model.to_dict(), allow_nan=False)))
-        assert restored.threshold_ == model.threshold_ and restored.q == 0.8 and restored.status_ == model.status_
-        for name in ("shape_", "loc_", "scale_"):
-            a, b = getattr(model, name), getattr(restored, name)
-            assert a == b or (math.isnan(a) and math.isnan(b))
-    with pytest.raises(ValueError, match="state"):
-        T.GammaThreshold.from_dict({"q": 0.9})
-
-
 # ----------------------------------------------------------------------------- CUDA
 
 @requires_cuda
@@ -443,11 +510,15 @@ def test_cuda_fit_matches_cpu():
     sets = [rng.gamma(s, size=n) + o for s, n, o in ((0.7, 300, 0.0), (2.0, 1000, 5.0), (9.0, 500, -3.0),
                                                      (50.0, 2000, 0.0), (1.5, 12, 1.0))]
     sets += [np.array([1.0, 2.0]), np.full(10, 3.0), np.array([1.0, np.nan, 2.0, 3.0]), -np.abs(sets[1])]
+    sets += [x for _, x in _j_shaped_sets(46)][:4] + [np.array([1.0, 1.0, 1.0, 2.0, 2.0])]
     for loc in (None, 0.0):
         cpu = G.fit_gamma_batch(sets, loc=loc)
         gpu = G.fit_gamma_batch([torch.from_numpy(s).cuda() for s in sets], loc=loc)
-        assert gpu.shape.is_cuda
+        assert gpu.shape.is_cuda and gpu.method.is_cuda
         np.testing.assert_array_equal(gpu.status.cpu().numpy(), cpu.status)
+        np.testing.assert_array_equal(gpu.method.cpu().numpy(), cpu.method)
+        if loc is None:
+            assert set(cpu.method.tolist()) == {0, 1, 2}  # none, mle and mps all occur
         ok = cpu.status == 0
         for name in ("shape", "loc", "scale", "loglik"):
             np.testing.assert_allclose(getattr(gpu, name).cpu().numpy()[ok], getattr(cpu, name)[ok], rtol=1e-6)

@@ -133,6 +133,7 @@ __global__ void __launch_bounds__(kThreads)
     out.scale[s] = fit.scale;
     out.loglik[s] = fit.loglik;
     out.status[s] = fit.status;
+    out.method[s] = fit.status == kOk ? kMethodMle : kMethodNone;
   }
 }
 
@@ -152,8 +153,8 @@ void fit_cuda(const double* values, const int64_t* offsets, int64_t n_sets, bool
   constexpr int64_t kMaxBlocks = 2147483647;
   for (int64_t first = 0; first < n_sets; first += kMaxBlocks) {
     const int64_t count = n_sets - first < kMaxBlocks ? n_sets - first : kMaxBlocks;
-    const FitOutputs chunk{out.shape + first, out.loc + first, out.scale + first, out.loglik + first,
-                           out.status + first};
+    const FitOutputs chunk{out.shape + first, out.loc + first,    out.scale + first,
+                           out.loglik + first, out.status + first, out.method + first};
     cuda::check_before_launch("gamma fit_kernel");
     fit_kernel<<<static_cast<unsigned>(count), kThreads, 0, s>>>(values, offsets + first, fixed_loc, loc, chunk);
     cuda::check_after_launch("gamma fit_kernel");

@@ -34,6 +34,7 @@ import logging
 import os
 import shutil
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,7 @@ from asdx.data import machine_clips, resolve_machines
 from asdx.data.dataset import MachineDir, list_machines, split_dir
 from asdx.data.loader import ClipSet, check_headers
 from asdx.evaluation import MachineTruth, evaluate, result_csv_text, result_json
+from asdx.scoring.gamma import GammaFitWarning
 from asdx.scoring.threshold import GammaThreshold
 from asdx.submission import write_submission
 from asdx.systems import SYSTEMS
@@ -324,7 +326,11 @@ def run_machine(system, machine: MachineDir, plan: _Plan, options: RunOptions, r
                                  f"{machine.name} train scores")
     atomic_write_text(machine_dir / "train_scores.csv", scores_csv([c.name for c in train_clips], train_scores))
     # fitted on the honest scores: MachineScores.threshold_scores when the system gives them (e.g. held-out clips)
-    threshold = GammaThreshold(q=options.threshold_q).fit(train_scores.for_threshold())
+    with warnings.catch_warnings():  # a fallback is a run note (below), not a warning amid the progress lines
+        warnings.simplefilter("ignore", GammaFitWarning)
+        threshold = GammaThreshold(q=options.threshold_q).fit(train_scores.for_threshold())
+    if threshold.fallback_reason_ is not None:
+        system.context.note(f"{machine.name}: gamma threshold by {threshold.method_}: {threshold.fallback_reason_}")
     atomic_write_text(machine_dir / "threshold.json", json.dumps(threshold.to_dict(), indent=2))
     stage(f"{machine.name}: scoring")
     test = ClipSet(test_clips, plan.lengths[machine.name, "test"], options.seconds, options.workers,

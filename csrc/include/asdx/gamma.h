@@ -40,8 +40,15 @@ enum Status : int32_t {
   kConstant = 2,   // all scores equal: no spread to fit
   kNonFinite = 3,  // a NaN or an infinity among the scores
   kBelowLoc = 4,   // loc fixed and some score <= loc: outside the support
+  kNoInterior = 5, // loc free and the likelihood has no interior maximum (rises to the boundary)
 };
 constexpr int64_t kMinScores = 3;
+
+// Which estimate a set got (asdx.scoring.gamma.METHODS), and which the caller asks for
+// (FIT_METHODS): kModeAuto = the interior MLE from min_mle_scores scores on, else the
+// maximum product of spacings (csrc/cpu/gamma.cpp; host only: it sorts the set).
+enum Method : int8_t { kMethodNone = 0, kMethodMle = 1, kMethodMps = 2 };
+enum FitMode : int32_t { kModeAuto = 0, kModeMle = 1, kModeMps = 2 };
 
 ASDX_HD bool is_finite(double x) { return fabs(x) <= kMaxDouble; }
 
@@ -458,15 +465,23 @@ ASDX_HD ProfilePoint profile_point(Reducer& reducer, double n, double xbar, doub
   return pt;
 }
 
-// Free-location search range, as gap / (max - min); above the top the gamma is a
-// normal to ~1e-9 and the profile is flat. The bottom is the boundary point.
+// Free-location search range, as gap / (max - min). Above the top the gamma is a
+// normal to ~1e-9 and the profile is flat; a walk that ends at the bottom has found no
+// interior maximum (the profile still rises towards the boundary spike there).
 constexpr double kTopGap = 1e4;
-constexpr double kDecade = 2.302585092994045684;  // ln 10: the walk's largest plain step
+constexpr double kBottomGap = 1e-6;
+// The walk's largest step in u = ln(gap) before the maximum is bracketed (a factor 1.65 in
+// gap): small enough not to jump over the shallow local maxima that scipy's Nelder-Mead,
+// taking small steps from the same start, finds (some sets have several, a factor 2-3 in
+// gap apart; steps of 2 decades jumped over them). On 750 sets the walk ends where the
+// reference's dense grid search does (python/asdx/reference/gamma.py) with steps of 0.25,
+// 0.5 or 1; 0.5 costs 7.3 profile evaluations per set of benchmarks/_scoring_gamma.py.
+constexpr double kStep = 0.5;
 
 // Walks uphill on the profile from `start` within [u_bottom, u_top] and returns the best
-// point seen: safeguarded Newton (a bracket once the slope has changed sign, bisection
-// when Newton leaves it), plain decade steps uphill before that. It stops at a stationary
-// point, or at an end of the range that the profile still rises towards.
+// point seen: safeguarded Newton once the slope has changed sign (bisection when Newton
+// leaves the bracket), Newton or plain steps of at most kStep uphill before that. It
+// stops at a stationary point, or at an end of the range that the profile still rises towards.
 ASDX_REDUCER_TEMPLATE
 template <class Reducer>
 ASDX_HD ProfilePoint walk_uphill(Reducer& reducer, double n, double xbar, double xmin, double u_bottom, double u_top,
@@ -474,7 +489,7 @@ ASDX_HD ProfilePoint walk_uphill(Reducer& reducer, double n, double xbar, double
   double ulo = u_bottom, uhi = u_top;
   bool lo_known = false, hi_known = false;
   ProfilePoint best = pt;
-  for (int iter = 0; iter < 80; ++iter) {
+  for (int iter = 0; iter < 300; ++iter) {
     if (pt.slope > 0.0) {
       ulo = pt.u;
       lo_known = true;
@@ -486,13 +501,14 @@ ASDX_HD ProfilePoint walk_uphill(Reducer& reducer, double n, double xbar, double
     if (pt.slope <= 0.0 && pt.u <= u_bottom) break;
     const double uphill = pt.slope > 0.0 ? 1.0 : -1.0;
     const double newton = pt.curve < 0.0 ? -pt.slope / pt.curve : 0.0;
+    const bool bracketed = lo_known && hi_known;
     double next;
     if (newton * uphill > 0.0) {
-      next = pt.u + uphill * fmin(fabs(newton), 2.0 * kDecade);
+      next = pt.u + (bracketed ? newton : uphill * fmin(fabs(newton), kStep));
     } else {
-      next = pt.u + uphill * kDecade;
+      next = pt.u + uphill * kStep;
     }
-    if (lo_known && hi_known) {
+    if (bracketed) {
       if (!(next > ulo && next < uhi)) next = 0.5 * (ulo + uhi);
     } else {
       next = fmax(u_bottom, fmin(u_top, next));
@@ -539,17 +555,20 @@ ASDX_HD Fit fit_fixed_loc(Reducer& reducer, double loc) {
   return finish_fit(reducer, n, a, loc, ybar / a);
 }
 
-// MLE with all three parameters free (what scipy.stats.gamma.fit(x) maximises).
-// For each location the (shape, scale) MLE is the fixed-location solution, so the
-// profile log-likelihood is maximised over u = ln(min(x) - loc). The likelihood is
-// unbounded as loc -> min(x) once the shape drops below 1, so the candidates are:
-//   - the boundary: loc = the largest double below min(x) (where scipy's optimiser
-//     also ends on such sets);
-//   - the local maximum reached uphill from the method-of-moments start (shape
-//     4 / skewness^2), searched between a gap of 1e-6 and 1e4 times (max - min);
-//     when that walk ends at the bottom of the range, a second walk starts from the
-//     first point above the start where the profile rises again;
-// and the best of them wins. At the top of the range the profile is that of a normal
+// MLE with all three parameters free (what scipy.stats.gamma.fit(x) maximises): the
+// interior local maximum of the likelihood, reached as scipy reaches it, uphill from the
+// method-of-moments start (shape 4 / skewness^2). For each location the (shape, scale)
+// MLE is the fixed-location solution, so the walk is on the profile log-likelihood over
+// u = ln(min(x) - loc), between a gap of kBottomGap and kTopGap times (max - min).
+//
+// The likelihood is unbounded as loc -> min(x) once the shape drops below 1 (Smith 1985,
+// Biometrika 72:67-90): that boundary "maximum" is a spike, not a fit, and is never
+// returned. The profile's slope is n/ybar (1 - (a - 1) mean(ybar/y - 1)) in loc, so every
+// stationary point has shape > 1; where the shape is below 1 the profile rises towards
+// the boundary. When the walk from the start ends at the bottom of the range, a second
+// walk starts from the first point above the start where the profile rises again; when
+// that fails too, the status is kNoInterior (parameters NaN) and the caller falls back to
+// the spacings fit (csrc/cpu/gamma.cpp). At the top of the range the profile is that of a normal
 // (skewness 2 / sqrt(shape) ~ 0), the limit of symmetric or left-skewed sets.
 ASDX_REDUCER_TEMPLATE
 template <class Reducer>
@@ -561,12 +580,11 @@ ASDX_HD Fit fit_free_loc(Reducer& reducer) {
   const double n = static_cast<double>(st.n);
   const double xbar = st.sum / n;
   const double spread = st.max - st.min;
-  const double boundary_loc = nextafter(st.min, -kInf);
-  const double boundary_gap = st.min - boundary_loc;
+  // The smallest gap that still moves loc below min(x) by a few ulps.
+  const double resolvable_gap = 4.0 * (st.min - nextafter(st.min, -kInf));
   const double u_top = log(kTopGap * spread);
-  const double u_bottom = fmin(u_top, fmax(log(1e-6 * spread), log(boundary_gap)));
+  const double u_bottom = fmin(u_top, fmax(log(kBottomGap * spread), log(resolvable_gap)));
 
-  ProfilePoint best = profile_point(reducer, n, xbar, st.min, boundary_gap);
   // Method of moments: shape 4 / g1^2, loc = xbar - sqrt(shape) * sd.
   const Moments mom = reducer.moments(xbar);
   double u_start = u_top;
@@ -577,22 +595,22 @@ ASDX_HD Fit fit_free_loc(Reducer& reducer) {
     u_start = gap > 0.0 ? fmax(u_bottom, fmin(u_top, log(gap))) : u_bottom;
   }
   const ProfilePoint start = profile_point(reducer, n, xbar, st.min, exp(u_start));
+  // exp/log round trips move u by an ulp or two: "at the bottom" allows for that.
+  const double bottom_tolerance = 1e-8 * fmax(1.0, fabs(u_bottom));
   ProfilePoint found = walk_uphill(reducer, n, xbar, st.min, u_bottom, u_top, start);
-  if (found.loglik > best.loglik) best = found;
-  if (found.u <= u_bottom && start.slope <= 0.0) {
+  if (found.u <= u_bottom + bottom_tolerance && start.slope <= 0.0) {
     // The start lay in the boundary's basin: look above it for a rising stretch.
-    for (double u = start.u + kDecade; u < u_top + 0.5 * kDecade; u += kDecade) {
+    for (double u = start.u + kStep; u < u_top + 0.5 * kStep; u += kStep) {
       const ProfilePoint pt = profile_point(reducer, n, xbar, st.min, exp(fmin(u, u_top)));
       if (pt.slope > 0.0) {
         found = walk_uphill(reducer, n, xbar, st.min, u_bottom, u_top, pt);
-        if (found.loglik > best.loglik) best = found;
         break;
       }
     }
   }
-  if (!(best.shape > 0.0) || !is_finite(best.shape)) return failed_fit(kConstant);
-  const double loc = best.gap == boundary_gap ? boundary_loc : st.min - best.gap;
-  return finish_fit(reducer, n, best.shape, loc, best.ybar / best.shape);
+  if (found.u <= u_bottom + bottom_tolerance) return failed_fit(kNoInterior);
+  if (!(found.shape > 0.0) || !is_finite(found.shape)) return failed_fit(kConstant);
+  return finish_fit(reducer, n, found.shape, st.min - found.gap, found.ybar / found.shape);
 }
 
 }  // namespace asdx::gamma

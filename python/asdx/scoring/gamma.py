@@ -9,29 +9,49 @@ strictly above ``gamma.ppf(0.9, shape, loc, scale)``. This module does the same
 maximum-likelihood fit and quantile in asdx's own C++/CUDA kernels, one set or
 many sets (e.g. every machine) per call.
 
-Free location (``loc=None``): the log-likelihood is maximised over loc < min(scores)
-through its profile in loc (for a fixed loc the shape/scale MLE solves
-ln a - digamma(a) = ln mean(y) - mean(ln y), y = scores - loc). That likelihood is
-unbounded as loc -> min(scores) once the shape falls below 1, so the candidates are
-the largest double below min(scores) (where scipy's optimiser ends on such sets) and
-the local maximum reached uphill from the method-of-moments start; the better one
-wins. Symmetric or left-skewed sets end at a gap of 1e4 (max - min) below the
-minimum, where the gamma is a normal to ~1e-9. The result's log-likelihood is never
-below scipy's on the golden fixtures and is often above it: scipy's Nelder-Mead
-stops short of the maximum.
+Free location (``loc=None``), method="auto" (the default):
+
+- From MIN_MLE_SCORES (20) scores on, the interior local maximum of the likelihood, reached as
+  scipy's optimiser reaches it, uphill from the method-of-moments start. The search runs on
+  the profile in loc (for a fixed loc the shape/scale MLE solves
+  ln a - digamma(a) = ln mean(y) - mean(ln y), y = scores - loc). Every interior maximum has
+  shape > 1. Where scipy's fit is interior the thresholds agree (the fixtures to 1e-5;
+  100 of 100 benchmark sets to 1e-3); where scipy's Nelder-Mead stops short, ours is the
+  more likely. Symmetric or left-skewed sets end at a gap of 1e4 (max - min) below the
+  minimum, where the gamma is a normal to ~1e-9.
+- The likelihood is unbounded as loc -> min(scores) once the shape falls below 1 (Smith
+  1985, Biometrika 72:67-90): that boundary "maximum" is a spike, not a fit, and is never
+  returned. Where the profile rises all the way to it (J-shaped sets: gamma shape <= 1, long
+  tails; 60 % of 46-score sets in benchmarks/calibration_gamma.py), and below MIN_MLE_SCORES
+  scores, the parameters are the maximum product of spacings estimate (MPS: Cheng & Amin
+  1983, J. R. Stat. Soc. B 45:394-403), which is well-posed exactly there. ``method`` says
+  which estimate a set got ("mle" or "mps").
+
+Why MPS (benchmarks/calibration_gamma.py, docs/threshold.md): on the sets without an interior
+maximum, drawn from 13 distributions at n = 3 ... 300, fresh draws from the same distribution
+exceed MPS's 0.9 quantile 0.084-0.100 of the time on average, closest to 0.10 at every n, with
+the smallest spread; a two-parameter fit with loc one spacing below the minimum, the method of
+moments and the empirical quantile give 0.10-0.26, the conformal quantile 0.06-0.22, scipy's
+fit 0.12-0.43. Why MIN_MLE_SCORES: on 3-15 scores even an interior maximum is too optimistic
+(0.13-0.27 exceed it; MPS on the same sets 0.09-0.19).
+
+The spacings fit runs in C++ on the CPU (it sorts the set); for CUDA input the sets that need
+it are refitted on the host. method="mle" returns the interior maximum only (status 5 where
+there is none); method="mps" the spacings fit always.
 
 Fixed location (``loc=0.0`` etc.): the exact two-parameter MLE; every score must be
 above loc.
 
 Per-set status codes (``STATUS``): 0 ok; 1 fewer than 3 scores; 2 all scores equal;
-3 a NaN or inf among the scores; 4 loc fixed and some score <= loc. The fitted
+3 a NaN or inf among the scores; 4 loc fixed and some score <= loc; 5 no interior
+maximum (method="mle"), or fewer than 3 distinct scores for the spacings fit. The fitted
 parameters are NaN unless the status is 0.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Sequence
 
 import numpy as np
@@ -42,8 +62,18 @@ from asdx._native import _C, follow_torch_threads
 from asdx._arrays import like_input, prepare
 
 STATUS = {0: "ok", 1: "too few scores (< 3)", 2: "constant scores", 3: "non-finite scores",
-          4: "scores at or below the fixed loc"}
+          4: "scores at or below the fixed loc",
+          5: "no interior likelihood maximum (method='mle'), or fewer than 3 distinct scores for the spacings fit"}
 MIN_SCORES = 3
+# Below this many scores method="auto" uses the spacings fit even where the likelihood has an
+# interior maximum: on 3-15 scores that maximum puts the 0.9 quantile where 13-27 % of fresh
+# draws exceed it, MPS 9-19 % on the same sets (benchmarks/calibration_gamma.py). From 20 on,
+# the official protocol's MLE is kept where it exists (12 % at n = 20, 11 % at 46).
+MIN_MLE_SCORES = 20
+# How a set's parameters were estimated: GammaFitBatch.method holds the index into METHODS.
+METHODS = ("none", "mle", "mps")
+FIT_METHODS = ("auto", "mle", "mps")
+_NO_INTERIOR = 5  # the kernel's status for "no interior maximum" (or no spacings fit)
 
 
 class GammaFitWarning(UserWarning):
@@ -52,13 +82,16 @@ class GammaFitWarning(UserWarning):
 
 @dataclass(frozen=True)
 class GammaFit:
-    """One set's fit. Parameters are NaN unless status == 0 (see STATUS)."""
+    """One set's fit. Parameters are NaN unless status == 0 (see STATUS); method is "mle" (the
+    interior maximum of the likelihood), "mps" (maximum product of spacings, where the
+    likelihood has none) or "none" (no fit)."""
 
     shape: float
     loc: float
     scale: float
     loglik: float
     status: int
+    method: str = "mle"
 
     @property
     def ok(self) -> bool:
@@ -74,20 +107,21 @@ class GammaFit:
 @dataclass(frozen=True)
 class GammaFitBatch:
     """Per-set results of fit_gamma_batch: arrays of length n_sets (numpy, or torch on
-    the input's device). status is int32."""
+    the input's device). status is int32; method is int8, an index into METHODS."""
 
     shape: np.ndarray | torch.Tensor
     loc: np.ndarray | torch.Tensor
     scale: np.ndarray | torch.Tensor
     loglik: np.ndarray | torch.Tensor
     status: np.ndarray | torch.Tensor
+    method: np.ndarray | torch.Tensor
 
     def __len__(self) -> int:
         return int(self.status.shape[0])
 
     def __getitem__(self, index: int) -> GammaFit:
         return GammaFit(float(self.shape[index]), float(self.loc[index]), float(self.scale[index]),
-                        float(self.loglik[index]), int(self.status[index]))
+                        float(self.loglik[index]), int(self.status[index]), METHODS[int(self.method[index])])
 
 
 def _loc_arguments(loc) -> tuple[bool, float]:
@@ -102,42 +136,56 @@ def _loc_arguments(loc) -> tuple[bool, float]:
     return True, value
 
 
-def fit_gamma(scores, loc: float | None = None) -> GammaFit:
-    """Maximum-likelihood gamma fit of one score set (numpy array, list or tensor).
+def _method_argument(method, fixed: bool) -> None:
+    if method not in FIT_METHODS:
+        raise ValueError(f"method: must be one of {', '.join(map(repr, FIT_METHODS))}, got {method!r}.")
+    if fixed and method == "mps":
+        raise ValueError("method: 'mps' fits a free location; with loc fixed the fit is the exact MLE "
+                         "(method='auto' or 'mle').")
 
-    loc=None fits shape, loc and scale (scipy.stats.gamma.fit(scores)); a number fixes
-    the location (scipy's floc). Raises ValueError naming `scores` when it is empty,
-    not 1-D or holds NaN/inf, and when loc is fixed and some score is <= loc. Fewer
-    than 3 scores or constant scores return a GammaFit with status 1 or 2 and NaN
-    parameters (GammaThreshold then falls back to the maximum score).
+
+def fit_gamma(scores, loc: float | None = None, method: str = "auto") -> GammaFit:
+    """Gamma fit of one score set (numpy array, list or tensor).
+
+    loc=None fits shape, loc and scale; a number fixes the location (scipy's floc: the exact
+    two-parameter MLE). With loc free, method picks the estimate (module docstring):
+    "auto" (default) the interior likelihood maximum, as scipy.stats.gamma.fit(scores) finds
+    it, from MIN_MLE_SCORES scores on, else the maximum product of spacings; "mle" only
+    the interior maximum (status 5 where there is none); "mps" always the spacings fit.
+    Raises ValueError naming `scores` when it is empty, not 1-D or holds NaN/inf, and when
+    loc is fixed and some score is <= loc. Fewer than 3 scores or constant scores return a
+    GammaFit with status 1 or 2 and NaN parameters (GammaThreshold then uses the conformal
+    quantile).
     """
     fixed, loc_value = _loc_arguments(loc)
+    _method_argument(method, fixed)
     data = prepare(scores, "scores", ndim=1, dtype=np.float64, allow_empty=False).numpy()
-    result = _fit_cpu(data, np.array([0, data.size], dtype=np.int64), fixed, loc_value)[0]
+    result = _fit_cpu(data, np.array([0, data.size], dtype=np.int64), fixed, loc_value, method)[0]
     if result.status == 4:
         raise ValueError(f"scores: with loc fixed at {loc_value!r} every score must be > loc; "
                          f"the minimum is {float(data.min())!r}.")
     return result
 
 
-def fit_gamma_batch(score_sets, loc: float | None = None) -> GammaFitBatch:
+def fit_gamma_batch(score_sets, loc: float | None = None, method: str = "auto") -> GammaFitBatch:
     """Fits many score sets in one kernel call (sets in parallel; one CUDA block per set).
 
     score_sets: a sequence of 1-D arrays/tensors (ragged), or a 2-D array/tensor whose rows
-    are equal-length sets. CUDA tensors run the CUDA kernel and return tensors on that
-    device; torch CPU tensors return torch tensors; anything else returns numpy arrays.
-    A bad set does not fail the batch: its status says why (STATUS) and its parameters
-    are NaN. Raises ValueError for input that is not a set of numbers at all.
+    are equal-length sets; loc and method as in fit_gamma, which gives each set the same
+    result. CUDA tensors run the CUDA kernel and return tensors on that device (the spacings
+    fits run on the host); torch CPU tensors return torch tensors; anything else returns
+    numpy arrays. A bad set does not fail the batch: its status says why (STATUS) and its
+    parameters are NaN. Raises ValueError for input that is not a set of numbers at all.
     """
     fixed, loc_value = _loc_arguments(loc)
+    _method_argument(method, fixed)
     values, offsets, reference = _flatten(score_sets)
     if isinstance(values, torch.Tensor) and values.is_cuda:
-        return _fit_cuda(values, offsets, fixed, loc_value)
-    follow_torch_threads()
-    arrays = _C.gamma_fit_cpu(values, offsets, fixed, loc_value)
+        return _fit_cuda(values, offsets, fixed, loc_value, method)
+    batch = _fit_cpu(values, offsets, fixed, loc_value, method)
     if reference is not None and reference.is_torch:
-        arrays = [torch.from_numpy(a) for a in arrays]
-    return GammaFitBatch(*arrays)
+        batch = GammaFitBatch(*[torch.from_numpy(getattr(batch, f.name)) for f in fields(batch)])
+    return batch
 
 
 def _flatten(score_sets):
@@ -169,23 +217,44 @@ def _flatten(score_sets):
     return np.ascontiguousarray(values, dtype=np.float64), offsets, parts[0] if parts else None
 
 
-def _fit_cpu(values: np.ndarray, offsets: np.ndarray, fixed: bool, loc: float) -> GammaFitBatch:
+def _fit_cpu(values: np.ndarray, offsets: np.ndarray, fixed: bool, loc: float, method: str = "auto") -> GammaFitBatch:
+    """The C++ fit, spacings fits included (fit_gamma, fit_gamma_batch and GammaThreshold all come
+    here or to _fit_cuda, so they agree)."""
     follow_torch_threads()
-    return GammaFitBatch(*_C.gamma_fit_cpu(values, offsets, fixed, loc))
+    return GammaFitBatch(*_C.gamma_fit_cpu(values, offsets, fixed, loc, FIT_METHODS.index(method), MIN_MLE_SCORES))
 
 
-def _fit_cuda(values: torch.Tensor, offsets: torch.Tensor, fixed: bool, loc: float) -> GammaFitBatch:
+def _fit_cuda(values: torch.Tensor, offsets: torch.Tensor, fixed: bool, loc: float, method: str) -> GammaFitBatch:
     device = values.device
     n_sets = int(offsets.numel()) - 1
     with launch_on(device, "fit_gamma_batch") as stream:
         outputs = [torch.empty(n_sets, dtype=torch.float64, device=device) for _ in range(4)]
         status = torch.empty(n_sets, dtype=torch.int32, device=device)
+        chosen = torch.empty(n_sets, dtype=torch.int8, device=device)
         if n_sets > 0:
             values = values.contiguous()
             offsets = offsets.contiguous()
             _C.gamma_fit_cuda(values.data_ptr(), offsets.data_ptr(), n_sets, fixed, loc,
-                              *[o.data_ptr() for o in outputs], status.data_ptr(), stream)
-    return GammaFitBatch(*outputs, status)
+                              *[o.data_ptr() for o in outputs], status.data_ptr(), chosen.data_ptr(), stream)
+    batch = GammaFitBatch(*outputs, status, chosen)
+    if fixed or method == "mle" or n_sets == 0:
+        return batch
+    # The CUDA kernel fits the likelihood only; the sets that `method` gives the spacings fit
+    # (which sorts each set; the rule of fit_cpu in csrc/cpu/gamma.cpp) are refitted on the host.
+    # Finding them costs one device sync.
+    host_offsets = offsets.cpu().numpy()
+    lengths, host_status = np.diff(host_offsets), status.cpu().numpy()
+    fittable = (host_status == 0) | (host_status == _NO_INTERIOR)
+    redo = fittable if method == "mps" else (host_status == _NO_INTERIOR) | (fittable & (lengths < MIN_MLE_SCORES))
+    redo = np.flatnonzero(redo)
+    if redo.size:
+        parts = [values[host_offsets[s]:host_offsets[s + 1]].cpu().numpy() for s in redo]
+        refit = _fit_cpu(np.concatenate(parts), np.concatenate([[0], np.cumsum(lengths[redo])]).astype(np.int64),
+                         False, 0.0, "mps")
+        index = torch.from_numpy(redo).to(device)
+        for name in ("shape", "loc", "scale", "loglik", "status", "method"):
+            getattr(batch, name)[index] = torch.from_numpy(getattr(refit, name)).to(device)
+    return batch
 
 
 def gamma_ppf(q, shape, loc, scale):
