@@ -57,7 +57,8 @@ def make_run(run_dir, notes=(), threshold_extra=None):
             fitted = rng.gamma(4.0, 1.0, 4) + 1.0
             (folder / "threshold_scores.csv").write_text("score\n" + "".join(f"{float(s)!r}\n" for s in fitted))
         threshold = GammaThreshold(0.9).fit(fitted)
-        (folder / "threshold.json").write_text(json.dumps({**threshold.to_dict(), **(threshold_extra or {})}))
+        state = {k: v for k, v in threshold.to_dict().items() if k not in ("method", "fallback_reason")}  # as before
+        (folder / "threshold.json").write_text(json.dumps({**state, **(threshold_extra or {})}))
         labels, domains, scores = _test_set(rng)
         names = [f"c{i:03d}.wav" for i in range(len(scores))]
         (folder / "test_scores.csv").write_text(
@@ -86,7 +87,7 @@ def test_the_page_says_which_run_it_is_in_case_insensitive_order(tmp_path):
 
 
 def test_the_page_names_the_scores_the_gamma_used_and_its_decisions(tmp_path):
-    run_dir = make_run(tmp_path / "run", threshold_extra={"method": "mps", "fallback": "too few scores"})
+    run_dir = make_run(tmp_path / "run", threshold_extra={"method": "mps", "fallback_reason": "too few scores"})
     page = write_report(run_dir).read_text()
     fan = page[page.index("<h2>fan</h2>"):page.index("<h2>ToyCar</h2>")]
     assert "gamma fitted on the system&#x27;s 4 threshold scores (threshold_scores.csv), not on the 36" in fan

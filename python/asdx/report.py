@@ -232,8 +232,8 @@ def _threshold_text(threshold: dict, description: str, n_train: int, n_test: int
         parts.append("fit: " + ", ".join(fit))
     if threshold.get("method"):
         parts.append(f"method: {threshold['method']}")
-    if threshold.get("fallback"):
-        parts.append(f"fallback: {threshold['fallback']}")
+    if threshold.get("fallback_reason"):
+        parts.append(f"fallback: {threshold['fallback_reason']}")
     parts.append(f"{n_train} train clips, {n_test} test clips")
     return "<p>" + html.escape("; ".join(parts)) + ".</p>"
 
