@@ -362,9 +362,9 @@ def test_cached_features_are_stereo_features_and_near_channel_beats_tokens(fitte
     torch.testing.assert_close(gcc, direct.gcc, rtol=1e-3, atol=1e-3)
     # the BEATs tokens are the near channel's (channel 0), at the chosen layer
     with torch.no_grad():
-        hidden = system.beats.extract(audio[:, 0], layers=[system.layer]).hidden[system.layer]
+        hidden = system.backbone.model.extract(audio[:, 0], layers=[system.layer]).hidden[system.layer]
     torch.testing.assert_close(tokens, hidden, rtol=1e-2, atol=1e-2)
-    assert not torch.allclose(tokens, system.beats.extract(audio[:, 1], layers=[system.layer]).hidden[system.layer],
+    assert not torch.allclose(tokens, system.backbone.model.extract(audio[:, 1], layers=[system.layer]).hidden[system.layer],
                               rtol=1e-2, atol=1e-2)
 
 

@@ -110,7 +110,7 @@ class SeraConfig:
     device: str = field(default="auto", metadata={"help": "torch device: auto, cpu, cuda, cuda:N or mps"})
     embed_batch_size: Annotated[int, Field(ge=1)] = field(default=16, metadata={
         "help": "clips per BEATs forward / embedding batch"})
-    token_memory_mb: Annotated[int, Field(ge=0)] = field(default=2048, metadata={
+    feature_memory_mb: Annotated[int, Field(ge=0)] = field(default=2048, metadata={
         "help": "hold the BEATs tokens in RAM when they fit in this many MiB, else stream them from the cache"})
 
     def __post_init__(self):
@@ -170,8 +170,8 @@ class FusionConfig:
     device: str = field(default="auto", metadata={"help": "torch device: auto, cpu, cuda, cuda:N or mps"})
     embed_batch_size: Annotated[int, Field(ge=1)] = field(default=16, metadata={
         "help": "clips per BEATs forward / embedding batch"})
-    token_memory_mb: Annotated[int, Field(ge=0)] = field(default=2048, metadata={
-        "help": "hold the cached trunk tokens in RAM when they fit in this many MiB (per process), else stream"})
+    feature_memory_mb: Annotated[int, Field(ge=0)] = field(default=2048, metadata={
+        "help": "hold the cached trunk states in RAM when they fit in this many MiB (per process), else stream"})
 
     def __post_init__(self):
         validate_fields(self)
