@@ -19,6 +19,7 @@ import pytest
 from asdx.cli import main
 from asdx.data import generate
 from asdx.systems._beats import Backbone
+from asdx.systems._stereo import StereoFeatures
 from asdx.systems.proto import ProtoSystem
 
 MACHINES = ("fan", "valveEmu", "Sander", "ToyDrone")
@@ -42,7 +43,7 @@ def proto(data, out, *extra):
 def counted(monkeypatch):
     """Counts machine fits and feature forward batches (stereo features, BEATs) across every ProtoSystem."""
     counts = {"fit_machine": 0, "features": 0}
-    fit_machine, stereo, tokens = ProtoSystem.fit_machine, ProtoSystem._stereo, Backbone.tokens
+    fit_machine, stereo, tokens = ProtoSystem.fit_machine, StereoFeatures.pack, Backbone.tokens
 
     def counted_fit(self, *args, **kwargs):
         counts["fit_machine"] += 1
@@ -57,7 +58,7 @@ def counted(monkeypatch):
         return tokens(self, audio, layer)
 
     monkeypatch.setattr(ProtoSystem, "fit_machine", counted_fit)
-    monkeypatch.setattr(ProtoSystem, "_stereo", counted_stereo)
+    monkeypatch.setattr(StereoFeatures, "pack", counted_stereo)
     monkeypatch.setattr(Backbone, "tokens", counted_tokens)
     return counts
 

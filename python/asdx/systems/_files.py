@@ -17,11 +17,33 @@ import torch
 from asdx._atomic import atomic_write
 
 
-def _refuse(path: Path, found, file_format: str, what: str) -> None:
+def _load(path: Path, file_format: str, what: str, writer: str, read):
+    """read(path) -> (content, its format tag); clear errors naming the path for a missing, unreadable or foreign
+    file, and for one of an older format of the same kind."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no {what} ({writer} writes it).")
+    try:
+        content, found = read(path)
+    except Exception as error:  # torch and NumPy raise several types for a damaged or foreign file
+        raise ValueError(f"{path}: unreadable {what} ({error}).") from error
     if found != file_format:
         older = isinstance(found, str) and found.split("/")[0] == file_format.split("/")[0]
         raise ValueError(f"{path}: not a {what} ({file_format})"
                          + (f"; it is {found}, from an older asdx: run it again." if older else "."))
+    return content
+
+
+def _read_torch(path: Path):
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    return payload, payload.get("format") if isinstance(payload, dict) else None
+
+
+def _read_npz(path: Path):
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    found = arrays.pop("format", None)
+    return arrays, None if found is None else str(found)
 
 
 def save_model_file(path: Path, file_format: str, payload: Mapping) -> Path:
@@ -31,16 +53,8 @@ def save_model_file(path: Path, file_format: str, payload: Mapping) -> Path:
 
 
 def load_model_file(path: Path, file_format: str, what: str, writer: str) -> dict:
-    """A torch model file written by save_model_file; clear errors naming the path otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no {what} ({writer} writes it).")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for a damaged or foreign file
-        raise ValueError(f"{path}: unreadable {what} ({error}).") from error
-    _refuse(path, payload.get("format") if isinstance(payload, dict) else None, file_format, what)
-    return payload
+    """The payload save_model_file wrote (with its tag), checked."""
+    return _load(path, file_format, what, writer, _read_torch)
 
 
 def save_arrays(path: Path, file_format: str, arrays: Mapping[str, np.ndarray]) -> Path:
@@ -54,18 +68,8 @@ def save_arrays(path: Path, file_format: str, arrays: Mapping[str, np.ndarray]) 
 
 
 def load_arrays(path: Path, file_format: str, what: str, writer: str) -> dict[str, np.ndarray]:
-    """The arrays save_arrays wrote (without the tag); clear errors naming the path otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no {what} ({writer} writes it).")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
-    except Exception as error:  # not a zip, a damaged member, a pickled array...
-        raise ValueError(f"{path}: unreadable {what} ({error}).") from error
-    found = arrays.pop("format", None)
-    _refuse(path, None if found is None else str(found), file_format, what)
-    return arrays
+    """The arrays save_arrays wrote (without the tag), checked."""
+    return _load(path, file_format, what, writer, _read_npz)
 
 
 def save_state(path: Path, file_format: str, state) -> Path:

@@ -1,21 +1,15 @@
 """T_fusion: BEATs with the top blocks fine-tuned, GeM, ArcFace on composite labels; kNN + GMM, rank-min fusion.
 
 The report "Four systems for noise-aware unsupervised anomalous sound detection in DCASE 2026
-Task 2", § 2.3 ("Tsz_DCASE_task2_fusion"). Global stage: fit_global fine-tunes the top
-`finetune_blocks` BEATs blocks with GeM pooling and ArcFace on machine | section | domain |
-visible attributes, on the dev machines' train clips, keeping the epoch of the best dev Ω (the
-official score of kNN-scored dev test clips; without their labels, the loss of a validation split).
-The frozen blocks below run once per clip: their output is cached. Per machine: FusionScorer ranks
-a clip's per-domain kNN distance and its GMM negative log-likelihood among the machine's honest
-train scores (leave-one-out, out-of-fold) and fuses the ranks by their minimum. Each step, default
-and departure from the report is in docs/systems/fusion.md.
+Task 2", § 2.3 ("Tsz_DCASE_task2_fusion"). fit_global fine-tunes the top `finetune_blocks` BEATs
+blocks (the frozen blocks below run once per clip, cached) with GeM and ArcFace on the dev machines'
+train clips, keeping the epoch of the best dev Ω; under torchrun every rank runs it (DDP, see
+FusionSystem._epoch) and rank 0 alone evaluates and writes. Per machine, FusionScorer ranks a clip's
+per-domain kNN distance and GMM negative log-likelihood among the machine's honest train scores and
+fuses the ranks by their minimum. Steps, defaults and departures from the report: docs/systems/fusion.md.
 
-Scale out: under `torchrun --nproc_per_node N -m asdx run fusion ...` every rank runs fit_global
-(DistributedDataParallel; see FusionSystem._epoch); rank 0 alone evaluates and writes files.
-
-Files: fit_global writes `<folder>/fusion_model.pt` (the fine-tuned blocks, ArcFace, labels, history)
-and `fusion_model.resume.pt` after every epoch until it finishes; fit_machine writes
-`<folder>/fusion_machine.npz`.
+Files: fit_global writes `<folder>/fusion_model.pt` and `fusion_model.resume.pt` after every epoch until
+it finishes; fit_machine writes `<folder>/fusion_machine.npz`.
 """
 
 from __future__ import annotations
@@ -129,13 +123,10 @@ def spec_augment(fbank: torch.Tensor, generator: torch.Generator, masks: int = 2
 class FusionScorer:
     """One machine's scoring state: the normalised embeddings with their domains, the GMM, the honest train scores.
 
-    Sub-scores: knn_source_distance, knn_target_distance (the raw kNN distance to each
-    domain's bank; NaN where the machine has no train clip of that domain), gmm_nll
-    (raw), knn_rank, gmm_rank, fused_rank (ranks in (0, 1)). Each raw score goes
-    through a RankMap of its honest references onto e = -log(1 - rank): the kNN as
-    the minimum over the domains of e(distance to that domain's bank) against that
-    domain's leave-one-out distances, the GMM against all out-of-fold NLLs. The
-    score is min(e_knn, e_gmm) = -log(1 - fused_rank), exact where the rank rounds to 1.
+    Sub-scores: knn_source_distance, knn_target_distance (raw; NaN where the machine has no train
+    clip of that domain), gmm_nll (raw), knn_rank, gmm_rank, fused_rank. Each raw score goes through
+    a RankMap of its honest references onto e = -log(1 - rank) (the kNN per domain, then the minimum
+    over the domains); the score is min(e_knn, e_gmm) = -log(1 - fused_rank).
     """
 
     machine: str
@@ -347,9 +338,6 @@ class FusionSystem(System):
                                                            self.config.embed_batch_size, stage, desc), self._world)
 
     # ------------------------------------------------------------------ training
-    def _uses_cache(self) -> bool:
-        return self.config.cache_trunk and not self.config.spec_augment
-
     def _build(self, n_classes: int) -> None:
         cfg = self.config
         with torch.random.fork_rng(devices=[]):  # seeded ArcFace initialisation, global RNG untouched
@@ -453,14 +441,8 @@ class FusionSystem(System):
         Under torchrun every rank calls this with the same clips; validation holds the dev machines' labelled
         test clips for early stopping on dev Ω (None: validation loss).
         """
-        self._world = distributed.world()
-        try:
-            self._fit_global(train, Path(folder), validation)
-        finally:
-            self._world = distributed.World()
-
-    def _fit_global(self, train: ClipSet, folder: Path, validation: ClipSet | None) -> None:
-        cfg, world = self.config, self._world
+        cfg, folder = self.config, Path(folder)
+        world = self._world = distributed.world()  # reset at the end: rank 0 alone runs the per-machine stage
         if world.is_main:
             folder.mkdir(parents=True, exist_ok=True)
         self._cache_root = cache_root(self.context, folder, "token_cache")
@@ -482,7 +464,7 @@ class FusionSystem(System):
             if len(val_idx) == 0:
                 self.context.note("fusion: the validation split is empty (every machine/domain group is too small "
                                   "for validation_fraction); early stopping watches the training loss.")
-        cached = self._uses_cache()
+        cached = cfg.cache_trunk and not cfg.spec_augment
         if not cached:
             why = "spec_augment changes the trunk input every epoch" if cfg.spec_augment else "cache_trunk=false"
             self.context.note(f"fusion: {why}; the frozen trunk is recomputed from audio every epoch.")
@@ -526,6 +508,7 @@ class FusionSystem(System):
                           f"{len(self.classes)} composite classes, best epoch {self.best_epoch} "
                           f"({self.monitor} {best:.4f}).")
         training.finish(lambda: self._save_model(folder))
+        self._world = distributed.World()
 
     def _dev_omega(self, train: ClipSet, store, omega_clips: ClipSet, omega_store) -> tuple[float, dict]:
         train_embeddings = self._embed_from(train, store)

@@ -1,26 +1,20 @@
 """P_proto: stereo CNN + frozen BEATs, SGFF fusion, FiLM + Conformer, prototype scoring (proto_min).
 
 The report "Four systems for noise-aware unsupervised anomalous sound detection in DCASE 2026
-Task 2", § 2.2 ("Tsz_DCASE_task2.1"), the only system that listens to both microphones. One model
-per machine (asdx.models.proto_net.ProtoNet): fit_machine trains it on the cached stereo features
-and BEATs tokens of the machine's train clips (mixup, target-domain oversampling; ArcFace + center
-loss for machines with visible attributes, else a contrastive loss + domain cross-entropy), then
-fits one prototype per group, (domain, attribute value) or domain. A clip is embedded under each
-group's FiLM condition; its score is the smallest L2 distance to a normal prototype (proto_min),
-with the clip left out of its own group's prototype for the train scores. Each step, default and
-departure from the report is in docs/systems/proto.md.
-
-Scale out: under torchrun every rank trains each machine's model (DistributedDataParallel); rank 0
-alone writes files and scores the test clips.
+Task 2", § 2.2 ("Tsz_DCASE_task2.1"), the only system that listens to both microphones. fit_machine
+trains one network per machine (asdx.models.proto_net.ProtoNet) on the cached stereo features and
+BEATs tokens of its train clips, then fits one prototype per group, (domain, attribute value) or
+domain. A clip is embedded under each group's FiLM condition; its score is the smallest distance
+to a prototype, with a train clip left out of its own group's. Under torchrun every rank trains
+(DDP) and rank 0 alone writes files. Steps, defaults and departures from the report:
+docs/systems/proto.md.
 
 Files: fit_machine writes `<folder>/proto_model.pt` (and `proto_model.resume.pt` after each epoch until
-it finishes, so an interrupted training resumes) and `<folder>/proto_prototypes.npz`.
+it finishes) and `<folder>/proto_prototypes.npz`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -32,12 +26,12 @@ from torch import nn
 
 from asdx import distributed
 from asdx.data.loader import ClipSet
-from asdx.models.cache import FeatureCache
 from asdx.models.heads import ArcFace, CenterLoss
 from asdx.models.proto_net import ProtoNet, ProtoNetConfig
 from asdx.systems._beats import Backbone, cache_root, filled_per_node
-from asdx.systems._features import fill_feature_store, length_batches, store_batches
+from asdx.systems._features import length_batches, store_batches
 from asdx.systems._files import check_same_config, load_arrays, load_model_file, save_arrays, save_model_file
+from asdx.systems._stereo import STEREO, StereoFeatures
 from asdx.systems._training import Epoch, Training, distributed_model, rank_batches, summed_over_ranks
 from asdx.systems.base import MachineScores, System, SystemContext
 from asdx.systems.configs import PROTO_CHECKPOINT_NAME, ProtoConfig
@@ -47,7 +41,6 @@ RESUME_FILE = "proto_model.resume.pt"
 PROTOTYPES_FILE = "proto_prototypes.npz"
 MODEL_FORMAT = "asdx.proto.model/1"
 PROTOTYPES_FORMAT = "asdx.proto.prototypes/1"
-STEREO = {"sample_rate": 16000, "n_fft": 1024, "hop_length": 512, "n_mels": 128, "max_lag": 320}
 SPEED_KEYS = ("spd", "speed")
 
 
@@ -215,7 +208,7 @@ class ProtoSystem(System):
         self.device = torch.device(self.context.device)
         self.backbone: Backbone | None = None
         self.layer: int | None = None
-        self.stereo_batches = 0
+        self.stereo = StereoFeatures(self.device)
         self.epochs_run = 0
         self.model: ProtoModel | None = None
         self.groups: Groups | None = None
@@ -230,7 +223,7 @@ class ProtoSystem(System):
 
     @property
     def feature_batches(self) -> int:
-        return self.stereo_batches + (self.backbone.forward_batches if self.backbone is not None else 0)
+        return self.stereo.forward_batches + (self.backbone.forward_batches if self.backbone is not None else 0)
 
     def prepare(self) -> None:
         self.load_backbone()
@@ -259,42 +252,22 @@ class ProtoSystem(System):
                     use_spatial=self.config.use_spatial, max_lag=float(STEREO["max_lag"]))
 
     # ------------------------------------------------------------------ cached features
-    @torch.no_grad()
-    def _stereo(self, audio: torch.Tensor) -> np.ndarray:
-        """(B, 2, samples) -> float16 (B, frames, 7 * n_mels + 2): the bands, then GCC lag and height."""
-        from asdx.features import stereo_features
-
-        features = stereo_features(audio.to(self.device), **STEREO)
-        bands, gcc = features.bands, features.gcc
-        b, c, t, m = bands.shape
-        packed = torch.cat([bands.permute(0, 2, 1, 3).reshape(b, t, c * m), gcc], dim=2)
-        self.stereo_batches += 1
-        return packed.float().cpu().numpy().astype(np.float16)
-
     def feature_stores(self, clips: ClipSet, folder: Path):
         """(stereo store, token store): every clip's features cached, computed only where missing."""
         root = cache_root(self.context, folder, "feature_cache")
         budget = self.config.feature_memory_mb * 2**20 // 2  # half for each
-        stereo_key = hashlib.sha256(json.dumps({"frontend": "asdx.stereo_features/1", **STEREO}).encode()).hexdigest()
-        stereo_cache = FeatureCache(root, stereo_key, 0, {"seconds": clips.seconds, **STEREO}, kind="stereo")
-        frames = 1 + clips.cropped_lengths // STEREO["hop_length"]
-        stereo_bytes = int(frames.sum()) * (7 * STEREO["n_mels"] + 2) * 2
-        stereo = fill_feature_store(stereo_cache, clips, self._stereo, budget, self.config.embed_batch_size,
-                                    stereo_bytes, self.context.stage, f"stereo features ({clips.label})", channels=2)
+        stereo = self.stereo.store(clips, root, budget, self.config.embed_batch_size, self.context.stage,
+                                   f"stereo features ({clips.label})")
         tokens = self.load_backbone().store(clips, root, self.layer, budget, self.config.embed_batch_size,
                                             self.context.stage, f"BEATs tokens ({clips.label})")
         return stereo, tokens
 
     def _inputs(self, stereo_store, token_store, batches: list[np.ndarray]):
         """(indices, bands (B, 7, T, M), gcc (B, T, 2), tokens (B, N, C)) float32 on the device, per batch."""
-        m = STEREO["n_mels"]
         workers = self.context.workers
         for (indices, packed), (_, tokens) in zip(store_batches(stereo_store, batches, workers),
                                                   store_batches(token_store, batches, workers)):
-            packed = packed.to(self.device).float()
-            b, t, _ = packed.shape
-            bands = packed[:, :, : 7 * m].reshape(b, t, 7, m).permute(0, 2, 1, 3)
-            yield indices, bands, packed[:, :, 7 * m :], tokens.to(self.device).float()
+            yield indices, *StereoFeatures.unpack(packed.to(self.device)), tokens.to(self.device).float()
 
     # ------------------------------------------------------------------ training
     def _epoch_batches(self, train: ClipSet, epoch: int) -> list[np.ndarray]:
@@ -399,24 +372,21 @@ class ProtoSystem(System):
         """
         self.check_training_clips(machine, train.clips)
         folder = Path(folder)
-        self._world = distributed.world()
-        try:
-            if self._world.is_main:
-                folder.mkdir(parents=True, exist_ok=True)
-            self.load_backbone()
-            self.groups = Groups.from_clips(train.clips)
-            how = (f"groups domain x {self.groups.key} ({len(self.groups.names)})" if self.groups.visible
-                   else "hidden or single-valued attributes: domain-only groups")
-            self.context.note(f"proto: {machine}: {how}.")
-            stores = filled_per_node(lambda: self.feature_stores(train, folder), self._world)
-            self._train(machine, train, stores, folder)
-            writes = self._world.is_main
-        finally:
-            self._world = distributed.World()
+        world = self._world = distributed.world()  # reset after training: rank 0 alone scores the test clips
+        if world.is_main:
+            folder.mkdir(parents=True, exist_ok=True)
+        self.load_backbone()
+        self.groups = Groups.from_clips(train.clips)
+        how = (f"groups domain x {self.groups.key} ({len(self.groups.names)})" if self.groups.visible
+               else "hidden or single-valued attributes: domain-only groups")
+        self.context.note(f"proto: {machine}: {how}.")
+        stores = filled_per_node(lambda: self.feature_stores(train, folder), world)
+        self._train(machine, train, stores, folder)
+        self._world = distributed.World()
         per_group = self.embed_per_group(stores, train)
         own = np.array([self.groups.of(c) for c in train.clips], dtype=np.int64)
         self.prototypes = Prototypes.fit(self.groups.names, per_group[np.arange(len(own)), own], own)
-        if writes:
+        if world.is_main:
             self._save_prototypes(folder)
         self._folder = folder
         return self.prototypes.scores(self.prototypes.distances(per_group, own))
