@@ -23,6 +23,7 @@ from asdx.models.cache import FeatureCache, beats_preprocessing
 from asdx.systems._features import FeatureStore, fill_feature_store
 from asdx.systems.base import SystemContext
 
+REPORT = 'the report "Four systems for noise-aware unsupervised anomalous sound detection in DCASE 2026 Task 2"'
 KINDS = {"fine-tuned": "fine-tuned on AS2M", "pre-trained": "pre-trained (not fine-tuned)"}
 ARTICLES = {"fine-tuned": "an AS2M fine-tuned", "pre-trained": "a pre-trained"}
 Filled = TypeVar("Filled")
@@ -105,7 +106,8 @@ class Backbone:
 
     def tokens(self, audio: torch.Tensor, layer: int) -> np.ndarray:
         """states() as the float16 array the cache stores; refuses non-finite values."""
-        tokens = self.states(audio, layer).cpu().numpy().astype(np.float16)
+        with np.errstate(over="ignore"):  # an overflow is refused just below, with its cause
+            tokens = self.states(audio, layer).cpu().numpy().astype(np.float16)
         if not np.isfinite(tokens).all():
             raise ValueError(f"BEATs layer {layer} states: non-finite values (float16 overflow or a broken "
                              "checkpoint).")
@@ -145,4 +147,4 @@ def filled_per_node(fill: Callable[[], Filled], world: distributed.World) -> Fil
     return fill()
 
 
-__all__ = ["Backbone", "cache_root", "filled_per_node"]
+__all__ = ["Backbone", "REPORT", "cache_root", "filled_per_node"]
