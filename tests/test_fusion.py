@@ -1,5 +1,8 @@
-"""T_fusion (system report §2.3): top-k fine-tuning, the trunk cache, per-machine scoring against NumPy/sklearn,
-composite labels, early stopping on dev Ω, resume, SpecAugment / no cache, gradient accumulation.
+"""T_fusion: top-k fine-tuning, the trunk cache, per-machine scoring against NumPy/sklearn, composite labels,
+early stopping on dev Ω, resume, SpecAugment / no cache, gradient accumulation.
+
+T_fusion is § 2.3 of the report
+"Four systems for noise-aware unsupervised anomalous sound detection in DCASE 2026 Task 2".
 
 Runs on the random-tiny BEATs (2 blocks, 64 dims) and a small 1 s synthetic set: fan and bearingEmu are
 development machines (bearingEmu with hidden attributes), Sander an evaluation machine.

@@ -1,5 +1,7 @@
-"""sera_ft1 (system report §2.4): labels, scoring against NumPy, global stage, cache reuse, reload, errors, AUC.
+"""sera_ft1: labels, scoring against NumPy, global stage, cache reuse, reload, errors, AUC.
 
+sera_ft1 is § 2.4 of the report
+"Four systems for noise-aware unsupervised anomalous sound detection in DCASE 2026 Task 2".
 Runs on the random-tiny BEATs and the 1 s synthetic set of conftest.synth_root.
 """
 
@@ -108,7 +110,7 @@ def test_validation_split_is_seeded_and_stratified_by_machine_and_domain(trained
 
 # ----------------------------------------------------------------------------- scoring against NumPy
 def numpy_scores(train, domains, test, embedding_norm, distance_norm):
-    """The scoring of report §2.4 written out directly: brute-force distances, no FAISS."""
+    """The scoring of the report §2.4 written out directly: brute-force distances, no FAISS."""
     def norm(x):
         if embedding_norm == "per-clip":
             return (x - x.mean(1, keepdims=True)) / x.std(1, keepdims=True)

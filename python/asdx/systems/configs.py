@@ -3,6 +3,7 @@
 They live here, apart from the systems, so that building the command line (`asdx run ae --help`, an argument
 error) imports neither torch nor scikit-learn: this module needs only the standard library, pydantic and
 asdx.config. Each system module imports its config from here (asdx.systems.ae.AEConfig is the same class).
+"The report" is "Four systems for noise-aware unsupervised anomalous sound detection in DCASE 2026 Task 2".
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class AEConfig:
 
 @dataclass
 class SeraConfig:
-    """sera_ft1 settings (system report §2.4); every field is a CLI flag / config key.
+    """sera_ft1 settings (the report §2.4); every field is a CLI flag / config key.
 
     embedding_dim is 256 as in SERA-style BEATs + ASP systems (ASDKit's BEATs/ASP
     recipe projects to 256 dimensions; the report's P_proto embedding is 256-d too).
@@ -124,7 +125,7 @@ class SeraConfig:
 
 @dataclass
 class FusionConfig:
-    """T_fusion settings (system report §2.3); every field is a CLI flag / config key."""
+    """T_fusion settings (the report §2.3); every field is a CLI flag / config key."""
 
     beats: str | None = field(default=None, metadata={
         "help": f"BEATs checkpoint file (the report uses {FUSION_CHECKPOINT_NAME}) or 'random-tiny' (tests/demo); "
@@ -180,7 +181,7 @@ class FusionConfig:
 
 @dataclass
 class ProtoConfig:
-    """P_proto settings (system report §2.2); every field is a CLI flag / config key."""
+    """P_proto settings (the report §2.2); every field is a CLI flag / config key."""
 
     beats: str | None = field(default=None, metadata={
         "help": f"BEATs checkpoint file ({PROTO_CHECKPOINT_NAME}) or 'random-tiny' (tests/demo); unset: $ASDX_BEATS"})

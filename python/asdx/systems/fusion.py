@@ -33,7 +33,7 @@ from asdx.scoring._domains import DOMAINS
 from asdx.scoring.fusion import RankMap, exceedance_to_rank
 from asdx.scoring.gmm import DiagGMMScorer, gmm_diag_loglik
 from asdx.scoring.knn import KNNScorer
-from asdx.systems._beats import Backbone, cache_root, filled_per_node
+from asdx.systems._beats import REPORT, Backbone, cache_root, filled_per_node
 from asdx.systems._features import length_batches, split_validation, store_batches
 from asdx.systems._files import check_same_config, load_model_file, load_state, save_model_file, save_state
 from asdx.systems._training import Epoch, Training, distributed_model, rank_batches, summed_over_ranks
@@ -312,7 +312,7 @@ class FusionSystem(System):
         """Loads BEATs once; freezes all but the top finetune_blocks blocks."""
         if self.backbone is None:
             backbone = Backbone.load(self.config.beats, self.device, self.context,
-                                     f"T_fusion uses {FUSION_CHECKPOINT_NAME}, the report §2.3", "fusion",
+                                     f"T_fusion uses {FUSION_CHECKPOINT_NAME}, § 2.3 of {REPORT}", "fusion",
                                      wanted="pre-trained", name=FUSION_CHECKPOINT_NAME)
             depth, k = backbone.cfg.encoder_layers, int(self.config.finetune_blocks)
             if k > depth:

@@ -30,7 +30,7 @@ from asdx.data.loader import ClipSet
 from asdx.index import Bank
 from asdx.models.heads import IGNORE_INDEX, AttentiveStatsPooling, MultiTaskArcFace
 from asdx.scoring._domains import DOMAINS
-from asdx.systems._beats import Backbone, cache_root
+from asdx.systems._beats import REPORT, Backbone, cache_root
 from asdx.systems._features import FeatureStore, length_batches, split_validation, store_batches
 from asdx.systems._files import check_same_config, load_model_file, load_state, save_model_file, save_state
 from asdx.systems._training import Epoch, Training
@@ -278,7 +278,7 @@ class SeraSystem(System):
         """Loads the frozen BEATs once and notes what it is."""
         if self.backbone is None:
             backbone = Backbone.load(self.config.beats, self.device, self.context,
-                                     f"sera_ft1 uses {SERA_CHECKPOINT_NAME}, the report §2.4", "sera",
+                                     f"sera_ft1 uses {SERA_CHECKPOINT_NAME}, § 2.4 of {REPORT}", "sera",
                                      wanted="fine-tuned", name=SERA_CHECKPOINT_NAME)
             self.layer = backbone.resolve_layer(self.config.layer)
             self.backbone = backbone
