@@ -70,17 +70,17 @@ def _rank_main(spec_file: str) -> None:
 
     torch.set_num_threads(1)
     spec = json.loads(Path(spec_file).read_text())
-    me = distributed.init_from_environment("cpu")
+    world = distributed.init_from_environment("cpu")
     try:
-        assert me.size == 2 and me.rank == int(os.environ["RANK"]), me
+        assert world.size == 2 and world.rank == int(os.environ["RANK"]), world
         for name, case in spec["cases"].items():
             train, validation = clip_sets(spec["roots"], CASES[name]["dev_omega"])
             system = make_system(CASES[name]["settings"], CASES[name]["accumulation"], spec["cache"])
-            folder = case["folder"] if me.is_main else case["rank1_folder"]
+            folder = case["folder"] if world.is_main else case["rank1_folder"]
             system.fit_global(train, Path(folder), validation)
             torch.save({"state": system.net.tuned_state(), "history": system.history, "best_epoch": system.best_epoch,
                         "monitor": system.monitor, "trunk_batches": system.backbone.forward_batches},
-                       Path(spec["results"]) / f"{name}.rank{me.rank}.pt")
+                       Path(spec["results"]) / f"{name}.rank{world.rank}.pt")
     finally:
         distributed.shutdown()
 

@@ -38,8 +38,8 @@ class Backbone:
     def __init__(self, model, device: torch.device):
         self.model, self.device = model, torch.device(device)
         self.fingerprint = model.fingerprint()  # of the loaded weights: keys the cache
-        self.training = "fine-tuned" if model.cfg.finetuned_model else "pre-trained"
-        self.kind = "random-tiny" if is_random_tiny(model) else KINDS[self.training]
+        self.variant = "fine-tuned" if model.cfg.finetuned_model else "pre-trained"
+        self.kind = "random-tiny" if is_random_tiny(model) else KINDS[self.variant]
         self.forward_batches = 0
 
     @classmethod
@@ -53,8 +53,8 @@ class Backbone:
         for note in getattr(model, "notes", ()):
             context.note(note)
         backbone = cls(model, device)
-        if wanted is not None and backbone.kind != "random-tiny" and backbone.training != wanted:
-            context.note(f"{system}: BEATs {model.source} is {ARTICLES[backbone.training]} checkpoint (cfg "
+        if wanted is not None and backbone.kind != "random-tiny" and backbone.variant != wanted:
+            context.note(f"{system}: BEATs {model.source} is {ARTICLES[backbone.variant]} checkpoint (cfg "
                          f"finetuned_model={model.cfg.finetuned_model}); the report uses the "
                          f"{ARTICLES[wanted].split(' ', 1)[1]} {name}.")
         return backbone

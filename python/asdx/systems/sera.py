@@ -108,7 +108,7 @@ class TaskLabels:
 
 # ----------------------------------------------------------------------------- head
 class SeraHead(nn.Module):
-    """Tokens (B, T, C) -> embedding (B, D): ASP [mu; sigma] -> BatchNorm1d(2C) -> Linear(2C, D) (report §2.4)."""
+    """Tokens (B, T, C) -> embedding (B, D): ASP [mu; sigma] -> BatchNorm1d(2C) -> Linear(2C, D) (the report §2.4)."""
 
     def __init__(self, channels: int, embedding_dim: int = 256, attention_dim: int = 128):
         super().__init__()
