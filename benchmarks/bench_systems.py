@@ -32,7 +32,7 @@ elsewhere) is measured in child processes so that earlier stages do not pollute 
 the tiny and the full-size pipeline, the full-size head stage with tokens held in
 RAM and streamed, and a one-machine `asdx.runner.run` of sera with random-tiny;
 DataLoader workers' private memory is sampled from /proc. `--machine all` (12
-machines) is extrapolated from these with sera's token memory rule (token_memory_mb).
+machines) is extrapolated from these with sera's token memory rule (feature_memory_mb).
 With a CUDA device, GPU rows (bf16 autocast, as sera runs on CUDA) are added.
 
     python benchmarks/bench_systems.py [--data DIR] [--machine Sander] [--full-clips 32] [--no-record]
@@ -46,7 +46,7 @@ same --fusion-clips (8) synthetic 10 s clips of the dev machine `fan`, micro-bat
 --fusion-batch (4), the full-size random BEATs loaded twice through FusionConfig.beats,
 timed in turns (best of --fusion-repeat after a warm-up), one shuffled batch list for all:
   (a) FusionSystem._epoch on the cached trunk (states after block 8, float16 in the
-      FeatureCache), streamed from the cache (token_memory_mb=0, how the DCASE-size train
+      FeatureCache), streamed from the cache (feature_memory_mb=0, how the DCASE-size train
       set is read) and held in RAM: cache read + top 4 blocks + GeM + ArcFace + AdamW;
   (b) the reference: FusionSystem._epoch with finetune_blocks=12 and no trunk cache, i.e.
       decode + fbank + all 12 blocks forward and backward + the same head and AdamW;
@@ -302,7 +302,7 @@ def own_peak_rss_bytes() -> int:
 
 
 def token_count(seconds: float, cfg: BEATsConfig) -> int:
-    """BEATs tokens of one clip of `seconds` (the framing asdx.systems._tokens.token_bytes uses)."""
+    """BEATs tokens of one clip of `seconds` (the framing asdx.systems._beats.Backbone.token_bytes uses)."""
     samples = int(round(seconds * 16000))
     frames = max(1 + (samples - 400) // 160, 0)
     return (frames // cfg.input_patch_size) * (128 // cfg.input_patch_size)
@@ -370,7 +370,7 @@ def run_child(spec: dict) -> dict:
                                    workers=spec["workers"])
         if spec.get("clips"):
             train = train.subset(np.arange(min(spec["clips"], len(train))))
-        config = sera_config(spec["beats"], epochs=1, token_memory_mb=spec.get("token_memory_mb", 2048))
+        config = sera_config(spec["beats"], epochs=1, feature_memory_mb=spec.get("feature_memory_mb", 2048))
         system = sera_system(config, Path(spec["cache"]), spec["workers"])
         out["rss_after_load"] = current_rss_bytes()
         out["load_peak_rss"] = own_peak_rss_bytes()  # loading a checkpoint briefly holds the weights twice
@@ -382,7 +382,7 @@ def run_child(spec: dict) -> dict:
         else:  # head: the global stage on tokens already in the cache
             system.fit_global(train, Path(spec["folder"]))
         out["seconds"] = time.perf_counter() - start
-        out["forward_batches"] = system.forward_batches
+        out["forward_batches"] = system.backbone.forward_batches
         out["clips"] = len(train)
     workers_memory.stop()
     out["worker_private"], out["workers_private"] = workers_memory.largest, workers_memory.total
@@ -458,9 +458,9 @@ def pipeline_call(system: SeraSystem, clips: ClipSet, work: Path, state: dict):
     def once():
         state["cache"] = fresh_cache(work)
         use_cache(system, state["cache"])
-        before = system.forward_batches
+        before = system.backbone.forward_batches
         system.token_store(clips)
-        state["batches"] = system.forward_batches - before
+        state["batches"] = system.backbone.forward_batches - before
 
     return once
 
@@ -468,9 +468,9 @@ def pipeline_call(system: SeraSystem, clips: ClipSet, work: Path, state: dict):
 def time_cached(system: SeraSystem, clips: ClipSet, cache: Path, repeat: int) -> tuple[float, int]:
     """The second run: token_store with the cache the pipeline filled; returns (best ms, forward batches in all)."""
     use_cache(system, cache)
-    before = system.forward_batches
+    before = system.backbone.forward_batches
     ms = CLOCK.time(lambda: system.token_store(clips), repeat)
-    return ms, system.forward_batches - before
+    return ms, system.backbone.forward_batches - before
 
 
 def time_epochs(system: SeraSystem, clips: ClipSet, cache: Path, work: Path, extra: int,
@@ -484,12 +484,12 @@ def time_epochs(system: SeraSystem, clips: ClipSet, cache: Path, work: Path, ext
         system.config = dataclasses.replace(base, epochs=epochs, patience=epochs + 1)
 
         def fit(epochs=epochs):
-            before_batches, before_epochs = system.forward_batches, system.head_epochs
+            before_batches, before_epochs = system.backbone.forward_batches, system.epochs_run
             system.fit_global(clips, fresh_cache(work).with_name(f"global-{time.monotonic_ns()}"))
-            if system.forward_batches != before_batches:
+            if system.backbone.forward_batches != before_batches:
                 raise RuntimeError("head epoch timing: fit_global ran BEATs; the token cache was not used.")
-            if system.head_epochs - before_epochs != epochs:
-                raise RuntimeError(f"head epoch timing: {system.head_epochs - before_epochs} epochs, not {epochs}.")
+            if system.epochs_run - before_epochs != epochs:
+                raise RuntimeError(f"head epoch timing: {system.epochs_run - before_epochs} epochs, not {epochs}.")
 
         times.append(CLOCK.time(fit, repeat))
     system.config = base
@@ -499,13 +499,13 @@ def time_epochs(system: SeraSystem, clips: ClipSet, cache: Path, work: Path, ext
 def plant_tokens(system: SeraSystem, clips: ClipSet, cache: Path, seed: int = 0) -> int:
     """Random float16 tokens of the right shape for every clip, written with sera's own cache key; returns bytes."""
     use_cache(system, cache)
-    store = system._cache(clips.seconds)
+    store = system.backbone.cache(system._cache_root, system.layer, clips.seconds)
     rng = np.random.default_rng(seed)
-    dim = system.beats.cfg.encoder_embed_dim
+    dim = system.backbone.cfg.encoder_embed_dim
     pool: dict[int, list[np.ndarray]] = {}
     total = 0
     for i, (clip, length) in enumerate(zip(clips.clips, clips.cropped_lengths)):
-        n = token_count(length / 16000, system.beats.cfg)
+        n = token_count(length / 16000, system.backbone.cfg)
         arrays = pool.setdefault(n, [rng.standard_normal((n, dim), dtype=np.float32).astype(np.float16)
                                      for _ in range(8)])
         if not store.contains(clip):
@@ -562,7 +562,7 @@ def measure(args) -> dict:
         # ---------------------------------------------------------------- random-tiny, whole machine
         progress("random-tiny BEATs: forward, pipeline, head, banks, scoring")
         tiny = sera_system(sera_config("random-tiny", embed_batch_size=bs), work / "unused", workers)
-        model, layer = tiny.beats, tiny.layer
+        model, layer = tiny.backbone.model, tiny.layer
         fbanks = [model.preprocess(a) for a in audio]
         label = "random-tiny"
         state, state0 = {}, {}
@@ -626,7 +626,7 @@ def measure(args) -> dict:
         k = min(args.full_clips, n)
         sample = train.subset(np.arange(k))
         full = sera_system(sera_config(str(checkpoint), embed_batch_size=bs), work / "unused", workers)
-        model, layer = full.beats, full.layer
+        model, layer = full.backbone.model, full.layer
         label = f"full size ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M)"
         sample_audio = preload(sample, bs)
         fbanks = [model.preprocess(a) for a in sample_audio]
@@ -672,7 +672,7 @@ def measure(args) -> dict:
             gsample = train.subset(np.arange(gk))
             gpu = sera_system(sera_config(str(checkpoint), device="cuda", embed_batch_size=args.gpu_batch),
                               work / "unused", workers, device="cuda")
-            model, layer = gpu.beats, gpu.layer
+            model, layer = gpu.backbone.model, gpu.layer
             gaudio = [a.cuda() for a in preload(gsample, args.gpu_batch)]
             gfbanks = [model.preprocess(a) for a in gaudio]
 
@@ -704,7 +704,7 @@ def measure(args) -> dict:
         mem["head_held"] = child("head", {**common, "beats": str(checkpoint), "cache": str(planted),
                                           "folder": str(fresh_cache(work))}, args.threads)
         mem["head_streamed"] = child("head", {**common, "beats": str(checkpoint), "cache": str(planted),
-                                              "token_memory_mb": 0, "folder": str(fresh_cache(work))}, args.threads)
+                                              "feature_memory_mb": 0, "folder": str(fresh_cache(work))}, args.threads)
         mem["runner_tiny"] = child("runner", {**common, "out": str(fresh_cache(work)), "epochs": args.run_epochs},
                                    args.threads)
         for name in ("head_held", "head_streamed"):
@@ -750,7 +750,7 @@ def memory_model(result: dict, budget_mb: int) -> tuple[list[str], float]:
         f"{result['seconds']:g} s clip = {per_clip / 2**20:.3f} MiB): `--machine all` global stage "
         f"{DCASE_MACHINES} x {DCASE_TRAIN_CLIPS} train clips = {gb(global_tokens):.2f} GB "
         + ("> " if global_tokens > budget else "<= ")
-        + f"the token_memory_mb budget ({budget_mb} MiB = {gb(budget):.2f} GB), so "
+        + f"the feature_memory_mb budget ({budget_mb} MiB = {gb(budget):.2f} GB), so "
         + ("streamed from the cache" if global_tokens > budget else "held in RAM")
         + f"; per-machine stage {DCASE_TRAIN_CLIPS} train clips = {gb(machine_tokens):.2f} GB, "
         + ("held in RAM." if machine_tokens <= budget else "streamed."),
@@ -758,7 +758,7 @@ def memory_model(result: dict, budget_mb: int) -> tuple[list[str], float]:
         f"(weights briefly held twice: the file's state dict and the model); the pipeline on {k} clips peaks at "
         f"{gb(pipe):.2f} GB after loading ({gb(k * per_clip):.3f} GB of it held tokens) -> BEATs + forward "
         f"overhead {gb(forward_overhead):.2f} GB; fit_global on {held_clips} clips of planted tokens peaks at "
-        f"{gb(held):.2f} GB held and {gb(streamed):.2f} GB streamed (token_memory_mb=0); the one-machine "
+        f"{gb(held):.2f} GB held and {gb(streamed):.2f} GB streamed (feature_memory_mb=0); the one-machine "
         f"`asdx.runner.run` with random-tiny peaks at {gb(mem['runner_tiny']['peak_rss']):.2f} GB.",
         f"- extrapolated (not measured) for `--machine all`, full-size BEATs: global stage "
         + (f"max(forward overhead, streamed head) = {gb(global_peak):.2f} GB"
@@ -778,7 +778,7 @@ def report(args, result: dict) -> list[str]:
     mem = result["mem"]
     ratio_tiny = result["pipe_tiny"] / result["floor_tiny"]
     ratio_full = result["pipe_full"] / result["floor_full"]
-    mem_lines, predicted = memory_model(result, SeraConfig().token_memory_mb)
+    mem_lines, predicted = memory_model(result, SeraConfig().feature_memory_mb)
     full_rate = result["full_clips"] / (result["pipe_full"] / 1e3)
     per_machine_min = (DCASE_TRAIN_CLIPS + DCASE_TEST_CLIPS) / full_rate / 60
     gpu_name = result.get("gpu_name")
@@ -816,7 +816,7 @@ def report(args, result: dict) -> list[str]:
              "pipe_full": f"pipeline (token_store), {result['full_label']}",
              "head_held": f"fit_global 1 epoch, {result['full_label']}, planted tokens held in RAM",
              "head_streamed": f"fit_global 1 epoch, {result['full_label']}, planted tokens streamed "
-                              "(token_memory_mb=0)",
+                              "(feature_memory_mb=0)",
              "runner_tiny": f"asdx.runner.run sera, random-tiny, {args.run_epochs} epochs, one machine"}
 
     def cell(value):
@@ -902,10 +902,10 @@ def fusion_data(root: Path, n: int, workers: int, seconds: float = 10.0) -> tupl
 
 
 def fusion_system(checkpoint: Path, k: int, cache: Path, workers: int, batch: int, device: str,
-                  token_memory_mb: int = 2048) -> FusionSystem:
+                  feature_memory_mb: int = 2048) -> FusionSystem:
     """A FusionSystem with BEATs loaded (top k blocks trainable), its trunk cache under `cache`."""
     config = FusionConfig(beats=str(checkpoint), finetune_blocks=k, batch_size=batch, embed_batch_size=batch,
-                          device=device, token_memory_mb=token_memory_mb)
+                          device=device, feature_memory_mb=feature_memory_mb)
     context = SystemContext(device=torch.device(device), progress=False, workers=workers, cache_dir=Path(cache))
     system = FusionSystem(config, context)
     system.load_backbone()
@@ -928,8 +928,8 @@ def fusion_training(system: FusionSystem, train: ClipSet) -> tuple[np.ndarray, t
     return targets, optimizer
 
 
-def fusion_with_memory(system: FusionSystem, token_memory_mb: int) -> None:
-    system.config = dataclasses.replace(system.config, token_memory_mb=token_memory_mb)
+def fusion_with_memory(system: FusionSystem, feature_memory_mb: int) -> None:
+    system.config = dataclasses.replace(system.config, feature_memory_mb=feature_memory_mb)
 
 
 def measure_fusion(args) -> dict:
@@ -956,28 +956,28 @@ def measure_fusion(args) -> dict:
     try:
         progress("fusion: loading BEATs twice (top 4 and all 12 blocks trainable)")
         cache = work / "trunk-cache"
-        top = fusion_system(checkpoint, 4, cache, workers, bs, device, token_memory_mb=0)
+        top = fusion_system(checkpoint, 4, cache, workers, bs, device, feature_memory_mb=0)
         whole = fusion_system(checkpoint, 12, work / "unused", workers, bs, device)
-        cfg = top.beats.cfg
+        cfg = top.backbone.cfg
         result.update(layers=cfg.encoder_layers, start=top.start, dim=cfg.encoder_embed_dim,
                       tokens_10s=token_count(10.0, cfg),
-                      params=sum(p.numel() for p in top.beats.parameters()),
-                      trained_top=sum(p.numel() for p in top.beats.parameters() if p.requires_grad),
-                      trained_whole=sum(p.numel() for p in whole.beats.parameters() if p.requires_grad),
+                      params=sum(p.numel() for p in top.backbone.model.parameters()),
+                      trained_top=sum(p.numel() for p in top.backbone.model.parameters() if p.requires_grad),
+                      trained_whole=sum(p.numel() for p in whole.backbone.model.parameters() if p.requires_grad),
                       label="full size" if not args.quick else "tiny, 12 blocks x 64-d (--quick)")
         if whole.start != 0 or top.start != cfg.encoder_layers - 4:
             raise RuntimeError(f"fusion: unexpected trunk split (top {top.start}, whole {whole.start}).")
 
-        # the stores, as _fit_global makes them: train streamed (token_memory_mb=0, as at DCASE size), or held
+        # the stores, as _fit_global makes them: train streamed (feature_memory_mb=0, as at DCASE size), or held
         progress("fusion: filling the trunk cache (train and dev test clips)")
-        before = top.trunk_batches
+        before = top.backbone.forward_batches
         streamed = top.trunk_store(train, "trunk (train)")
         fusion_with_memory(top, 2048)
         test_store = top.trunk_store(test, "trunk (dev test)")  # held, as the DCASE-size dev test set would be
-        fill_batches = top.trunk_batches - before
+        fill_batches = top.backbone.forward_batches - before
         held = top.trunk_store(train, "trunk (train, held)")
         if streamed.held is not None or held.held is None:
-            raise RuntimeError("fusion: expected a streamed (token_memory_mb=0) and a held store.")
+            raise RuntimeError("fusion: expected a streamed (feature_memory_mb=0) and a held store.")
         files = sorted(cache.rglob("*.npz"))
         result.update(npz_bytes=[f.stat().st_size for f in files], fill_batches=fill_batches,
                       tokens=int(held.held[0].shape[0]), token_dtype=str(held.held[0].dtype))
@@ -1005,7 +1005,7 @@ def measure_fusion(args) -> dict:
             net.train(False)
             opt_top.zero_grad(set_to_none=True)
             for trunk, y in zip(trunks, labels):
-                with top._autocast():
+                with top.backbone.autocast():
                     per_clip = net(trunk, y)
                 (per_clip.float().sum() / len(y)).backward()
                 opt_top.step()
@@ -1026,17 +1026,17 @@ def measure_fusion(args) -> dict:
 
         def fill():
             top._cache_root = fresh_cache(work)
-            before = top.trunk_batches
+            before = top.backbone.forward_batches
             top.trunk_store(train, "trunk fill")
-            fills["batches"] = top.trunk_batches - before
+            fills["batches"] = top.backbone.forward_batches - before
             top._cache_root = cache
 
         omega: dict = {}
 
         def dev_omega():
-            before = top.trunk_batches
+            before = top.backbone.forward_batches
             omega["value"], _ = top._dev_omega(train, held, test, test_store)
-            omega["batches"] = top.trunk_batches - before
+            omega["batches"] = top.backbone.forward_batches - before
 
         names = ["reference", "cached_streamed", "cached_held", "floor", "adamw", "read", "no_cache", "fill", "omega"]
         fns = [epoch(whole, opt_whole, None, targets_whole, "reference"),
@@ -1047,7 +1047,7 @@ def measure_fusion(args) -> dict:
                fill, dev_omega]
         progress(f"fusion: {len(fns)} measurements in turns, best of {args.fusion_repeat} after a warm-up "
                  f"(one round is several epochs of the full-size model on this CPU)")
-        trunk_before = {"top": top.trunk_batches, "whole": whole.trunk_batches}
+        trunk_before = {"top": top.backbone.forward_batches, "whole": whole.backbone.forward_batches}
         times = CLOCK.time_interleaved(fns, args.fusion_repeat, sync)
         shared = CLOCK.take()
         rounds = args.fusion_repeat + 1
@@ -1055,10 +1055,11 @@ def measure_fusion(args) -> dict:
         # trunk forward batches per round: no_cache + fill on `top`, reference on `whole`; none for the cached epochs,
         # the floor, the read and the dev-Ω evaluation
         expected_top = rounds * (n_batches + math.ceil(len(train) / bs))
-        if top.trunk_batches - trunk_before["top"] != expected_top or fills["batches"] != math.ceil(len(train) / bs):
-            raise RuntimeError(f"fusion: {top.trunk_batches - trunk_before['top']} trunk batches on the top-4 system, "
+        top_batches = top.backbone.forward_batches - trunk_before["top"]
+        if top_batches != expected_top or fills["batches"] != math.ceil(len(train) / bs):
+            raise RuntimeError(f"fusion: {top_batches} trunk batches on the top-4 system, "
                                f"expected {expected_top}: a cached path ran the frozen blocks.")
-        if whole.trunk_batches - trunk_before["whole"] != rounds * n_batches:
+        if whole.backbone.forward_batches - trunk_before["whole"] != rounds * n_batches:
             raise RuntimeError("fusion: the reference epoch did not run from audio.")
         if omega["batches"]:
             raise RuntimeError(f"fusion: the dev-Ω evaluation ran {omega['batches']} trunk batches.")
@@ -1083,13 +1084,13 @@ def measure_fusion(args) -> dict:
         progress("fusion: fit_global, 1 epoch, dev-Ω early stopping, warm trunk cache")
         top.config = dataclasses.replace(top.config, epochs=1, early_stopping="dev-omega")
         top.context.cache_dir = cache
-        before = top.trunk_batches
+        before = top.backbone.forward_batches
         if CLOCK.enabled:
             CLOCK.wait()
         start = time.perf_counter()
         top.fit_global(train, work / "global", validation=test)
         result["fit_global_ms"] = (time.perf_counter() - start) * 1e3
-        result["fit_global_batches"] = top.trunk_batches - before
+        result["fit_global_batches"] = top.backbone.forward_batches - before
         result["fit_global_monitor"] = top.monitor
         if result["fit_global_batches"]:
             raise RuntimeError(f"fusion: fit_global ran {result['fit_global_batches']} trunk batches on a warm cache.")
@@ -1120,7 +1121,7 @@ def report_fusion(args, r: dict) -> list[str]:
     dev_test = DCASE_DEV_MACHINES * DCASE_TEST_CLIPS
     eval_all = DCASE_EVAL_MACHINES * (DCASE_TRAIN_CLIPS + DCASE_TEST_CLIPS)
     total_clips = dev_train + dev_test + eval_all
-    budget = FusionConfig().token_memory_mb * 2**20
+    budget = FusionConfig().feature_memory_mb * 2**20
     train_ram = dev_train * raw_bytes
     test_ram = dev_test * raw_bytes
     device_words = f"GPU {r['gpu_name']}, bf16 autocast" if r["gpu_name"] else "CPU, float32"
@@ -1143,10 +1144,10 @@ def report_fusion(args, r: dict) -> list[str]:
             f"FusionSystem._epoch with finetune_blocks=12, no trunk cache: decode + fbank + all {layers} blocks "
             f"trainable ({r['trained_whole'] / 1e6:.1f} M parameters) + GeM + ArcFace + AdamW"),
         row("(a) cached epoch, trunk streamed from the cache", r["cached_streamed"],
-            f"FusionSystem._epoch on trunk_store with token_memory_mb=0 (how the DCASE-size train set is read): "
+            f"FusionSystem._epoch on trunk_store with feature_memory_mb=0 (how the DCASE-size train set is read): "
             f"float16 .npz read (DataLoader, {r['workers']} worker(s)) + top {k} blocks + GeM + ArcFace + AdamW"),
         row("(a') cached epoch, trunk held in RAM", r["cached_held"],
-            "the same with the store held in RAM (token_memory_mb 2048: sets up to 2 GiB)"),
+            "the same with the store held in RAM (feature_memory_mb 2048: sets up to 2 GiB)"),
         row(f"(c) floor: top {k} blocks + GeM + ArcFace forward/backward + AdamW step", r["floor"],
             "on float32 states already in memory: no cache read, no loop bookkeeping"),
         row("of which: AdamW steps alone", r["adamw"],
@@ -1194,10 +1195,10 @@ def report_fusion(args, r: dict) -> list[str]:
         f"{gb(eval_all * per_clip_bytes):.2f} GB; {total_clips:,} clips = {gb(total_clips * per_clip_bytes):.2f} GB "
         f"(one precision: the CPU (float32) and CUDA (bf16 autocast) trunks have different cache keys).",
         f"- RAM: the training set's trunk ({dev_train:,} clips) is {gb(train_ram):.2f} GB float16 "
-        + (f"> the default token_memory_mb 2048 MiB ({gb(budget):.2f} GB), so it is streamed from the cache every "
-           f"epoch (row (a)); holding it would need token_memory_mb >= {math.ceil(train_ram / 2**20):,}"
+        + (f"> the default feature_memory_mb 2048 MiB ({gb(budget):.2f} GB), so it is streamed from the cache every "
+           f"epoch (row (a)); holding it would need feature_memory_mb >= {math.ceil(train_ram / 2**20):,}"
            if train_ram > budget else
-           f"<= the default token_memory_mb 2048 MiB ({gb(budget):.2f} GB): held in RAM (row (a'))")
+           f"<= the default feature_memory_mb 2048 MiB ({gb(budget):.2f} GB): held in RAM (row (a'))")
         + f". The dev test clips' trunk ({dev_test:,} clips, {gb(test_ram):.2f} GB) is "
         f"{'held' if test_ram <= budget else 'streamed'}; per machine, one machine's {DCASE_TRAIN_CLIPS} train "
         f"clips = {gb(DCASE_TRAIN_CLIPS * raw_bytes):.2f} GB, "

@@ -50,7 +50,7 @@ from asdx.metrics import machine_metrics
 from asdx.scoring.fusion import RankMap, rank_normalize
 from asdx.scoring._domains import DOMAINS
 from asdx.systems.base import SystemContext
-from asdx.systems.fusion import FusionBanks, FusionConfig, FusionSystem
+from asdx.systems.fusion import FusionScorer, FusionConfig, FusionSystem
 
 MACHINES = "fan,gearboxEmu,ToyCar,valveEmu,bearingEmu"
 SIZES = {"n_source": 40, "n_target": 6, "n_test": 12, "seconds": 2.0}
@@ -60,7 +60,7 @@ Q = 0.9
 
 @dataclass
 class Case:
-    """One machine's raw sub-scores (from FusionBanks: per-domain kNN distances, the GMM) and test truth."""
+    """One machine's raw sub-scores (from FusionScorer: per-domain kNN distances, the GMM) and test truth."""
 
     name: str
     train_domain: np.ndarray     # (N,)
@@ -70,12 +70,12 @@ class Case:
     gmm_test: np.ndarray         # (M,)
     anomalous: np.ndarray        # (M,) bool
     target: np.ndarray           # (M,) bool
-    shipped_train: np.ndarray    # FusionBanks' own scores, to check the `new` variant against
+    shipped_train: np.ndarray    # FusionScorer' own scores, to check the `new` variant against
     shipped_test: np.ndarray
 
 
 def case_from(name, train_emb, train_domains, test_emb, anomalous, target, config) -> Case:
-    banks, train, _ = FusionBanks.fit(name, train_emb, train_domains, config, config.seed)
+    banks, train, _ = FusionScorer.fit(name, train_emb, train_domains, config, config.seed)
     test = banks.score(test_emb)
     knn_test = np.stack([test.sub_scores["knn_source_distance"], test.sub_scores["knn_target_distance"]], axis=1)
     return Case(name, np.asarray(train_domains), banks.knn_train, banks.gmm_train, knn_test,
@@ -117,7 +117,7 @@ def variant_scores(case: Case, variant: str) -> dict[str, np.ndarray]:
                 g = RankMap(case.gmm_train).exceedance(gmm)
             score = (k + g) / 2 if variant == "mean" else np.minimum(k, g)
         out[part], out[f"{part}_knn"], out[f"{part}_gmm"] = score, k, g
-    if variant == "new":  # what asdx ships: the same numbers as FusionBanks
+    if variant == "new":  # what asdx ships: the same numbers as FusionScorer
         np.testing.assert_allclose(out["train"], case.shipped_train, rtol=1e-12, atol=0)
         np.testing.assert_allclose(out["test"], case.shipped_test, rtol=1e-12, atol=0)
     return out
@@ -206,7 +206,7 @@ def beats_cases(args, work: Path) -> list[Case]:
 # ----------------------------------------------------------------------------- planted embeddings
 def planted_cases(runs: int, anomaly: float = 0.15, dim: int = 32) -> list[Case]:
     """Source normals N(mu, 0.25^2), target normals N(mu + shift, 0.12^2) (tighter), anomalies displaced by
-    N(0, anomaly^2) per dimension; 40 + 6 train, 12 test clips per cell, L2-normalised by FusionBanks."""
+    N(0, anomaly^2) per dimension; 40 + 6 train, 12 test clips per cell, L2-normalised by FusionScorer."""
     cases = []
     config = FusionConfig(beats="random-tiny")
     for seed in range(runs):

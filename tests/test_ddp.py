@@ -26,7 +26,7 @@ import torch.distributed as dist
 
 from asdx.data import generate, list_machines, machine_clips
 from asdx.data.loader import ClipSet
-from asdx.systems._tokens import split_validation
+from asdx.systems._features import split_validation
 from asdx.systems.base import SystemContext
 from asdx.systems.fusion import MODEL_FILE, RESUME_FILE, FusionConfig, FusionSystem
 
@@ -70,17 +70,17 @@ def _rank_main(spec_file: str) -> None:
 
     torch.set_num_threads(1)
     spec = json.loads(Path(spec_file).read_text())
-    me = distributed.init_from_environment("cpu")
+    world = distributed.init_from_environment("cpu")
     try:
-        assert me.size == 2 and me.rank == int(os.environ["RANK"]), me
+        assert world.size == 2 and world.rank == int(os.environ["RANK"]), world
         for name, case in spec["cases"].items():
             train, validation = clip_sets(spec["roots"], CASES[name]["dev_omega"])
             system = make_system(CASES[name]["settings"], CASES[name]["accumulation"], spec["cache"])
-            folder = case["folder"] if me.is_main else case["rank1_folder"]
+            folder = case["folder"] if world.is_main else case["rank1_folder"]
             system.fit_global(train, Path(folder), validation)
             torch.save({"state": system.net.tuned_state(), "history": system.history, "best_epoch": system.best_epoch,
-                        "monitor": system.monitor, "trunk_batches": system.trunk_batches},
-                       Path(spec["results"]) / f"{name}.rank{me.rank}.pt")
+                        "monitor": system.monitor, "trunk_batches": system.backbone.forward_batches},
+                       Path(spec["results"]) / f"{name}.rank{world.rank}.pt")
     finally:
         distributed.shutdown()
 
@@ -239,7 +239,7 @@ def test_torchrun_two_processes_run_fusion_end_to_end(tmp_path):
     assert done.returncode == 0, f"torchrun exited {done.returncode}:\n{done.stdout[-4000:]}\n{done.stderr[-8000:]}"
     # the results are printed once (by rank 0)
     assert done.stdout.count("run directory:") == 1, done.stdout
-    assert done.stdout.count("official score") == 1, done.stdout
+    assert done.stdout.count("official score Ω") == 1, done.stdout
 
     runs = sorted((out / "fusion").iterdir())
     assert [r.name for r in runs] == ["fan+ToyDrone-seed0"]

@@ -1,5 +1,8 @@
-"""T_fusion (system report §2.3): top-k fine-tuning, the trunk cache, per-machine scoring against NumPy/sklearn,
-composite labels, early stopping on dev Ω, resume, SpecAugment / no cache, gradient accumulation.
+"""T_fusion: top-k fine-tuning, the trunk cache, per-machine scoring against NumPy/sklearn, composite labels,
+early stopping on dev Ω, resume, SpecAugment / no cache, gradient accumulation.
+
+T_fusion is § 2.3 of the report
+"Four systems for noise-aware unsupervised anomalous sound detection in DCASE 2026 Task 2".
 
 Runs on the random-tiny BEATs (2 blocks, 64 dims) and a small 1 s synthetic set: fan and bearingEmu are
 development machines (bearingEmu with hidden attributes), Sander an evaluation machine.
@@ -22,8 +25,9 @@ from asdx.data import Clip, generate, list_machines, machine_clips
 from asdx.data.loader import ClipSet
 from asdx.metrics import machine_metrics, official_score
 from asdx.models.heads import GeMPooling
+from asdx.systems._beats import cache_root
 from asdx.systems.base import SystemContext
-from asdx.systems.fusion import (MACHINE_FILE, MODEL_FILE, RESUME_FILE, SUB_SCORES, FusionBanks, FusionConfig,
+from asdx.systems.fusion import (MACHINE_FILE, MODEL_FILE, RESUME_FILE, SUB_SCORES, FusionScorer, FusionConfig,
                                  FusionNet, FusionSystem, composite_classes, composite_label, dev_omega)
 from test_fusion_scoring import exceedance_reference
 
@@ -56,9 +60,9 @@ class Recording(FusionSystem):
         self.trunk_per_epoch: list[int] = []
 
     def _epoch(self, *args, **kwargs):
-        before = self.trunk_batches
+        before = self.backbone.forward_batches
         loss = super()._epoch(*args, **kwargs)
-        self.trunk_per_epoch.append(self.trunk_batches - before)
+        self.trunk_per_epoch.append(self.backbone.forward_batches - before)
         self.snapshots.append(self.net.tuned_state())
         return loss
 
@@ -92,7 +96,7 @@ def trained(data, tmp_path_factory):
                                                             (3, [0, 1], True)])
 def test_finetune_blocks_unfreezes_only_the_top_blocks(k, trained_layers, bias_trains):
     system = FusionSystem(config(finetune_blocks=k), context(None))
-    beats = system.load_backbone()
+    beats = system.load_backbone().model
     assert beats.cfg.encoder_layers == 2 and system.start == 2 - len(trained_layers)
     params = dict(beats.named_parameters(remove_duplicate=False))  # the shared bias under every layer's name
     shared = [n for n in params if "relative_attention_bias" in n]
@@ -107,7 +111,7 @@ def test_finetune_blocks_unfreezes_only_the_top_blocks(k, trained_layers, bias_t
 
 def test_only_the_top_block_and_arcface_get_gradients(data):
     system = FusionSystem(config(finetune_blocks=1), context(None))
-    beats = system.load_backbone()
+    beats = system.load_backbone().model
     _, audio = next(data.train.batches(1, 6))
     with torch.no_grad():
         trunk = beats.extract(audio[:, 0], layers=[1]).hidden[1]
@@ -130,9 +134,9 @@ def test_only_the_top_block_and_arcface_get_gradients(data):
 def test_the_cached_float16_trunk_gives_the_full_forward_loss(data, tmp_path):
     system = FusionSystem(config(), context(tmp_path / "cache"))
     system.load_backbone()
-    system._cache_root = system._cache_root_for(tmp_path)
+    system._cache_root = cache_root(system.context, tmp_path, "token_cache")
     store = system.trunk_store(data.train)
-    assert system.trunk_batches == 2  # 20 clips in batches of 16
+    assert system.backbone.forward_batches == 2  # 20 clips in batches of 16
     system._build(n_classes=3)
     indices = np.arange(6)
     _, cached = store[indices]
@@ -140,7 +144,7 @@ def test_the_cached_float16_trunk_gives_the_full_forward_loss(data, tmp_path):
     _, audio = next(data.train.subset(indices).batches(1, 6))
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
     with torch.no_grad():
-        full = system.beats.extract(audio[:, 0], layers=[system.start])
+        full = system.backbone.model.extract(audio[:, 0], layers=[system.start])
         states = full.hidden[system.start]
         torch.testing.assert_close(cached.float(), states, rtol=2e-3, atol=2e-3)  # float16 rounding only
         # the top block + GeM on the states after block 1 is the rest of the full forward
@@ -148,7 +152,7 @@ def test_the_cached_float16_trunk_gives_the_full_forward_loss(data, tmp_path):
         from_cache, from_audio = system.net(cached.float(), labels), system.net(states, labels)
     np.testing.assert_allclose(from_cache.numpy(), from_audio.numpy(), rtol=1e-2, atol=1e-3)
     assert float(from_cache.mean()) == pytest.approx(float(from_audio.mean()), rel=1e-3)
-    assert system.trunk_batches == 2  # reading the store forwards nothing
+    assert system.backbone.forward_batches == 2  # reading the store forwards nothing
 
 
 def test_training_from_the_cache_matches_recomputing_the_trunk_every_epoch(data, tmp_path):
@@ -158,7 +162,7 @@ def test_training_from_the_cache_matches_recomputing_the_trunk_every_epoch(data,
     cached.fit_global(data.train, tmp_path / "cached")
     assert cached.monitor == "validation-loss" and all("validation_loss" in h for h in cached.history)
     assert any("no development ground truth" in n for n in cached.context.notes)
-    assert cached.trunk_batches > 0 and cached.trunk_per_epoch == [0, 0]  # epochs read the cache only
+    assert cached.backbone.forward_batches > 0 and cached.trunk_per_epoch == [0, 0]  # epochs read the cache only
     assert not any("recomputed from audio" in n for n in cached.context.notes)
 
     recomputed = Recording(config(**settings, cache_trunk=False), context(tmp_path / "cache"))
@@ -177,7 +181,7 @@ def test_training_from_the_cache_matches_recomputing_the_trunk_every_epoch(data,
     # a second training over the same cache: no trunk forward at all, bit-identical result
     second = FusionSystem(config(**settings), context(tmp_path / "cache"))
     second.fit_global(data.train, tmp_path / "second")
-    assert second.trunk_batches == 0 and second.history == cached.history
+    assert second.backbone.forward_batches == 0 and second.history == cached.history
     assert same_state(second.net.tuned_state(), tuned)
 
 
@@ -258,7 +262,7 @@ def test_machine_scoring_equals_a_direct_numpy_sklearn_computation(k, components
                               bank[[0]] * 50.0 - 200.0])  # one far from every clip: above every reference
     cfg = FusionConfig(beats="random-tiny", knn_k=k, gmm_components=components, gmm_max_components=3, gmm_folds=4,
                        rank_norm=rank_norm)
-    banks, train_scores, info = FusionBanks.fit("fan", bank, domains, cfg, seed=7)
+    banks, train_scores, info = FusionScorer.fit("fan", bank, domains, cfg, seed=7)
     test_scores = banks.score(queries)
     expected_train, expected_test, expected_k = reference_scoring(bank, domains, queries, k, components, 4, 3, 7,
                                                                   rank_norm == "transductive")
@@ -283,7 +287,7 @@ def test_machine_scoring_equals_a_direct_numpy_sklearn_computation(k, components
     own = np.where(np.array(domains) == "source", train_scores.sub_scores["knn_source_distance"],
                    train_scores.sub_scores["knn_target_distance"])
     assert np.all(own > 1e-4)
-    loaded = FusionBanks.load(banks.save(tmp_path / MACHINE_FILE))
+    loaded = FusionScorer.load(banks.save(tmp_path / MACHINE_FILE))
     assert (loaded.machine, loaded.knn_k, loaded.knn_metric, loaded.rank_norm) == ("fan", k, "cosine", rank_norm)
     np.testing.assert_array_equal(loaded.domains, domains)
     again = loaded.score(queries)
@@ -312,7 +316,7 @@ def test_target_clips_rank_among_the_target_clips_not_under_every_source_clip():
     is_target = np.repeat([False, False, True, True], 30)
     anomalous = np.repeat([False, True, False, True], 30)
     cfg = FusionConfig(beats="random-tiny", gmm_components=1)
-    banks, _, _ = FusionBanks.fit("fan", bank, ["source"] * 40 + ["target"] * 6, cfg)
+    banks, _, _ = FusionScorer.fit("fan", bank, ["source"] * 40 + ["target"] * 6, cfg)
     scores = banks.score(test)
     knn_rank = scores.sub_scores["knn_rank"]
     # normal clips of both domains rank about uniformly: the medians agree
@@ -330,7 +334,7 @@ def test_the_order_is_kept_below_and_above_every_train_score():
     rng = np.random.default_rng(1)
     bank = rng.normal(size=(20, 8)) + 4.0
     cfg = FusionConfig(beats="random-tiny", gmm_components=1, gmm_folds=4)
-    banks, _, _ = FusionBanks.fit("fan", bank, ["source"] * 16 + ["target"] * 4, cfg)
+    banks, _, _ = FusionScorer.fit("fan", bank, ["source"] * 16 + ["target"] * 4, cfg)
     direction = rng.normal(size=8)
     near = bank[[0]] + np.linspace(0.05, 0.3, 8)[:, None] * direction  # nearer to clip 0 than any train clip is
     far = bank[[0]] + np.linspace(20.0, 60.0, 8)[:, None] * direction  # farther than every train clip
@@ -349,7 +353,7 @@ def test_transductive_ranks_within_the_scored_set():
     eye = np.eye(8)
     bank = eye[[0, 0, 1, 1, 2, 3, 4, 5]]
     cfg = FusionConfig(beats="random-tiny", gmm_components=1, gmm_folds=4, rank_norm="transductive")
-    banks, _, _ = FusionBanks.fit("fan", bank, ["source"] * 8, cfg)
+    banks, _, _ = FusionScorer.fit("fan", bank, ["source"] * 8, cfg)
     assert np.isnan(banks.knn_train[:, 1]).all()  # no target clips: no target bank, NaN column
     # ten queries farther and farther from e0: i / 11 in both scorers (the scored set's size, not the bank's 8)
     spread = banks.score(eye[[0] * 10] + np.linspace(0.1, 1.0, 10)[:, None] * eye[6])
@@ -361,21 +365,21 @@ def test_transductive_ranks_within_the_scored_set():
 def test_per_domain_banks_need_more_than_k_clips_and_old_states_are_refused(tmp_path):
     bank = np.random.default_rng(2).normal(size=(12, 4))
     with pytest.raises(ValueError, match=r"fan: 1 target-domain train clip\(s\).*knn_k=1"):
-        FusionBanks.fit("fan", bank, ["source"] * 11 + ["target"], FusionConfig(beats="random-tiny", gmm_components=1))
+        FusionScorer.fit("fan", bank, ["source"] * 11 + ["target"], FusionConfig(beats="random-tiny", gmm_components=1))
     with pytest.raises(ValueError, match="fan: 2 target-domain.*knn_k=2"):
         FusionSystem(config(knn_k=2), context(None)).check_training_clips(
             "fan", [record("fan", i, domain="source" if i < 10 else "target") for i in range(12)])
     with pytest.raises(ValueError, match="domain \\['other'\\]"):
-        FusionBanks.fit("fan", bank, ["source"] * 11 + ["other"], FusionConfig(beats="random-tiny"))
-    banks, _, _ = FusionBanks.fit("fan", bank, ["source"] * 10 + ["target"] * 2,
+        FusionScorer.fit("fan", bank, ["source"] * 11 + ["other"], FusionConfig(beats="random-tiny"))
+    banks, _, _ = FusionScorer.fit("fan", bank, ["source"] * 10 + ["target"] * 2,
                                   FusionConfig(beats="random-tiny", gmm_components=1))
     path = banks.save(tmp_path / MACHINE_FILE)
     with np.load(path) as data:
         arrays = dict(data)
     arrays["format"] = np.array("asdx.fusion.machine/1")
     np.savez(tmp_path / "old.npz", **arrays)
-    with pytest.raises(ValueError, match="asdx.fusion.machine/1, from an older asdx: run the machine again"):
-        FusionBanks.load(tmp_path / "old.npz")
+    with pytest.raises(ValueError, match="asdx.fusion.machine/1, from an older asdx: run it again"):
+        FusionScorer.load(tmp_path / "old.npz")
 
 
 # ----------------------------------------------------------------------------- composite labels
@@ -438,7 +442,7 @@ def test_early_stopping_on_dev_omega_keeps_the_best_epochs_weights(trained, data
     loaded.load_global(trained.folder)
     assert loaded.best_epoch == system.best_epoch and loaded.monitor == "dev-omega"
     assert loaded.history == system.history
-    assert loaded.trunk_batches == 0
+    assert loaded.backbone.forward_batches == 0
     machines = ["fan", "bearingEmu"]
     train = {m: loaded.embed(data.train.subset([i for i, c in enumerate(data.train.clips) if c.machine == m]))
              for m in machines}
@@ -569,8 +573,8 @@ def test_fit_machine_score_machine_and_reload(trained, data, tmp_path):
     reloaded.load_global(trained.folder)
     reloaded.load_machine(tmp_path / "Sander")
     np.testing.assert_array_equal(reloaded.score_machine(test).scores, scores.scores)
-    assert reloaded.trunk_batches == 0  # Sander's trunk states are cached too
-    with pytest.raises(ValueError, match="fine-tuned from BEATs random-tiny above block 1"):
+    assert reloaded.backbone.forward_batches == 0  # Sander's trunk states are cached too
+    with pytest.raises(ValueError, match="trained on BEATs random-tiny layer 1, not on random-tiny layer 0"):
         FusionSystem(config(finetune_blocks=2), context(trained.cache)).load_global(trained.folder)
     with pytest.raises(ValueError, match="arcface_m"):
         FusionSystem(config(arcface_m=0.3), context(trained.cache)).load_global(trained.folder)

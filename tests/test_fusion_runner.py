@@ -19,6 +19,7 @@ import pytest
 from asdx.cli import main
 from asdx.data import generate
 from asdx.scoring.fusion import RankMap
+from asdx.systems._beats import Backbone
 from asdx.systems.fusion import SUB_SCORES, FusionSystem
 
 MACHINES = ("fan", "valveEmu", "Sander", "ToyDrone")
@@ -40,7 +41,7 @@ def fusion(data, out, *extra):
 def counted(monkeypatch):
     """Counts global-stage trainings and trunk forward batches across every FusionSystem the runner builds."""
     counts = {"fit_global": 0, "trunk": 0}
-    fit_global, trunk = FusionSystem.fit_global, FusionSystem._trunk
+    fit_global, trunk = FusionSystem.fit_global, Backbone.states
 
     def counted_fit_global(self, *args, **kwargs):
         counts["fit_global"] += 1
@@ -51,7 +52,7 @@ def counted(monkeypatch):
         return trunk(self, *args, **kwargs)
 
     monkeypatch.setattr(FusionSystem, "fit_global", counted_fit_global)
-    monkeypatch.setattr(FusionSystem, "_trunk", counted_trunk)
+    monkeypatch.setattr(Backbone, "states", counted_trunk)
     return counts
 
 

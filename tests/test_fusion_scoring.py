@@ -1,5 +1,9 @@
-"""T_fusion scoring pieces (system report §2.3): BIC-chosen DiagGMMScorer, its out-of-fold train_scores_,
-rank-min fusion, and the RankMap that ranks scores among honest references with the order kept at both ends."""
+"""T_fusion scoring pieces: BIC-chosen DiagGMMScorer, its out-of-fold train_scores_, rank-min fusion, and the
+RankMap that ranks scores among honest references with the order kept at both ends.
+
+T_fusion is § 2.3 of the report
+"Four systems for noise-aware unsupervised anomalous sound detection in DCASE 2026 Task 2".
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""P_proto (system report §2.2): groups, prototypes and honest train scores, the loss families, SupCon, resume,
-the feature cache, target oversampling, the use_spatial ablation, load_machine.
+"""P_proto: groups, prototypes and honest train scores, the loss families, SupCon, resume, the feature cache,
+target oversampling, the use_spatial ablation, load_machine.
+
+P_proto is § 2.2 of the report
+"Four systems for noise-aware unsupervised anomalous sound detection in DCASE 2026 Task 2".
 
 Runs the tiny ProtoNet on the random-tiny BEATs and a small 1 s synthetic set: fan (visible attributes, groups
 domain x spd, ArcFace + center loss) and bearingEmu (hidden attributes, domain-only groups, SupCon + domain CE).
@@ -364,9 +367,9 @@ def test_cached_features_are_stereo_features_and_near_channel_beats_tokens(fitte
     torch.testing.assert_close(gcc, direct.gcc, rtol=1e-3, atol=1e-3)
     # the BEATs tokens are the near channel's (channel 0), at the chosen layer
     with torch.no_grad():
-        hidden = system.beats.extract(audio[:, 0], layers=[system.layer]).hidden[system.layer]
+        hidden = system.backbone.model.extract(audio[:, 0], layers=[system.layer]).hidden[system.layer]
     torch.testing.assert_close(tokens, hidden, rtol=1e-2, atol=1e-2)
-    assert not torch.allclose(tokens, system.beats.extract(audio[:, 1], layers=[system.layer]).hidden[system.layer],
+    assert not torch.allclose(tokens, system.backbone.model.extract(audio[:, 1], layers=[system.layer]).hidden[system.layer],
                               rtol=1e-2, atol=1e-2)
 
 
@@ -444,6 +447,18 @@ def test_load_machine_restores_identical_test_scores(fitted, data, machine):
     np.testing.assert_array_equal(scores.scores, fit.test_scores.scores)
     for name, values in fit.test_scores.sub_scores.items():
         np.testing.assert_array_equal(scores.sub_scores[name], values)
+
+
+def test_a_prototypes_file_without_its_format_tag_is_refused(fitted, tmp_path):
+    """The prototypes file is checked like the model file: an untagged one (asdx before the tag) is not loaded."""
+    folder = tmp_path / "fan"
+    folder.mkdir()
+    (folder / MODEL_FILE).write_bytes((fitted.fan.folder / MODEL_FILE).read_bytes())
+    with np.load(fitted.fan.folder / PROTOTYPES_FILE) as data:
+        assert str(data["format"]) == "asdx.proto.prototypes/1"
+        np.savez(folder / PROTOTYPES_FILE, **{k: data[k] for k in data.files if k != "format"})
+    with pytest.raises(ValueError, match=f"{PROTOTYPES_FILE}: not a proto prototypes file"):
+        ProtoSystem(config(), context(fitted.cache)).load_machine(folder)
 
 
 def test_clear_errors(data, tmp_path):

@@ -1,4 +1,8 @@
-"""ProtoNet (P_proto network, DCASE 2026 Task 2 technical report §2.2): block shapes, gradients, size, ablation."""
+"""ProtoNet (P_proto's network): block shapes, gradients, size, ablation.
+
+P_proto is § 2.2 of the report
+"Four systems for noise-aware unsupervised anomalous sound detection in DCASE 2026 Task 2".
+"""
 
 import math
 

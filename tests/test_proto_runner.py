@@ -18,6 +18,8 @@ import pytest
 
 from asdx.cli import main
 from asdx.data import generate
+from asdx.systems._beats import Backbone
+from asdx.systems._stereo import StereoFeatures
 from asdx.systems.proto import ProtoSystem
 
 MACHINES = ("fan", "valveEmu", "Sander", "ToyDrone")
@@ -43,7 +45,7 @@ def proto(data, out, *extra):
 def counted(monkeypatch):
     """Counts machine fits and feature forward batches (stereo features, BEATs) across every ProtoSystem."""
     counts = {"fit_machine": 0, "features": 0}
-    fit_machine, stereo, tokens = ProtoSystem.fit_machine, ProtoSystem._stereo, ProtoSystem._tokens
+    fit_machine, stereo, tokens = ProtoSystem.fit_machine, StereoFeatures.pack, Backbone.tokens
 
     def counted_fit(self, *args, **kwargs):
         counts["fit_machine"] += 1
@@ -53,13 +55,13 @@ def counted(monkeypatch):
         counts["features"] += 1
         return stereo(self, audio)
 
-    def counted_tokens(self, audio):
+    def counted_tokens(self, audio, layer):
         counts["features"] += 1
-        return tokens(self, audio)
+        return tokens(self, audio, layer)
 
     monkeypatch.setattr(ProtoSystem, "fit_machine", counted_fit)
-    monkeypatch.setattr(ProtoSystem, "_stereo", counted_stereo)
-    monkeypatch.setattr(ProtoSystem, "_tokens", counted_tokens)
+    monkeypatch.setattr(StereoFeatures, "pack", counted_stereo)
+    monkeypatch.setattr(Backbone, "tokens", counted_tokens)
     return counts
 
 

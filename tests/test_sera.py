@@ -1,5 +1,7 @@
-"""sera_ft1 (system report §2.4): labels, scoring against NumPy, global stage, cache reuse, reload, errors, AUC.
+"""sera_ft1: labels, scoring against NumPy, global stage, cache reuse, reload, errors, AUC.
 
+sera_ft1 is § 2.4 of the report
+"Four systems for noise-aware unsupervised anomalous sound detection in DCASE 2026 Task 2".
 Runs on the random-tiny BEATs and the 1 s synthetic set of conftest.synth_root.
 """
 
@@ -108,7 +110,7 @@ def test_validation_split_is_seeded_and_stratified_by_machine_and_domain(trained
 
 # ----------------------------------------------------------------------------- scoring against NumPy
 def numpy_scores(train, domains, test, embedding_norm, distance_norm):
-    """The scoring of report §2.4 written out directly: brute-force distances, no FAISS."""
+    """The scoring of the report §2.4 written out directly: brute-force distances, no FAISS."""
     def norm(x):
         if embedding_norm == "per-clip":
             return (x - x.mean(1, keepdims=True)) / x.std(1, keepdims=True)
@@ -174,13 +176,13 @@ def test_domain_banks_save_and_load_round_trip(tmp_path):
 def test_global_stage_trains_with_early_stopping_and_writes_the_head(trained):
     system, config = trained.system, trained.config
     history = system.history
-    assert system.head_epochs == len(history) >= 1 and (trained.folder / HEAD_FILE).is_file()
+    assert system.epochs_run == len(history) >= 1 and (trained.folder / HEAD_FILE).is_file()
     assert not (trained.folder / RESUME_FILE).exists()  # removed once the head is saved
     val = [h["val_loss"] for h in history]
     assert system.best_epoch == int(np.argmin(val)) + 1
     assert len(history) == config.epochs or len(history) - system.best_epoch == config.patience
     assert min(val) < val[0]  # it learned something
-    assert system.forward_batches > 0
+    assert system.backbone.forward_batches > 0
     assert any("random-tiny" in note for note in system.context.notes)
     assert not set(system.global_config()) & SeraSystem.per_machine_config_fields
 
@@ -188,7 +190,7 @@ def test_global_stage_trains_with_early_stopping_and_writes_the_head(trained):
 def test_same_seed_same_cache_gives_identical_head_and_no_forward_pass(trained, tmp_path):
     again = SeraSystem(SeraConfig(**FAST), context(trained.cache))
     again.fit_global(trained.train, tmp_path / "global")
-    assert again.forward_batches == 0  # every token came from the cache
+    assert again.backbone.forward_batches == 0  # every token came from the cache
     for a, b in zip(trained.system.head.state_dict().values(), again.head.state_dict().values()):
         assert torch.equal(a, b)
     assert again.history == trained.system.history
@@ -211,7 +213,7 @@ def test_load_global_and_load_machine_restore_identical_scores(trained, tmp_path
     again = restored.fit_machine("fan", train, tmp_path / "fan2")
     np.testing.assert_array_equal(again.scores, first.scores)
     np.testing.assert_array_equal(restored.score_machine(test).scores, first_test.scores)
-    assert restored.forward_batches == 0
+    assert restored.backbone.forward_batches == 0
     reloaded = SeraSystem(SeraConfig(**FAST), context(trained.cache))
     reloaded.load_global(trained.folder)
     reloaded.load_machine(tmp_path / "fan")
@@ -262,9 +264,9 @@ def test_streamed_tokens_and_resume_give_the_same_head(three_machines, tmp_path,
     whole = SeraSystem(config, context(tmp_path / "cache"))
     whole.fit_global(train, tmp_path / "whole")
 
-    streamed = SeraSystem(dataclasses.replace(config, token_memory_mb=0), context(tmp_path / "cache"))
+    streamed = SeraSystem(dataclasses.replace(config, feature_memory_mb=0), context(tmp_path / "cache"))
     streamed.fit_global(train, tmp_path / "streamed")  # tokens read back from the cache batch by batch
-    assert streamed.forward_batches == 0
+    assert streamed.backbone.forward_batches == 0
     for a, b in zip(whole.head.state_dict().values(), streamed.head.state_dict().values()):
         assert torch.equal(a, b)
 
@@ -285,7 +287,7 @@ def test_streamed_tokens_and_resume_give_the_same_head(three_machines, tmp_path,
     assert (tmp_path / "resumed" / RESUME_FILE).is_file() and not (tmp_path / "resumed" / HEAD_FILE).exists()
     resumed = SeraSystem(config, context(tmp_path / "cache"))
     resumed.fit_global(train, tmp_path / "resumed")
-    assert resumed.head_epochs == 2 and any("resumed" in note for note in resumed.context.notes)
+    assert resumed.epochs_run == 2 and any("resumed" in note for note in resumed.context.notes)
     assert resumed.history == whole.history
     for a, b in zip(whole.head.state_dict().values(), resumed.head.state_dict().values()):
         assert torch.equal(a, b)
@@ -293,7 +295,7 @@ def test_streamed_tokens_and_resume_give_the_same_head(three_machines, tmp_path,
 
 def test_streamed_embedding_with_workers_matches(trained):
     fan = next(m for m in trained.machines if m.name == "fan")
-    streamed = SeraSystem(dataclasses.replace(trained.config, token_memory_mb=0), context(trained.cache, workers=1))
+    streamed = SeraSystem(dataclasses.replace(trained.config, feature_memory_mb=0), context(trained.cache, workers=1))
     streamed.load_global(trained.folder)
     np.testing.assert_array_equal(streamed.embed(clipset(fan, "test")), trained.system.embed(clipset(fan, "test")))
 
@@ -330,14 +332,14 @@ def test_checkpoint_kind_is_noted(tmp_path):
     pretrained = random_tiny_beats(seed=1).save_checkpoint(tmp_path / "pretrained.pt")
     system = SeraSystem(SeraConfig(**{**FAST, "beats": str(pretrained)}), context(None))
     system.load_backbone()
-    assert system.beats_kind.startswith("pre-trained") and not system.beats.training
+    assert system.backbone.kind.startswith("pre-trained") and not system.backbone.model.training
     assert any("pre-trained checkpoint" in n and SERA_CHECKPOINT_NAME in n for n in system.context.notes)
-    assert not any(p.requires_grad for p in system.beats.parameters())
+    assert not any(p.requires_grad for p in system.backbone.model.parameters())
     model = BEATs(tiny_config(finetuned_model=True))
     finetuned = model.save_checkpoint(tmp_path / "finetuned.pt")
     system = SeraSystem(SeraConfig(**{**FAST, "beats": str(finetuned), "layer": 1}), context(None))
     system.load_backbone()
-    assert system.beats_kind == "fine-tuned on AS2M" and system.layer == 1
+    assert system.backbone.kind == "fine-tuned on AS2M" and system.layer == 1
     assert not any("pre-trained checkpoint" in n for n in system.context.notes)
     with pytest.raises(ValueError, match="layer"):
         SeraSystem(SeraConfig(**{**FAST, "beats": str(finetuned), "layer": 3}), context(None)).load_backbone()

@@ -11,6 +11,7 @@ import torch
 
 from asdx.cli import main
 from asdx.data import generate
+from asdx.systems._beats import Backbone
 from asdx.systems.sera import SeraSystem
 
 MACHINES = "fan,valveEmu,Sander,ToyDrone"
@@ -30,17 +31,17 @@ def data(tmp_path_factory):
 def counters(monkeypatch):
     """Counts BEATs forward batches and global-stage trainings across every SeraSystem the runner builds."""
     counts = {"forward": 0, "fit_global": 0}
-    forward, fit_global = SeraSystem._forward, SeraSystem.fit_global
+    forward, fit_global = Backbone.tokens, SeraSystem.fit_global
 
-    def counted_forward(self, audio):
+    def counted_forward(self, audio, layer):
         counts["forward"] += 1
-        return forward(self, audio)
+        return forward(self, audio, layer)
 
-    def counted_fit_global(self, train, folder):
+    def counted_fit_global(self, train, folder, validation=None):
         counts["fit_global"] += 1
-        return fit_global(self, train, folder)
+        return fit_global(self, train, folder, validation)
 
-    monkeypatch.setattr(SeraSystem, "_forward", counted_forward)
+    monkeypatch.setattr(Backbone, "tokens", counted_forward)
     monkeypatch.setattr(SeraSystem, "fit_global", counted_fit_global)
     return counts
 

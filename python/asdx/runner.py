@@ -275,13 +275,6 @@ def _global_sets(plan: _Plan, options: RunOptions) -> tuple[ClipSet, ClipSet | N
     return train, validation
 
 
-def _fit_global(system, train: ClipSet, validation: ClipSet | None, folder: Path) -> None:
-    if getattr(system, "wants_global_validation", False):
-        system.fit_global(train, folder, validation)
-    else:
-        system.fit_global(train, folder)
-
-
 def _run_global_stage(system, plan: _Plan, options: RunOptions, run_dir: Path, stage: _Stages) -> dict:
     train, validation = _global_sets(plan, options)
     key = _global_key(options, system, train.clips, train.lengths, validation)
@@ -308,7 +301,7 @@ def _run_global_stage(system, plan: _Plan, options: RunOptions, run_dir: Path, s
     stage(f"global stage: training on {len(train)} train clips of {len(plan.global_machines)} machines "
           f"({', '.join(info['machines'])})"
           + ("" if validation is None else f", {len(validation)} labelled test clips for early stopping"))
-    _fit_global(system, train, validation, folder)
+    system.fit_global(train, folder, validation)
     atomic_write_text(folder / "done.json", json.dumps(info, indent=2))
     system.load_global(folder)  # the per-machine stage always starts from what is on disk
     return {**info, "reused_from": None}
@@ -504,7 +497,7 @@ def _run_as_worker(options: RunOptions, config):
     # (sera) would train a duplicate model here and write it into rank 0's folder
     if system.uses_global_stage and distributed.broadcast_object(None)["train"] and stage == "global":
         train, validation = _global_sets(plan, quiet)
-        _fit_global(system, train, validation, run_dir / GLOBAL_DIR)
+        system.fit_global(train, run_dir / GLOBAL_DIR, validation)
     if stage == "machine":  # rank 0 names each machine it trains, then None
         while (name := distributed.broadcast_object(None)) is not None:
             train = ClipSet(plan.train[name], plan.lengths[name, "train"], options.seconds, options.workers, False,

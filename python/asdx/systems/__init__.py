@@ -17,7 +17,7 @@ batched by length, never zero-padded.
 Global stage (``uses_global_stage = True``; sera, fusion).  Trained once per run
 on the train splits of ``global_machines(available)`` (sera: every machine under
 the data root, 12 classes on DCASE 2026; fusion: the dev machines):
-``fit_global(train, folder)`` writes into ``<run>/global/``, and the runner adds
+``fit_global(train, folder, validation)`` writes into ``<run>/global/``, and the runner adds
 ``done.json`` with a key over (system, ``global_config()``, crop length, the
 list of training files). A run whose key matches a finished global stage of
 any run of the same system under the same runs folder copies and loads it

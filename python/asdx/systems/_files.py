@@ -1,9 +1,13 @@
-"""The model, checkpoint and bank files the systems write: atomic, format-tagged, checked when read back."""
+"""The state files the systems write: atomic, tagged with their format, checked when read back.
+
+Two kinds, one rule: `.pt` model files (torch payloads: heads, fine-tuned blocks, networks) and
+`.npz` state files (arrays: banks, prototypes, a machine's scorer) both carry {"format": "asdx.<what>/<n>"};
+a file without that tag, with another one or unreadable is refused with an error naming the path.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
+import dataclasses
 from pathlib import Path
 from typing import Mapping
 
@@ -13,35 +17,75 @@ import torch
 from asdx._atomic import atomic_write
 
 
-def digest(value) -> str:
-    """SHA-256 of a JSON-able description: the key a resume checkpoint must match."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def read_resume(path: Path, map_location="cpu") -> dict | None:
-    """The per-epoch checkpoint, or None (absent or unreadable: the training starts over)."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        saved = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception:  # a damaged checkpoint only costs the epochs it held
-        return None
-    return saved if isinstance(saved, dict) else None
-
-
-def load_model_file(path: Path, file_format: str, what: str, writer: str) -> dict:
-    """A torch model file written with {"format": file_format, ...}; clear errors naming the path otherwise."""
+def _load(path: Path, file_format: str, what: str, writer: str, read):
+    """read(path) -> (content, its format tag); clear errors naming the path for a missing, unreadable or foreign
+    file, and for one of an older format of the same kind."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no {what} ({writer} writes it).")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for a damaged or foreign file
+        content, found = read(path)
+    except Exception as error:  # torch and NumPy raise several types for a damaged or foreign file
         raise ValueError(f"{path}: unreadable {what} ({error}).") from error
-    if not isinstance(payload, dict) or payload.get("format") != file_format:
-        raise ValueError(f"{path}: not a {what} ({file_format}).")
-    return payload
+    if found != file_format:
+        older = isinstance(found, str) and found.split("/")[0] == file_format.split("/")[0]
+        raise ValueError(f"{path}: not a {what} ({file_format})"
+                         + (f"; it is {found}, from an older asdx: run it again." if older else "."))
+    return content
+
+
+def _read_torch(path: Path):
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    return payload, payload.get("format") if isinstance(payload, dict) else None
+
+
+def _read_npz(path: Path):
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    found = arrays.pop("format", None)
+    return arrays, None if found is None else str(found)
+
+
+def save_model_file(path: Path, file_format: str, payload: Mapping) -> Path:
+    """torch.save of {"format": file_format, **payload}, atomically."""
+    tagged = {"format": file_format, **payload}
+    return atomic_write(Path(path), lambda tmp: torch.save(tagged, tmp))
+
+
+def load_model_file(path: Path, file_format: str, what: str, writer: str) -> dict:
+    """The payload save_model_file wrote (with its tag), checked."""
+    return _load(path, file_format, what, writer, _read_torch)
+
+
+def save_arrays(path: Path, file_format: str, arrays: Mapping[str, np.ndarray]) -> Path:
+    """np.savez of the arrays and the format tag, atomically."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, format=np.array(file_format), **arrays)
+
+    return atomic_write(Path(path), write)
+
+
+def load_arrays(path: Path, file_format: str, what: str, writer: str) -> dict[str, np.ndarray]:
+    """The arrays save_arrays wrote (without the tag), checked."""
+    return _load(path, file_format, what, writer, _read_npz)
+
+
+def save_state(path: Path, file_format: str, state) -> Path:
+    """A dataclass whose fields are arrays, strings and numbers, as a format-tagged .npz (save_arrays)."""
+    return save_arrays(path, file_format, {f.name: np.asarray(getattr(state, f.name))
+                                           for f in dataclasses.fields(state)})
+
+
+def load_state(cls, path: Path, file_format: str, what: str, writer: str):
+    """The dataclass save_state wrote: 0-d arrays come back as Python scalars (str, int, float)."""
+    arrays = load_arrays(path, file_format, what, writer)
+    names = [f.name for f in dataclasses.fields(cls)]
+    missing = [name for name in names if name not in arrays]
+    if missing:
+        raise ValueError(f"{path}: not a complete {what} ({file_format}): no {', '.join(missing)}.")
+    return cls(**{name: arrays[name].item() if arrays[name].ndim == 0 else arrays[name] for name in names})
 
 
 def check_same_config(path: Path, saved: Mapping, current: Mapping, what: str) -> None:
@@ -52,14 +96,5 @@ def check_same_config(path: Path, saved: Mapping, current: Mapping, what: str) -
                          + ", ".join(f"{k}={old!r} (now {new!r})" for k, (new, old) in differ.items()) + ".")
 
 
-def save_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> Path:
-    """np.savez, atomically."""
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
-
-    return atomic_write(path, write)
-
-
-__all__ = ["check_same_config", "digest", "load_model_file", "read_resume", "save_arrays"]
+__all__ = ["check_same_config", "load_arrays", "load_model_file", "load_state", "save_arrays",
+           "save_model_file", "save_state"]

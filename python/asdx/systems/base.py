@@ -108,7 +108,8 @@ class System(abc.ABC):
     # the global stage also gets the global machines' labelled test clips (fusion: early stopping on dev Ω)
     wants_global_validation: ClassVar[bool] = False
     # the stage whose training runs DDP under torchrun: every rank calls fit_global ("global", fusion) or
-    # fit_machine ("machine", proto; ranks other than 0 train and return None); None: rank 0 alone
+    # fit_machine ("machine", proto: every rank trains and returns the scores, rank 0 alone writes files);
+    # None: rank 0 alone
     distributed_stage: ClassVar[str | None] = None
     # config fields that do not change the global model (scoring options, device...), left out of its key
     per_machine_config_fields: ClassVar[frozenset[str]] = frozenset()
@@ -143,8 +144,8 @@ class System(abc.ABC):
         return {k: v for k, v in asdict(self.config).items() if k not in self.per_machine_config_fields}
 
     def fit_global(self, train: ClipSet, folder: Path, validation: ClipSet | None = None) -> None:
-        """Trains the global model into folder; validation is passed only when wants_global_validation is set
-        (the labelled test clips of the global machines, None when there are none)."""
+        """Trains the global model into folder; validation: the labelled test clips of the global machines when
+        wants_global_validation is set and there are some, else None."""
         raise TypeError(f"{type(self).__name__} has no global stage (uses_global_stage is False).")
 
     def load_global(self, folder: Path) -> None:

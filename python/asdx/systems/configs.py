@@ -3,6 +3,7 @@
 They live here, apart from the systems, so that building the command line (`asdx run ae --help`, an argument
 error) imports neither torch nor scikit-learn: this module needs only the standard library, pydantic and
 asdx.config. Each system module imports its config from here (asdx.systems.ae.AEConfig is the same class).
+"The report" is "Four systems for noise-aware unsupervised anomalous sound detection in DCASE 2026 Task 2".
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class AEConfig:
 
 @dataclass
 class SeraConfig:
-    """sera_ft1 settings (system report §2.4); every field is a CLI flag / config key.
+    """sera_ft1 settings (the report §2.4); every field is a CLI flag / config key.
 
     embedding_dim is 256 as in SERA-style BEATs + ASP systems (ASDKit's BEATs/ASP
     recipe projects to 256 dimensions; the report's P_proto embedding is 256-d too).
@@ -115,7 +116,7 @@ class SeraConfig:
     device: str = field(default="auto", metadata={"help": "torch device: auto, cpu, cuda, cuda:N or mps"})
     embed_batch_size: Annotated[int, Field(ge=1)] = field(default=16, metadata={
         "help": "clips per BEATs forward / embedding batch"})
-    token_memory_mb: Annotated[int, Field(ge=0)] = field(default=2048, metadata={
+    feature_memory_mb: Annotated[int, Field(ge=0)] = field(default=2048, metadata={
         "help": "hold the BEATs tokens in RAM when they fit in this many MiB, else stream them from the cache"})
 
     def __post_init__(self):
@@ -129,7 +130,7 @@ class SeraConfig:
 
 @dataclass
 class FusionConfig:
-    """T_fusion settings (system report §2.3); every field is a CLI flag / config key."""
+    """T_fusion settings (the report §2.3); every field is a CLI flag / config key."""
 
     beats: str | None = field(default=None, metadata={
         "help": f"BEATs checkpoint file (the report uses {FUSION_CHECKPOINT_NAME}) or 'random-tiny' (tests/demo); "
@@ -175,8 +176,8 @@ class FusionConfig:
     device: str = field(default="auto", metadata={"help": "torch device: auto, cpu, cuda, cuda:N or mps"})
     embed_batch_size: Annotated[int, Field(ge=1)] = field(default=16, metadata={
         "help": "clips per BEATs forward / embedding batch"})
-    token_memory_mb: Annotated[int, Field(ge=0)] = field(default=2048, metadata={
-        "help": "hold the cached trunk tokens in RAM when they fit in this many MiB (per process), else stream"})
+    feature_memory_mb: Annotated[int, Field(ge=0)] = field(default=2048, metadata={
+        "help": "hold the cached trunk states in RAM when they fit in this many MiB (per process), else stream"})
 
     def __post_init__(self):
         validate_fields(self)
@@ -185,7 +186,7 @@ class FusionConfig:
 
 @dataclass
 class ProtoConfig:
-    """P_proto settings (system report §2.2); every field is a CLI flag / config key."""
+    """P_proto settings (the report §2.2); every field is a CLI flag / config key."""
 
     beats: str | None = field(default=None, metadata={
         "help": f"BEATs checkpoint file ({PROTO_CHECKPOINT_NAME}) or 'random-tiny' (tests/demo); unset: $ASDX_BEATS"})

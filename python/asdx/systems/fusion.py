@@ -1,82 +1,15 @@
 """T_fusion: BEATs with the top blocks fine-tuned, GeM, ArcFace on composite labels; kNN + GMM, rank-min fusion.
 
-System report §2.3 ("Tsz_DCASE_task2_fusion", the strongest system: dev Ω 61.46):
-  - BEATs iter3+ AS2M (the pre-trained BEATs_iter3_plus_AS2M.pt) on the near microphone,
-    the top four transformer blocks fine-tuned on the development machine types;
-  - generalised-mean pooling (GeM, p = 3) of the patch tokens: a 768-d embedding;
-  - ArcFace (s = 64, m = 0.2) on composite labels: machine x section x domain, plus
-    the visible attributes where a machine has them; AdamW, early stopping on the
-    development official score Ω;
-  - one global model, applied to each machine with its own train bank: a kNN scorer
-    and a diagonal-GMM negative log-likelihood scorer, each rank-normalised, fused by
-    the element-wise minimum.
+The report "Four systems for noise-aware unsupervised anomalous sound detection in DCASE 2026
+Task 2", § 2.3 ("Tsz_DCASE_task2_fusion"). fit_global fine-tunes the top `finetune_blocks` BEATs
+blocks (the frozen blocks below run once per clip, cached) with GeM and ArcFace on the dev machines'
+train clips, keeping the epoch of the best dev Ω; under torchrun every rank runs it (DDP, see
+FusionSystem._epoch) and rank 0 alone evaluates and writes. Per machine, FusionScorer ranks a clip's
+per-domain kNN distance and GMM negative log-likelihood among the machine's honest train scores and
+fuses the ranks by their minimum. Steps, defaults and departures from the report: docs/systems/fusion.md.
 
-Where the report leaves a choice open, asdx decides and says so here:
-  - The frozen lower blocks give the same output every epoch, so their output (the
-    states after block N - k) is computed once per clip and cached float16 in the
-    FeatureCache (the layer is in the key); an epoch runs only the top k blocks, GeM
-    and ArcFace. Options that change the trunk's input every epoch (spec_augment) or
-    cache_trunk=false recompute the trunk from audio each epoch, and say so in the log.
-  - BEATs stays in eval mode while training (no dropout, no layer drop): the cached
-    trunk needs it, and the same for the top blocks keeps DDP ranks identical; the
-    ArcFace margin is the regulariser. k above the model's depth fine-tunes every
-    block (noted; random-tiny has 2).
-  - Learning rates: `backbone_lr` (1e-5) for the fine-tuned blocks, `lr` (1e-4) for
-    the ArcFace weights, the usual split when fine-tuning a pre-trained transformer.
-  - Early stopping: each epoch embeds the development machines' train and test clips
-    (the trunk of the test clips comes from the cache too), scores every machine with
-    the kNN scorer and computes Ω with asdx.metrics; the best epoch's weights are kept.
-    Without development ground truth it watches the ArcFace loss of a stratified
-    validation split instead, and logs that.
-  - The kNN scorer keeps one bank per domain, as sera does (system report §2.4): the
-    cosine distance to the nearest clip (ArcFace shapes angles; k = 1 is the DCASE
-    standard) of the machine's source train clips and, separately, of its target train
-    clips. A domain's honest references are its own clips' leave-one-out distances to
-    its bank. The GMM's train scores are k-fold out-of-fold (folds stratified by domain;
-    K chosen by BIC on the whole bank by default, at most one component per 10 clips of
-    each fold's fit). Both are fitted on L2-normalised embeddings; the kNN banks are
-    FAISS GPU indexes when faiss-gpu sees a GPU.
-  - The attention key biases of the fine-tuned blocks stay frozen: softmax ignores a
-    constant added to every score of a query, so their gradient is zero.
-  - Rank normalisation is inductive by default: a test score's rank among that
-    scorer's honest train-normal scores, so a test score never depends on other test
-    clips. The rank map (asdx.scoring.fusion.RankMap) is the mid-rank at each
-    reference value, linearly interpolated between them, with exponential tails above
-    the highest and below the lowest: strictly increasing, so two clips tie only when
-    their raw scores tie, none is pinned at 0 below every train score nor saturates at
-    1 above them (issue 19 measured 114 of 720 synthetic test clips at 0, and anomalies
-    tied at the old cap), and with 6-10 target references a rank still falls between
-    its neighbours' instead of on one of 7-11 steps.
-  - Per domain: the kNN rank is the minimum over the domains of the distance to that
-    domain's bank, ranked among that domain's leave-one-out distances. One pooled
-    reference let target clips, which sit closer together, rank under every source
-    clip, so target anomalies ranked under source normals (AUC (source) 0.45 in issue
-    19). The GMM is one mixture over both domains (a mixture of 6-10 target clips in
-    hundreds of dimensions cannot be fitted), so its NLL has no per-domain counterpart
-    and is ranked among all out-of-fold NLLs. Ranking it against per-domain references
-    with the min over domains instead ranks most source clips against the target
-    clips' higher NLLs, where their GMM rank is low and decides the minimum; on the
-    random-tiny synthetic runs of benchmarks/fusion_ranks_study.py (variant gmm-dom)
-    that gave a lower AUC (target) and official score and a wider gap between the
-    domains' flag rates. A target normal that the pooled GMM finds unusual is kept low
-    by the per-domain kNN rank in the minimum.
-  - "transductive" ranks within the scored set itself (each domain's distances, the
-    NLLs; labelled as such in the notes). The submitted score is min over the scorers
-    of -log(1 - rank): on normal data a rank is about uniform and -log(1 - U) ~ Exp(1),
-    a gamma of shape 1, on which the gamma threshold is well specified.
-  - Global stage: one model on the train clips of the dev machines (all machines
-    when there are none, noted). Per machine: the machine's own train clips as the
-    bank (eval machines: their additional train split).
-
-Scale out: under `torchrun --nproc_per_node N -m asdx run fusion ...` the training
-loop runs DistributedDataParallel: each rank takes its share of every optimiser step's
-micro-batches (a DistributedSampler over the epoch's batch list), gradients are
-averaged so a step equals one process accumulating the same micro-batches, the dev-Ω
-evaluation runs on rank 0 and its decision is broadcast, and only rank 0 writes files.
-
-Files: fit_global writes `<folder>/fusion_model.pt` (the fine-tuned blocks, ArcFace,
-labels, history) and `fusion_model.resume.pt` after every epoch until it finishes;
-fit_machine writes `<folder>/fusion_machine.npz`.
+Files: fit_global writes `<folder>/fusion_model.pt` and `fusion_model.resume.pt` after every epoch until
+it finishes; fit_machine writes `<folder>/fusion_machine.npz`.
 """
 
 from __future__ import annotations
@@ -90,29 +23,27 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from asdx import distributed
-from asdx._atomic import atomic_write
 from asdx.data.loader import ClipSet
 from asdx.index import faiss_gpu_available
 from asdx.metrics import machine_metrics, official_score
-from asdx.models.beats_checkpoint import is_random_tiny, load_beats
-from asdx.models.cache import FeatureCache, beats_preprocessing
 from asdx.models.heads import ArcFace, GeMPooling
 from asdx.scoring._domains import DOMAINS
 from asdx.scoring.fusion import RankMap, exceedance_to_rank
 from asdx.scoring.gmm import DiagGMMScorer, gmm_diag_loglik
 from asdx.scoring.knn import KNNScorer
-from asdx.systems._tokens import fill_token_store, length_batches, split_validation, token_batches, token_bytes
-from asdx.systems._files import check_same_config, digest, load_model_file, read_resume, save_arrays
+from asdx.systems._beats import REPORT, Backbone, cache_root, filled_per_node
+from asdx.systems._features import length_batches, split_validation, store_batches
+from asdx.systems._files import check_same_config, load_model_file, load_state, save_model_file, save_state
+from asdx.systems._training import Epoch, Training, distributed_model, rank_batches, summed_over_ranks
 from asdx.systems.base import MachineScores, System, SystemContext
 from asdx.systems.configs import FUSION_CHECKPOINT_NAME, FusionConfig
 
 MODEL_FILE = "fusion_model.pt"
 RESUME_FILE = "fusion_model.resume.pt"
 MACHINE_FILE = "fusion_machine.npz"
-MODEL_FORMAT = "asdx.fusion.model/1"
+MODEL_FORMAT = "asdx.fusion.model/2"  # /2: the BEATs record names the trunk's layer as sera's and proto's do
 MACHINE_FORMAT = "asdx.fusion.machine/2"
 # A diagonal GMM in hundreds of dimensions gets an ever better likelihood from components that collapse onto a
 # few clips, and BIC on small banks rewards that (15 clips of 64-d: K = 8, out-of-fold NLLs far above the test
@@ -124,7 +55,7 @@ SUB_SCORES = ("knn_source_distance", "knn_target_distance", "gmm_nll", "knn_rank
 
 # ----------------------------------------------------------------------------- labels
 def composite_label(clip) -> str:
-    """machine | section | domain | visible attributes (system report §2.3); hidden attributes add nothing."""
+    """machine | section | domain | visible attributes (the report §2.3); hidden attributes add nothing."""
     parts = [clip.machine, f"section_{clip.section}", str(clip.domain)]
     if not clip.hidden_attributes:
         parts += [f"{key}={value}" for key, value in sorted(clip.attributes.items())]
@@ -189,16 +120,13 @@ def spec_augment(fbank: torch.Tensor, generator: torch.Generator, masks: int = 2
 
 # ----------------------------------------------------------------------------- per-machine scoring
 @dataclass
-class FusionBanks:
+class FusionScorer:
     """One machine's scoring state: the normalised embeddings with their domains, the GMM, the honest train scores.
 
-    Sub-scores: knn_source_distance, knn_target_distance (the raw kNN distance to each
-    domain's bank; NaN where the machine has no train clip of that domain), gmm_nll
-    (raw), knn_rank, gmm_rank, fused_rank (ranks in (0, 1)). Each raw score goes
-    through a RankMap of its honest references onto e = -log(1 - rank): the kNN as
-    the minimum over the domains of e(distance to that domain's bank) against that
-    domain's leave-one-out distances, the GMM against all out-of-fold NLLs. The
-    score is min(e_knn, e_gmm) = -log(1 - fused_rank), exact where the rank rounds to 1.
+    Sub-scores: knn_source_distance, knn_target_distance (raw; NaN where the machine has no train
+    clip of that domain), gmm_nll (raw), knn_rank, gmm_rank, fused_rank. Each raw score goes through
+    a RankMap of its honest references onto e = -log(1 - rank) (the kNN per domain, then the minimum
+    over the domains); the score is min(e_knn, e_gmm) = -log(1 - fused_rank).
     """
 
     machine: str
@@ -215,7 +143,7 @@ class FusionBanks:
 
     @classmethod
     def fit(cls, machine: str, embeddings: np.ndarray, domains: Sequence[str], config: FusionConfig,
-            seed: int = 0) -> tuple["FusionBanks", MachineScores, dict]:
+            seed: int = 0) -> tuple["FusionScorer", MachineScores, dict]:
         bank = normalise(embeddings)
         domains = np.asarray([str(d) for d in domains])
         if len(domains) != len(bank):
@@ -278,27 +206,11 @@ class FusionBanks:
                                      "gmm_rank": exceedance_to_rank(gmm_e), "fused_rank": exceedance_to_rank(fused)})
 
     def save(self, path: Path) -> Path:
-        arrays = {"format": np.array(MACHINE_FORMAT), "machine": np.array(self.machine),
-                  "knn_k": np.array(self.knn_k), "knn_metric": np.array(self.knn_metric),
-                  "rank_norm": np.array(self.rank_norm), "bank": self.bank, "domains": self.domains.astype(str),
-                  "gmm_weights": self.gmm_weights, "gmm_means": self.gmm_means, "gmm_variances": self.gmm_variances,
-                  "knn_train": self.knn_train, "gmm_train": self.gmm_train}
-        return save_arrays(path, arrays)
+        return save_state(path, MACHINE_FORMAT, self)
 
     @classmethod
-    def load(cls, path: Path) -> "FusionBanks":
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no fusion machine state (fit_machine writes it).")
-        with np.load(path, allow_pickle=False) as data:
-            found = str(data["format"]) if "format" in data else None
-            if found != MACHINE_FORMAT:
-                older = found is not None and found.startswith("asdx.fusion.machine/")
-                raise ValueError(f"{path}: not a fusion machine state ({MACHINE_FORMAT})"
-                                 + (f"; it is {found}, from an older asdx: run the machine again." if older else "."))
-            return cls(str(data["machine"]), int(data["knn_k"]), str(data["knn_metric"]), str(data["rank_norm"]),
-                       data["bank"], data["domains"].astype(str), data["gmm_weights"], data["gmm_means"],
-                       data["gmm_variances"], data["knn_train"], data["gmm_train"])
+    def load(cls, path: Path) -> "FusionScorer":
+        return load_state(cls, path, MACHINE_FORMAT, "fusion machine state", "fit_machine")
 
 
 def check_domains(machine: str, domains: np.ndarray, knn_k: int) -> None:
@@ -349,11 +261,12 @@ def scorable_for_omega(clips: Sequence) -> bool:
 
 # ----------------------------------------------------------------------------- the system
 class FusionSystem(System):
-    """T_fusion (system report §2.3): fit_global fine-tunes the top blocks; per machine kNN + GMM, rank-min fused.
+    """T_fusion (the report §2.3): fit_global fine-tunes the top blocks; per machine kNN + GMM, rank-min fused.
 
-    Counters for tests and logs: trunk_batches (frozen-trunk forward passes),
-    epochs_run (training epochs run in this object). After fit_global / load_global:
-    classes, history, best_epoch, monitor ("dev-omega" or "validation-loss").
+    After load_backbone: backbone (asdx.systems._beats.Backbone; backbone.forward_batches counts the
+    frozen-trunk forward passes), start (the trunk's last block). epochs_run: training epochs run by
+    this object. After fit_global / load_global: classes, history, best_epoch, monitor ("dev-omega"
+    or "validation-loss").
     """
 
     name = "fusion"
@@ -361,22 +274,20 @@ class FusionSystem(System):
     wants_global_validation = True
     distributed_stage = "global"  # under torchrun every rank runs fit_global (DDP); see asdx.runner._run_as_worker
     per_machine_config_fields = frozenset({"gmm_components", "gmm_max_components", "gmm_folds", "rank_norm",
-                                           "device", "embed_batch_size", "token_memory_mb"})
+                                           "device", "embed_batch_size", "feature_memory_mb"})
 
     def __init__(self, config: FusionConfig | None = None, context: SystemContext | None = None):
         super().__init__(config or FusionConfig(), context)
         self.device = torch.device(self.context.device)
-        self.trunk_batches = 0
-        self.epochs_run = 0
-        self.beats = None
+        self.backbone: Backbone | None = None
         self.start: int | None = None
-        self.beats_fingerprint: str | None = None
+        self.epochs_run = 0
         self.net: FusionNet | None = None
         self.classes: list[str] = []
         self.history: list[dict] = []
         self.best_epoch: int | None = None
         self.monitor: str | None = None
-        self.banks: FusionBanks | None = None
+        self.scorer: FusionScorer | None = None
         self._cache_root: Path | None = None
         self._world = distributed.World()  # the process group, inside fit_global only (rank 0 scores alone)
 
@@ -397,103 +308,55 @@ class FusionSystem(System):
         check_domains(machine, np.array([str(clip.domain) for clip in clips]), self.config.knn_k)
 
     # ------------------------------------------------------------------ backbone and trunk cache
-    def load_backbone(self):
+    def load_backbone(self) -> Backbone:
         """Loads BEATs once; freezes all but the top finetune_blocks blocks."""
-        if self.beats is not None:
-            return self.beats
-        model = load_beats(self.config.beats, device=self.device,
-                           expected=f"T_fusion uses {FUSION_CHECKPOINT_NAME}, system report §2.3")
-        for note in getattr(model, "notes", ()):
-            self.context.note(note)
-        depth = model.cfg.encoder_layers
-        k = int(self.config.finetune_blocks)
-        if k > depth:
-            self.context.note(f"fusion: finetune_blocks={k}, but this BEATs has {depth} blocks; all {depth} are "
-                              "fine-tuned.")
-            k = depth
-        if model.cfg.finetuned_model and not is_random_tiny(model):
-            self.context.note(f"fusion: BEATs {model.source} is an AS2M fine-tuned checkpoint; the system report "
-                              f"uses the pre-trained {FUSION_CHECKPOINT_NAME}.")
-        self.beats_fingerprint = model.fingerprint()  # of the loaded weights: keys the trunk cache
-        model.unfreeze_top(k).eval()
-        for layer in model.encoder.layers:
-            # a key bias adds one constant to every attention score of a query, which softmax ignores: its
-            # gradient is 0 and AdamW would only move it by rounding noise, so it stays as loaded
-            if layer.self_attn.k_proj.bias is not None:
-                layer.self_attn.k_proj.bias.requires_grad_(False)
-        self.beats, self.start = model, depth - k
-        self.context.note(f"fusion: BEATs {model.source}, top {k} of {depth} blocks fine-tuned, trunk = output "
-                          f"of block {self.start}, near channel.")
-        return model
-
-    def _cache_root_for(self, global_folder: Path) -> Path:
-        if self.context.cache_dir is not None:
-            return Path(self.context.cache_dir)
-        return Path(global_folder) / "token_cache"
-
-    def _cache(self, seconds: float | None) -> FeatureCache:
-        precision = "bf16-autocast" if self.device.type == "cuda" else "float32"
-        preprocessing = beats_preprocessing(seconds=seconds, channel=0, precision=precision, stored="float16")
-        return FeatureCache(self._cache_root, self.beats_fingerprint, self.start, preprocessing, kind="tokens")
-
-    def _autocast(self):
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
-
-    def _trunk(self, audio: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """(B, 1, samples) near-channel audio -> states after the frozen blocks (B, N, C), no gradient."""
-        with torch.no_grad(), self._autocast():
-            fbank = self.beats.preprocess(audio[:, 0].to(self.device))
-            if generator is not None:
-                fbank = spec_augment(fbank, generator)
-            states = self.beats.encode(fbank, layers=[self.start], upto=self.start).hidden[self.start]
-        self.trunk_batches += 1
-        return states.float()
-
-    def _trunk_float16(self, audio: torch.Tensor) -> np.ndarray:
-        tokens = self._trunk(audio).cpu().numpy().astype(np.float16)
-        if not np.isfinite(tokens).all():
-            raise ValueError("BEATs trunk states: non-finite values (float16 overflow or a broken checkpoint).")
-        return tokens
+        if self.backbone is None:
+            backbone = Backbone.load(self.config.beats, self.device, self.context,
+                                     f"T_fusion uses {FUSION_CHECKPOINT_NAME}, § 2.3 of {REPORT}", "fusion",
+                                     wanted="pre-trained", name=FUSION_CHECKPOINT_NAME)
+            depth, k = backbone.cfg.encoder_layers, int(self.config.finetune_blocks)
+            if k > depth:
+                self.context.note(f"fusion: finetune_blocks={k}, but this BEATs has {depth} blocks; all {depth} are "
+                                  "fine-tuned.")
+                k = depth
+            backbone.model.unfreeze_top(k).eval()
+            for layer in backbone.model.encoder.layers:
+                # a key bias adds one constant to every attention score of a query, which softmax ignores: its
+                # gradient is 0 and AdamW would only move it by rounding noise, so it stays as loaded
+                if layer.self_attn.k_proj.bias is not None:
+                    layer.self_attn.k_proj.bias.requires_grad_(False)
+            self.backbone, self.start = backbone, depth - k
+            self.context.note(f"fusion: BEATs {backbone.source}, top {k} of {depth} blocks fine-tuned, trunk = output "
+                              f"of block {self.start}, near channel.")
+        return self.backbone
 
     def trunk_store(self, clips: ClipSet, desc: str = "BEATs trunk"):
         """Every clip's trunk states cached (missing ones forwarded); under DDP each node's first rank fills it."""
-        me = self._world
-
-        def fill():
-            return fill_token_store(self._cache(clips.seconds), clips, self._trunk_float16,
-                                    self.config.token_memory_mb * 2**20, self.config.embed_batch_size,
-                                    token_bytes(clips, self.beats.cfg),
-                                    self.context.stage if me.is_main else (lambda text: None), desc)
-
-        if me.size > 1:
-            if me.is_local_main:
-                fill()
-            distributed.barrier()
-        return fill()
+        stage = self.context.stage if self._world.is_main else (lambda text: None)
+        return filled_per_node(lambda: self.backbone.store(clips, self._cache_root, self.start,
+                                                           self.config.feature_memory_mb * 2**20,
+                                                           self.config.embed_batch_size, stage, desc), self._world)
 
     # ------------------------------------------------------------------ training
-    def _uses_cache(self) -> bool:
-        return self.config.cache_trunk and not self.config.spec_augment
-
     def _build(self, n_classes: int) -> None:
         cfg = self.config
         with torch.random.fork_rng(devices=[]):  # seeded ArcFace initialisation, global RNG untouched
             torch.manual_seed(cfg.seed)
-            self.net = FusionNet(self.beats, self.start, n_classes, cfg.gem_p, cfg.arcface_s, cfg.arcface_m)
+            self.net = FusionNet(self.backbone.model, self.start, n_classes, cfg.gem_p, cfg.arcface_s, cfg.arcface_m)
         self.net.to(self.device)
 
     def _micro_batches(self, clips: ClipSet, indices: np.ndarray, epoch: int) -> list[np.ndarray]:
         rng = np.random.default_rng([self.config.seed, epoch])  # a resumed run sees the same batches
         return length_batches(indices, clips.cropped_lengths, self.config.batch_size, rng)
 
-    def _batches(self, clips: ClipSet, store, batches: list[np.ndarray], augment: torch.Generator | None):
+    def _batches(self, clips: ClipSet, store, batches: list[np.ndarray], augment=None):
         """(indices, trunk states) per batch: from the cache, or from audio through the frozen trunk."""
         if store is not None:
-            for indices, tokens in token_batches(store, batches, self.context.workers):
+            for indices, tokens in store_batches(store, batches, self.context.workers):
                 yield indices, tokens.to(self.device, non_blocking=True).float()
             return
         for indices, audio in clips.batches(1, plan=[b.tolist() for b in batches], desc="fusion: audio"):
-            yield indices, self._trunk(audio, augment)
+            yield indices, self.backbone.states(audio, self.start, augment)
 
     def _epoch(self, model, optimizer, clips: ClipSet, store, batches: list[np.ndarray], targets: np.ndarray,
                epoch: int) -> float:
@@ -504,29 +367,26 @@ class FusionSystem(System):
         micro-batch's summed loss is scaled by world / (clips in the step), so DDP's gradient average gives
         the mean over the step's clips: the same update as one process accumulating those micro-batches.
         """
-        me = self._world
+        world = self._world
         accumulation = self.config.accumulation_steps
-        sampler = torch.utils.data.DistributedSampler(range(len(batches)), num_replicas=me.size, rank=me.rank,
-                                                      shuffle=False, drop_last=False)
-        positions = list(range(me.rank, sampler.total_size, me.size))  # the sampler's split; >= len: its padding
-        local = [batches[q % len(batches)] for q in positions]
-        per_step = me.size * accumulation
+        positions, local = rank_batches(batches, world)
+        per_step = world.size * accumulation
         augment = None
         if self.config.spec_augment:
-            augment = torch.Generator().manual_seed(int(self.config.seed) * 1_000_003 + epoch * 101 + me.rank)
+            generator = torch.Generator().manual_seed(int(self.config.seed) * 1_000_003 + epoch * 101 + world.rank)
+            augment = lambda fbank: spec_augment(fbank, generator)  # noqa: E731
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        model.train(False)  # eval mode throughout: see the module docstring
+        model.train(False)  # eval mode throughout: no dropout or layer drop (docs/systems/fusion.md)
         optimizer.zero_grad(set_to_none=True)
-        stream = self._batches(clips, store, local, augment)
-        for p, (indices, trunk) in enumerate(stream):
+        for p, (indices, trunk) in enumerate(self._batches(clips, store, local, augment)):
             step = positions[p] // per_step
             in_step = [len(b) for b in batches[step * per_step : (step + 1) * per_step]]
-            weight = 0.0 if positions[p] >= len(batches) else me.size / sum(in_step)
+            weight = 0.0 if positions[p] >= len(batches) else world.size / sum(in_step)
             last_of_step = (p + 1) % accumulation == 0 or p + 1 == len(local)
             labels = torch.from_numpy(targets[indices]).to(self.device)
-            sync = nullcontext() if last_of_step or me.size == 1 else model.no_sync()
+            sync = nullcontext() if last_of_step or world.size == 1 else model.no_sync()
             with sync:
-                with self._autocast():
+                with self.backbone.autocast():
                     per_clip = model(trunk, labels)
                 (per_clip.float().sum() * weight).backward()
             if weight:
@@ -534,17 +394,16 @@ class FusionSystem(System):
             if last_of_step:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-        if me.size > 1:
-            torch.distributed.all_reduce(loss_sum)
+        summed_over_ranks(loss_sum, world)
         total = sum(len(b) for b in batches)
         return float(loss_sum) / max(total, 1)
 
     @torch.no_grad()
     def _embed_from(self, clips: ClipSet, store) -> np.ndarray:
-        out = np.zeros((len(clips), self.beats.cfg.encoder_embed_dim), dtype=np.float32)
+        out = np.zeros((len(clips), self.backbone.cfg.encoder_embed_dim), dtype=np.float32)
         batches = length_batches(np.arange(len(clips)), clips.cropped_lengths, self.config.embed_batch_size)
-        for indices, trunk in self._batches(clips, store, batches, None):
-            with self._autocast():
+        for indices, trunk in self._batches(clips, store, batches):
+            with self.backbone.autocast():
                 out[indices] = self.net.embed(trunk).float().cpu().numpy()
         return out
 
@@ -552,8 +411,8 @@ class FusionSystem(System):
     def _validation_loss(self, clips: ClipSet, store, indices: np.ndarray, targets: np.ndarray) -> float:
         total, count = 0.0, 0
         for batch, trunk in self._batches(clips, store, length_batches(indices, clips.cropped_lengths,
-                                                                       self.config.embed_batch_size), None):
-            with self._autocast():
+                                                                       self.config.embed_batch_size)):
+            with self.backbone.autocast():
                 total += float(self.net(trunk, torch.from_numpy(targets[batch]).to(self.device)).float().sum())
             count += len(batch)
         return total / max(count, 1)
@@ -582,21 +441,14 @@ class FusionSystem(System):
         Under torchrun every rank calls this with the same clips; validation holds the dev machines' labelled
         test clips for early stopping on dev Ω (None: validation loss).
         """
-        self._world = distributed.world()
-        try:
-            self._fit_global(train, Path(folder), validation)
-        finally:
-            self._world = distributed.World()
-
-    def _fit_global(self, train: ClipSet, folder: Path, validation: ClipSet | None) -> None:
-        cfg = self.config
-        me = self._world
-        if me.is_main:
+        cfg, folder = self.config, Path(folder)
+        world = self._world = distributed.world()  # reset at the end: rank 0 alone runs the per-machine stage
+        if world.is_main:
             folder.mkdir(parents=True, exist_ok=True)
-        self._cache_root = self._cache_root_for(folder)
+        self._cache_root = cache_root(self.context, folder, "token_cache")
         if len(train) < 2:
             raise ValueError(f"train: {len(train)} clip(s) for the global stage; ArcFace needs at least 2.")
-        self.load_backbone()
+        backbone = self.load_backbone()
         self.classes = composite_classes(train.clips)
         if len(self.classes) < 2:
             raise ValueError(f"train: one composite class ({self.classes[0]}); ArcFace needs two or more.")
@@ -612,7 +464,7 @@ class FusionSystem(System):
             if len(val_idx) == 0:
                 self.context.note("fusion: the validation split is empty (every machine/domain group is too small "
                                   "for validation_fraction); early stopping watches the training loss.")
-        cached = self._uses_cache()
+        cached = cfg.cache_trunk and not cfg.spec_augment
         if not cached:
             why = "spec_augment changes the trunk input every epoch" if cfg.spec_augment else "cache_trunk=false"
             self.context.note(f"fusion: {why}; the frozen trunk is recomputed from audio every epoch.")
@@ -620,78 +472,43 @@ class FusionSystem(System):
         omega_store = self.trunk_store(omega_clips, "BEATs trunk (dev test clips)") \
             if cached and omega_clips is not None else None
         self._build(len(self.classes))
-        model = self.net
-        if me.size > 1:
-            ids = [self.device.index] if self.device.type == "cuda" and self.device.index is not None else None
-            model = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
+        model = distributed_model(self.net, self.device, world)
         trained = [p for p in self.net.beats.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW([{"params": trained, "lr": cfg.backbone_lr},
                                        {"params": list(self.net.arcface.parameters()), "lr": cfg.lr}],
                                       weight_decay=cfg.weight_decay)
-        if me.is_main:
-            self.context.stage(f"training: top {self.beats.cfg.encoder_layers - self.start} BEATs blocks + ArcFace "
+        if world.is_main:
+            self.context.stage(f"training: top {backbone.cfg.encoder_layers - self.start} BEATs blocks + ArcFace "
                                f"({len(self.classes)} composite classes) on {len(train_idx)} clips, "
-                               f"{me.size} process(es), early stopping on {self.monitor}")
-        resume_key = digest({"config": dict(self.global_config()), "beats": self.beats_fingerprint,
-                              "start": self.start, "classes": self.classes,
-                              "clips": [str(c.path) for c in train.clips],
-                              "validation": [str(c.path) for c in omega_clips.clips] if omega_clips else []})
-        state = {"epoch": 0, "best": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [], "weights": None}
-        resume_path = folder / RESUME_FILE
-        saved = distributed.broadcast_object(read_resume(resume_path) if me.is_main else None)
-        if saved is not None and saved.get("key") == resume_key:
-            self.net.load_tuned_state(saved["weights"])
-            optimizer.load_state_dict(saved["optimizer"])
-            state = saved["state"]
-            self.context.note(f"fusion: resumed the training after epoch {state['epoch']}.")
-            if saved.get("world", me.size) != me.size:
-                self.context.note(f"fusion: the checkpoint was written by {saved['world']} process(es), this run has "
-                                  f"{me.size}: the remaining epochs group micro-batches into steps differently.")
-        bar = tqdm(range(state["epoch"], cfg.epochs), desc="fusion epochs", initial=state["epoch"], total=cfg.epochs,
-                   disable=not (self.context.progress and me.is_main), leave=False)
-        for epoch in bar:
-            if state["bad_epochs"] >= cfg.patience:
-                break
-            loss = self._epoch(model, optimizer, train, store, self._micro_batches(train, train_idx, epoch),
-                               targets, epoch)
-            record = {"epoch": epoch + 1, "train_loss": loss}
-            if me.is_main:
-                if self.monitor == "dev-omega":
-                    omega, per_machine = self._dev_omega(train, store, omega_clips, omega_store)
-                    record.update(dev_omega=omega, dev_omega_per_machine=per_machine)
-                    value = omega
-                elif len(val_idx):
-                    value = -self._validation_loss(train, store, val_idx, targets)
-                    record["validation_loss"] = -value
-                else:
-                    value = -loss
-            value = distributed.broadcast_object(value if me.is_main else None)
-            self.epochs_run += 1
-            state["epoch"] = epoch + 1
-            state["history"].append(record)
-            if value > state["best"]:
-                state.update(best=value, best_epoch=epoch + 1, bad_epochs=0, weights=self.net.tuned_state())
-            else:
-                state["bad_epochs"] += 1
-            shown = f"Ω={value:.4f}" if self.monitor == "dev-omega" else f"val={-value:.4f}"
-            bar.set_postfix_str(f"loss={loss:.3f} {shown}")
-            if me.is_main:
-                self.context.log.info("fusion epoch %d: loss %.4f, %s", epoch + 1, loss, shown)
-                checkpoint = {"key": resume_key, "world": me.size, "weights": self.net.tuned_state(),
-                              "optimizer": optimizer.state_dict(), "state": state}
-                atomic_write(resume_path, lambda tmp: torch.save(checkpoint, tmp))
-        bar.close()
-        if state["weights"] is not None:
-            self.net.load_tuned_state(state["weights"])
-        self.history, self.best_epoch = list(state["history"]), int(state["best_epoch"])
-        best = state["best"] if self.monitor == "dev-omega" else -state["best"]
-        self.context.note(f"fusion: trained {state['epoch']} epoch(s) on {len(train_idx)} clips, "
+                               f"{world.size} process(es), early stopping on {self.monitor}")
+        key = {"config": dict(self.global_config()), "beats": backbone.fingerprint, "start": self.start,
+               "classes": self.classes, "clips": [str(c.path) for c in train.clips],
+               "validation": [str(c.path) for c in omega_clips.clips] if omega_clips else []}
+        training = Training(folder / RESUME_FILE, key, self.net.tuned_state, self.net.load_tuned_state, optimizer,
+                            epochs=cfg.epochs, patience=cfg.patience, context=self.context, label="fusion",
+                            world=world)
+
+        def epoch(n: int) -> Epoch:
+            loss = self._epoch(model, optimizer, train, store, self._micro_batches(train, train_idx, n), targets, n)
+            record, monitored, shown = {"train_loss": loss}, loss, f"loss {loss:.4f}"
+            if world.is_main and self.monitor == "dev-omega":  # rank 0 decides; Training broadcasts it
+                omega, per_machine = self._dev_omega(train, store, omega_clips, omega_store)
+                record.update(dev_omega=omega, dev_omega_per_machine=per_machine)
+                monitored, shown = -omega, f"{shown}, Ω {omega:.4f}"
+            elif world.is_main and len(val_idx):
+                monitored = record["validation_loss"] = self._validation_loss(train, store, val_idx, targets)
+                shown = f"{shown}, validation loss {monitored:.4f}"
+            return Epoch(record, shown, monitored)
+
+        outcome = training.run(epoch)
+        self.epochs_run += outcome.epochs_run
+        self.history, self.best_epoch = outcome.history, outcome.best_epoch
+        best = -outcome.best if self.monitor == "dev-omega" else outcome.best
+        self.context.note(f"fusion: trained {outcome.epochs} epoch(s) on {len(train_idx)} clips, "
                           f"{len(self.classes)} composite classes, best epoch {self.best_epoch} "
                           f"({self.monitor} {best:.4f}).")
-        if me.is_main:
-            self._save_model(folder)
-            resume_path.unlink(missing_ok=True)
-        distributed.barrier()
+        training.finish(lambda: self._save_model(folder))
+        self._world = distributed.World()
 
     def _dev_omega(self, train: ClipSet, store, omega_clips: ClipSet, omega_store) -> tuple[float, dict]:
         train_embeddings = self._embed_from(train, store)
@@ -705,23 +522,17 @@ class FusionSystem(System):
 
     # ------------------------------------------------------------------ the model file
     def _save_model(self, folder: Path) -> Path:
-        payload = {"format": MODEL_FORMAT, "config": dict(self.global_config()),
-                   "beats": {"fingerprint": self.beats_fingerprint, "start": self.start,
-                             "source": str(self.beats.source)},
-                   "classes": list(self.classes), "weights": self.net.tuned_state(), "best_epoch": self.best_epoch,
-                   "monitor": self.monitor, "history": self.history}
-        return atomic_write(Path(folder) / MODEL_FILE, lambda tmp: torch.save(payload, tmp))
+        return save_model_file(Path(folder) / MODEL_FILE, MODEL_FORMAT,
+                               {"config": dict(self.global_config()), "beats": self.backbone.describe(self.start),
+                                "classes": list(self.classes), "weights": self.net.tuned_state(),
+                                "best_epoch": self.best_epoch, "monitor": self.monitor, "history": self.history})
 
     def load_global(self, folder: Path) -> None:
         """Restores the model fit_global wrote (checks it was made from this BEATs and config)."""
         path = Path(folder) / MODEL_FILE
         payload = load_model_file(path, MODEL_FORMAT, "fusion model", "fit_global")
-        self._cache_root = self._cache_root_for(folder)
-        self.load_backbone()
-        saved = payload["beats"]
-        if saved["fingerprint"] != self.beats_fingerprint or saved["start"] != self.start:
-            raise ValueError(f"{path}: the model was fine-tuned from BEATs {saved['source']} above block "
-                             f"{saved['start']}, not {self.beats.source} above block {self.start}; train it again.")
+        self._cache_root = cache_root(self.context, folder, "token_cache")
+        self.load_backbone().check_trained_on(path, payload["beats"], self.start, "model")
         check_same_config(path, payload["config"], self.global_config(), "model")
         self.classes = list(payload["classes"])
         self._build(len(self.classes))
@@ -732,7 +543,7 @@ class FusionSystem(System):
                           f"{self.monitor}).")
         if self.monitor == "dev-omega":  # the report's recipe; its dev Ω saw the labels it is computed from
             self.context.note("fusion: early stopping chose the epoch by Ω on the dev machines' labelled test clips "
-                              "(the system report's recipe), so Ω on those dev machines is optimistic.")
+                              "(the report's recipe), so Ω on those dev machines is optimistic.")
 
     # ------------------------------------------------------------------ per-machine stage
     def embed(self, clips: ClipSet) -> np.ndarray:
@@ -740,34 +551,33 @@ class FusionSystem(System):
         if self.net is None:
             raise RuntimeError("fusion: no model yet; call fit_global(train, folder) or load_global(folder) first.")
         if len(clips) == 0:
-            return np.zeros((0, self.beats.cfg.encoder_embed_dim), dtype=np.float32)
-        store = self.trunk_store(clips, f"BEATs trunk ({clips.label})")
-        return self._embed_from(clips, store)
+            return np.zeros((0, self.backbone.cfg.encoder_embed_dim), dtype=np.float32)
+        return self._embed_from(clips, self.trunk_store(clips, f"BEATs trunk ({clips.label})"))
 
     def fit_machine(self, machine: str, train: ClipSet, folder: Path) -> MachineScores:
-        """The machine's bank, kNN and GMM; honest train scores (leave-one-out kNN, out-of-fold GMM)."""
+        """The machine's per-domain kNN banks and GMM; honest train scores (leave-one-out kNN, out-of-fold GMM)."""
         self.check_training_clips(machine, train.clips)
         if self.config.rank_norm == "transductive":
             self.context.note("fusion: rank_norm=transductive ranks each test score within the test set itself: "
                               "test scores depend on each other.")
         domains = [str(clip.domain) for clip in train.clips]
-        self.banks, scores, info = FusionBanks.fit(machine, self.embed(train), domains, self.config, self.config.seed)
+        self.scorer, scores, info = FusionScorer.fit(machine, self.embed(train), domains, self.config,
+                                                     self.config.seed)
         self.context.stage(f"GMM with {info['gmm_components']} component(s)"
                            + (" (BIC)" if self.config.gmm_components is None else ""))
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.banks.save(folder / MACHINE_FILE)
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        self.scorer.save(Path(folder) / MACHINE_FILE)
         return scores
 
-    def load_machine(self, folder: Path) -> FusionBanks:
-        self.banks = FusionBanks.load(Path(folder) / MACHINE_FILE)
-        return self.banks
+    def load_machine(self, folder: Path) -> FusionScorer:
+        self.scorer = FusionScorer.load(Path(folder) / MACHINE_FILE)
+        return self.scorer
 
     def score_machine(self, test: ClipSet) -> MachineScores:
-        if self.banks is None:
+        if self.scorer is None:
             raise RuntimeError("fusion: no machine state yet; call fit_machine (or load_machine) first.")
-        return self.banks.score(self.embed(test))
+        return self.scorer.score(self.embed(test))
 
 
-__all__ = ["FusionBanks", "FusionConfig", "FusionNet", "FusionSystem", "composite_classes", "composite_label",
-           "check_domains", "dev_omega", "normalise", "spec_augment"]
+__all__ = ["FusionConfig", "FusionNet", "FusionScorer", "FusionSystem", "check_domains", "composite_classes",
+           "composite_label", "dev_omega", "normalise", "spec_augment"]

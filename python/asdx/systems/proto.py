@@ -1,59 +1,26 @@
 """P_proto: stereo CNN + frozen BEATs, SGFF fusion, FiLM + Conformer, prototype scoring (proto_min).
 
-System report §2.2 ("Tsz_DCASE_task2.1"), the only system that listens to both microphones:
-  - a trainable CNN with multi-scale feature extraction on stereo log-mel energies and
-    spatial cues (ILD, ITD, IPD, mid-side), and a frozen BEATs encoder on the near
-    microphone, merged by three similarity-guided feature fusion blocks and learnable
-    scale fusion; FiLM conditioning and a Conformer stack give a 256-d clip embedding
-    (~70 M parameters; asdx.models.proto_net);
-  - one model per machine (report §3), mixup and target-domain oversampling, 50 epochs;
-  - visible-attribute machines: ArcFace + center loss, prototypes domain x speed;
-    hidden-attribute machines: a contrastive embedding loss + domain cross-entropy,
-    domain-only prototypes;
-  - score: the minimum L2 distance to the normal prototypes (proto_min), fitted on the
-    machine's train normals (the additional train split for eval machines).
+The report "Four systems for noise-aware unsupervised anomalous sound detection in DCASE 2026
+Task 2", § 2.2 ("Tsz_DCASE_task2.1"), the only system that listens to both microphones. fit_machine
+trains one network per machine (asdx.models.proto_net.ProtoNet) on the cached stereo features and
+BEATs tokens of its train clips, then fits one prototype per group, (domain, attribute value) or
+domain. A clip is embedded under each group's FiLM condition; its score is the smallest distance
+to a prototype, with a train clip left out of its own group's. Under torchrun every rank trains
+(DDP) and rank 0 alone writes files. Steps, defaults and departures from the report:
+docs/systems/proto.md.
 
-Where the report leaves a choice open, asdx decides and says so here:
-  - "Visible attributes" is decided from the data, not from a list: a machine whose
-    train clips show an attribute with two or more values. Its prototype groups are
-    domain x the first attribute ("spd"/"speed" when present, else the first key in
-    the file names); ArcFace (s = 30, m = 0.5) and the center loss (Wen et al. 2016) use
-    the same groups. Other machines: supervised contrastive loss (Khosla et al. 2020)
-    over the domain labels plus a linear domain classifier's cross-entropy; groups are
-    the two domains.
-  - FiLM conditions on the group (domain, attribute value). A test clip's domain and
-    attributes are unknown, so a clip is embedded once under each group's condition
-    and compared with that group's prototype; proto_min is the minimum over groups.
-  - Embeddings are L2-normalised before the prototypes (group means) and distances.
-  - Train scores: a train clip's own-group prototype is the group mean without it (closed
-    form (n p - e) / (n - 1)); the other groups' prototypes are used whole ("loo").
-  - Threshold scores (threshold_scores, docs/threshold_scores.md): the loo scores come from a
-    network trained on those clips, target ones oversampled, so they are optimistic. By default
-    ("kfold") `folds` (3) extra networks, each trained without one domain-stratified fold, score
-    their fold against their own clips' prototypes; the scores are put on the final network's
-    scale and the target ones repeated to weigh as the source ones (as in the test set). Costs
-    ~3.5x the training. At 150 + 3 clips, loo + balance flagged 0.28 of normal test clips and
-    kfold 0.06.
-  - Mixup (alpha 0.2, p 0.5) mixes the stereo features and the BEATs tokens of two clips
-    with one lambda; the mixed clip keeps the condition of its larger part, and the
-    losses are mixed with lambda. Target oversampling: the 10 target clips are drawn
-    with replacement until they are `target_share` (20 %) of every epoch.
-  - Features are computed once per clip and cached float16 in the FeatureCache: the
-    stereo features (stereo_features on the model's device: the CUDA kernel for a GPU
-    run) and the BEATs tokens (the same entries as sera's). An epoch reads the cache.
-  - `use_spatial=false` is the ablation without ILD, IPD, mid-side and GCC (near and far
-    log-mel only).
+Threshold scores (threshold_scores, docs/threshold_scores.md): by default ("kfold") `folds` extra
+networks, each trained without one domain-stratified fold, score their fold against their own clips'
+prototypes; the scores are put on the final network's scale and the target ones repeated to weigh as
+the source ones. "loo" takes the final network's leave-one-out distances (optimistic).
 
-Files: fit_machine writes `<folder>/proto_model.pt` (and `proto_model.resume.pt` after
-each epoch until it finishes, so an interrupted training resumes),
-`<folder>/proto_prototypes.npz` and, with kfold, `<folder>/fold<k>/held_out.npz` (a fold
+Files: fit_machine writes `<folder>/proto_model.pt` (and `proto_model.resume.pt` after each epoch until
+it finishes), `<folder>/proto_prototypes.npz` and, with kfold, `<folder>/fold<k>/held_out.npz` (a fold
 network's scores; a rerun skips finished folds).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -62,18 +29,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from asdx import distributed
-from asdx._atomic import atomic_write
 from asdx.data.loader import ClipSet
-from asdx.models.beats_checkpoint import load_beats
-from asdx.models.cache import FeatureCache, beats_preprocessing
 from asdx.models.heads import ArcFace, CenterLoss
 from asdx.models.proto_net import ProtoNet, ProtoNetConfig
+from asdx.systems._beats import Backbone, cache_root, filled_per_node
+from asdx.systems._features import FeatureStore, length_batches, store_batches
+from asdx.systems._files import check_same_config, load_arrays, load_model_file, save_arrays, save_model_file
+from asdx.systems._stereo import STEREO, StereoFeatures
 from asdx.systems._threshold_scores import align_scores, balance_domains, stratified_folds
-from asdx.systems._tokens import TokenStore, fill_token_store, length_batches, token_batches, token_bytes
-from asdx.systems._files import check_same_config, digest, load_model_file, read_resume, save_arrays
+from asdx.systems._training import Epoch, Training, digest, distributed_model, rank_batches, summed_over_ranks
 from asdx.systems.base import MachineScores, System, SystemContext
 from asdx.systems.configs import PROTO_CHECKPOINT_NAME, ProtoConfig
 
@@ -81,7 +47,7 @@ MODEL_FILE = "proto_model.pt"
 RESUME_FILE = "proto_model.resume.pt"
 PROTOTYPES_FILE = "proto_prototypes.npz"
 MODEL_FORMAT = "asdx.proto.model/1"
-STEREO = {"sample_rate": 16000, "n_fft": 1024, "hop_length": 512, "n_mels": 128, "max_lag": 320}
+PROTOTYPES_FORMAT = "asdx.proto.prototypes/1"
 SPEED_KEYS = ("spd", "speed")
 
 
@@ -224,9 +190,9 @@ class Prototypes:
             with np.errstate(divide="ignore", invalid="ignore"):
                 centres[rows, own] = (n * self.means[own] - per_group[rows, own]) / (n - 1)
         out = np.linalg.norm(per_group - centres, axis=2)
-        out[:, self.counts == 0] = np.inf
         if own is not None:
             out[np.arange(len(own)), own] = np.where(self.counts[own] > 1, out[np.arange(len(own)), own], np.inf)
+        out[:, self.counts == 0] = np.inf
         return out
 
     def scores(self, distances: np.ndarray) -> MachineScores:
@@ -238,31 +204,34 @@ class Prototypes:
 
 # ----------------------------------------------------------------------------- fold networks
 FOLD_FILE = "held_out.npz"
+FOLD_FORMAT = "asdx.proto.fold/1"
 
 
-def _store_subset(store: TokenStore, indices: np.ndarray) -> TokenStore:
+def _store_subset(store: FeatureStore, indices: np.ndarray) -> FeatureStore:
     """The store of some of its clips, in the order of indices (features held in RAM stay shared)."""
-    held = None if store.held is None else [store.held[i] for i in indices]
-    return TokenStore(store.cache, [store.paths[i] for i in indices], held)
+    subset = FeatureStore(store.cache, [], None if store.held is None else [store.held[i] for i in indices])
+    subset.paths = [store.paths[i] for i in indices]
+    return subset
 
 
 def _read_fold(path: Path, key: str) -> dict | None:
-    """A finished fold's results, or None (absent, unreadable or from other settings or clips)."""
+    """A finished fold's results, or None (absent, unreadable, or from other settings or clips)."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if str(data["key"]) != key:
-                return None
-            return {"raw": data["raw"], "reference": data["reference"]}
-    except (OSError, KeyError, ValueError):
+        data = load_arrays(path, FOLD_FORMAT, "proto fold result", "fit_machine")
+    except (OSError, ValueError):
         return None
+    if str(data.get("key")) != key:
+        return None
+    return {"raw": data["raw"], "reference": data["reference"]}
 
 
 # ----------------------------------------------------------------------------- the system
 class ProtoSystem(System):
-    """P_proto (system report §2.2): one model per machine; fit_machine trains it and fits the prototypes.
+    """P_proto (the report §2.2): one model per machine; fit_machine trains it and fits the prototypes.
 
-    Counters for tests and logs: feature_batches (stereo-feature and BEATs forward passes),
-    epochs_run. After fit_machine / load_machine: groups, history, prototypes.
+    feature_batches: stereo-feature and BEATs forward passes run by this object (0 when every feature
+    came from the cache); epochs_run: training epochs run. After fit_machine / load_machine: groups,
+    history, prototypes.
     """
 
     name = "proto"
@@ -274,11 +243,10 @@ class ProtoSystem(System):
     def __init__(self, config: ProtoConfig | None = None, context: SystemContext | None = None):
         super().__init__(config or ProtoConfig(), context)
         self.device = torch.device(self.context.device)
-        self.feature_batches = 0
-        self.epochs_run = 0
-        self.beats = None
+        self.backbone: Backbone | None = None
         self.layer: int | None = None
-        self.beats_fingerprint: str | None = None
+        self.stereo = StereoFeatures(self.device)
+        self.epochs_run = 0
         self.model: ProtoModel | None = None
         self.groups: Groups | None = None
         self.prototypes: Prototypes | None = None
@@ -289,6 +257,10 @@ class ProtoSystem(System):
     @property
     def input_channels(self) -> int:
         return 2
+
+    @property
+    def feature_batches(self) -> int:
+        return self.stereo.forward_batches + (self.backbone.forward_batches if self.backbone is not None else 0)
 
     def prepare(self) -> None:
         self.load_backbone()
@@ -304,93 +276,40 @@ class ProtoSystem(System):
                              "threshold_scores=kfold needs at least 2 of each (every fold network trains on both "
                              "domains). Use threshold_scores=loo.")
 
-    def load_backbone(self):
-        if self.beats is not None:
-            return self.beats
-        model = load_beats(self.config.beats, device=self.device,
-                           expected=f"P_proto uses {PROTO_CHECKPOINT_NAME}, system report §2.2")
-        model.freeze().eval()
-        for note in getattr(model, "notes", ()):
-            self.context.note(note)
-        layer = model.cfg.encoder_layers if self.config.layer is None else int(self.config.layer)
-        if layer > model.cfg.encoder_layers:
-            raise ValueError(f"layer: {layer}, but this BEATs has {model.cfg.encoder_layers} layers.")
-        self.beats, self.layer, self.beats_fingerprint = model, layer, model.fingerprint()
-        self.context.note(f"proto: BEATs {model.source}, layer {layer}, frozen, near channel; stereo CNN "
-                          f"({self.config.size} config, spatial cues {'on' if self.config.use_spatial else 'OFF'}).")
-        return model
+    def load_backbone(self) -> Backbone:
+        if self.backbone is None:
+            backbone = Backbone.load(self.config.beats, self.device, self.context,
+                                     f"P_proto uses {PROTO_CHECKPOINT_NAME} (asdx's choice; the report names none)",
+                                     "proto")
+            self.layer = backbone.resolve_layer(self.config.layer)
+            self.backbone = backbone
+            cues = "on" if self.config.use_spatial else "OFF"
+            self.context.note(f"proto: BEATs {backbone.source}, layer {self.layer}, frozen, near channel; stereo CNN "
+                              f"({self.config.size} config, spatial cues {cues}).")
+        return self.backbone
 
     def net_config(self, groups: Groups) -> ProtoNetConfig:
         make = ProtoNetConfig.full if self.config.size == "full" else ProtoNetConfig.tiny
-        return make(beats_dim=self.beats.cfg.encoder_embed_dim, n_attributes=1 + len(groups.values),
+        return make(beats_dim=self.backbone.cfg.encoder_embed_dim, n_attributes=1 + len(groups.values),
                     use_spatial=self.config.use_spatial, max_lag=float(STEREO["max_lag"]))
 
     # ------------------------------------------------------------------ cached features
-    def _cache_root(self, folder: Path) -> Path:
-        return Path(self.context.cache_dir) if self.context.cache_dir is not None else Path(folder) / "feature_cache"
-
-    def _autocast(self):
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
-
-    @torch.no_grad()
-    def _stereo(self, audio: torch.Tensor) -> np.ndarray:
-        """(B, 2, samples) -> float16 (B, frames, 7 * n_mels + 2): the bands, then GCC lag and height."""
-        from asdx.features import stereo_features
-
-        features = stereo_features(audio.to(self.device), **STEREO)
-        bands, gcc = features.bands, features.gcc
-        b, c, t, m = bands.shape
-        packed = torch.cat([bands.permute(0, 2, 1, 3).reshape(b, t, c * m), gcc], dim=2)
-        self.feature_batches += 1
-        return packed.float().cpu().numpy().astype(np.float16)
-
-    @torch.no_grad()
-    def _tokens(self, audio: torch.Tensor) -> np.ndarray:
-        with self._autocast():
-            hidden = self.beats.extract(audio[:, 0].to(self.device), layers=[self.layer]).hidden[self.layer]
-        self.feature_batches += 1
-        tokens = hidden.float().cpu().numpy().astype(np.float16)
-        if not np.isfinite(tokens).all():
-            raise ValueError("BEATs tokens: non-finite values (float16 overflow or a broken checkpoint).")
-        return tokens
-
     def feature_stores(self, clips: ClipSet, folder: Path):
         """(stereo store, token store): every clip's features cached, computed only where missing."""
-        root = self._cache_root(folder)
-        budget = self.config.feature_memory_mb * 2**20
-        stereo_key = hashlib.sha256(json.dumps({"frontend": "asdx.stereo_features/1", **STEREO}).encode()).hexdigest()
-        stereo_cache = FeatureCache(root, stereo_key, 0, {"seconds": clips.seconds, **STEREO}, kind="stereo")
-        frames = 1 + clips.cropped_lengths // STEREO["hop_length"]
-        stereo_bytes = int(frames.sum()) * (7 * STEREO["n_mels"] + 2) * 2
-        stereo = fill_token_store(stereo_cache, clips, self._stereo, budget // 2, self.config.embed_batch_size,
-                                  stereo_bytes, self.context.stage, f"stereo features ({clips.label})", channels=2)
-        precision = "bf16-autocast" if self.device.type == "cuda" else "float32"
-        token_cache = FeatureCache(root, self.beats_fingerprint, self.layer,
-                                   beats_preprocessing(seconds=clips.seconds, channel=0, precision=precision,
-                                                       stored="float16"), kind="tokens")
-        tokens = fill_token_store(token_cache, clips, self._tokens, budget // 2, self.config.embed_batch_size,
-                                  token_bytes(clips, self.beats.cfg), self.context.stage,
-                                  f"BEATs tokens ({clips.label})")
+        root = cache_root(self.context, folder, "feature_cache")
+        budget = self.config.feature_memory_mb * 2**20 // 2  # half for each
+        stereo = self.stereo.store(clips, root, budget, self.config.embed_batch_size, self.context.stage,
+                                   f"stereo features ({clips.label})")
+        tokens = self.load_backbone().store(clips, root, self.layer, budget, self.config.embed_batch_size,
+                                            self.context.stage, f"BEATs tokens ({clips.label})")
         return stereo, tokens
-
-    def _shared_feature_stores(self, clips: ClipSet, folder: Path):
-        """feature_stores under DDP: each node's first rank fills the cache while the others wait, then all read."""
-        if self._world.size > 1:
-            if self._world.is_local_main:
-                self.feature_stores(clips, folder)
-            distributed.barrier()
-        return self.feature_stores(clips, folder)
 
     def _inputs(self, stereo_store, token_store, batches: list[np.ndarray]):
         """(indices, bands (B, 7, T, M), gcc (B, T, 2), tokens (B, N, C)) float32 on the device, per batch."""
-        m = STEREO["n_mels"]
         workers = self.context.workers
-        for (indices, packed), (_, tokens) in zip(token_batches(stereo_store, batches, workers),
-                                                  token_batches(token_store, batches, workers)):
-            packed = packed.to(self.device).float()
-            b, t, _ = packed.shape
-            bands = packed[:, :, : 7 * m].reshape(b, t, 7, m).permute(0, 2, 1, 3)
-            yield indices, bands, packed[:, :, 7 * m :], tokens.to(self.device).float()
+        for (indices, packed), (_, tokens) in zip(store_batches(stereo_store, batches, workers),
+                                                  store_batches(token_store, batches, workers)):
+            yield indices, *StereoFeatures.unpack(packed.to(self.device)), tokens.to(self.device).float()
 
     # ------------------------------------------------------------------ training
     def _epoch_batches(self, train: ClipSet, epoch: int) -> list[np.ndarray]:
@@ -426,43 +345,30 @@ class ProtoSystem(System):
         """The machine's training loop; under torchrun each rank takes every world-th batch (DDP).
 
         Writes the model file and its per-epoch resume file into folder; `what` names a fold network in logs."""
-        cfg, me = self.config, self._world
+        cfg, world = self.config, self._world
         group_index = np.array([self.groups.of(c) for c in train.clips], dtype=np.int64)
         conditions_of = np.array(self.groups.conditions, dtype=np.int64)[group_index]
         domain_of = conditions_of[:, 0]
         with torch.random.fork_rng(devices=[]):  # seeded initialisation, global RNG untouched
             torch.manual_seed(cfg.seed)
             self.model = ProtoModel(self.net_config(self.groups), self.groups, cfg).to(self.device)
-        model = self.model
-        if me.size > 1:
-            ids = [self.device.index] if self.device.type == "cuda" and self.device.index is not None else None
-            model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        model = distributed_model(self.model, self.device, world)
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        resume_key = digest({"config": {k: v for k, v in vars(cfg).items() if k not in self.per_machine_config_fields},
-                              "beats": self.beats_fingerprint, "layer": self.layer, "groups": self.groups.to_dict(),
-                              "clips": [str(c.path) for c in train.clips]})
-        state = {"epoch": 0, "history": []}
-        resume_path = folder / RESUME_FILE
-        saved = distributed.broadcast_object(read_resume(resume_path) if me.is_main else None)
-        if saved is not None and saved.get("key") == resume_key:
-            self.model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            state = saved["state"]
-            self.context.note(f"proto: {machine}{what}: resumed the training after epoch {state['epoch']}.")
+        key = {"config": dict(self.global_config()), "beats": self.backbone.fingerprint, "layer": self.layer,
+               "groups": self.groups.to_dict(), "clips": [str(c.path) for c in train.clips]}
+        training = Training(folder / RESUME_FILE, key, self.model.state_dict, self.model.load_state_dict, optimizer,
+                            epochs=cfg.epochs, patience=None, context=self.context, label=f"proto: {machine}{what}",
+                            world=world)
         family = "ArcFace + center loss" if self.groups.visible else "contrastive + domain cross-entropy"
-        if me.is_main:
+        if world.is_main:
             self.context.stage(f"training{what}: {len(train)} clips, {len(self.groups.names)} groups, {family}, "
-                               f"{cfg.epochs} epochs, {me.size} process(es)")
-        bar = tqdm(range(state["epoch"], cfg.epochs), desc=f"proto {machine}{what}", initial=state["epoch"],
-                   total=cfg.epochs, disable=not (self.context.progress and me.is_main), leave=False)
-        for epoch in bar:
+                               f"{cfg.epochs} epochs, {world.size} process(es)")
+
+        def epoch(n: int) -> Epoch:
             self.model.train()
-            mixer = np.random.default_rng([cfg.seed, epoch, 1, me.rank])
-            batches = self._epoch_batches(train, epoch)
-            sampler = torch.utils.data.DistributedSampler(range(len(batches)), num_replicas=me.size, rank=me.rank,
-                                                          shuffle=False, drop_last=False)
-            positions = list(range(me.rank, sampler.total_size, me.size))  # >= len(batches): padding repeats
-            local = [batches[q % len(batches)] for q in positions]
+            mixer = np.random.default_rng([cfg.seed, n, 1, world.rank])
+            batches = self._epoch_batches(train, n)
+            positions, local = rank_batches(batches, world)
             total = torch.zeros((2,), dtype=torch.float64, device=self.device)  # loss sum, clips
             for q, (indices, bands, gcc, tokens) in zip(positions, self._inputs(*stores, local)):
                 real = q < len(batches)
@@ -474,27 +380,17 @@ class ProtoSystem(System):
                 if real:
                     total += torch.tensor([loss * len(indices), len(indices)], dtype=torch.float64,
                                           device=self.device)
-            if me.size > 1:
-                torch.distributed.all_reduce(total)
+            summed_over_ranks(total, world)
             mean_loss = float(total[0] / total[1].clamp(min=1))
-            self.epochs_run += 1
-            state["epoch"] = epoch + 1
-            state["history"].append({"epoch": epoch + 1, "train_loss": mean_loss})
-            bar.set_postfix(loss=f"{mean_loss:.3f}")
-            if me.is_main:
-                checkpoint = {"key": resume_key, "model": self.model.state_dict(),
-                              "optimizer": optimizer.state_dict(), "state": state}
-                atomic_write(resume_path, lambda tmp: torch.save(checkpoint, tmp))
-        bar.close()
-        self.history = list(state["history"])
-        if me.is_main:
-            payload = {"format": MODEL_FORMAT, "machine": machine, "groups": self.groups.to_dict(),
-                       "beats": {"fingerprint": self.beats_fingerprint, "layer": self.layer},
-                       "config": {k: v for k, v in vars(cfg).items() if k not in self.per_machine_config_fields},
-                       "model": self.model.state_dict(), "history": self.history}
-            atomic_write(folder / MODEL_FILE, lambda tmp: torch.save(payload, tmp))
-            resume_path.unlink(missing_ok=True)
-        distributed.barrier()
+            return Epoch({"train_loss": mean_loss}, f"loss {mean_loss:.3f}")
+
+        outcome = training.run(epoch)
+        self.epochs_run += outcome.epochs_run
+        self.history = outcome.history
+        training.finish(lambda: save_model_file(
+            folder / MODEL_FILE, MODEL_FORMAT,
+            {"machine": machine, "groups": self.groups.to_dict(), "beats": self.backbone.describe(self.layer),
+             "config": dict(self.global_config()), "model": self.model.state_dict(), "history": self.history}))
 
     # ------------------------------------------------------------------ embeddings and scores
     @torch.no_grad()
@@ -508,47 +404,44 @@ class ProtoSystem(System):
             for g in range(len(self.groups.names)):
                 domain = conditions[g, 0].expand(len(indices))
                 attribute = conditions[g, 1].expand(len(indices))
-                with self._autocast():
+                with self.backbone.autocast():
                     embedding = self.model.net(bands, gcc, tokens, domain, attribute).float()
                 out[indices, g] = F.normalize(embedding, dim=1).cpu().numpy()
         return out
 
     def fit_machine(self, machine: str, train: ClipSet, folder: Path) -> MachineScores:
-        """Trains the machine's network (after its fold networks with threshold_scores=kfold), fits the group
-        prototypes; train scores: leave-one-out prototype distances, and the honest threshold scores."""
+        """Trains the machine's model, fits the group prototypes; honest (leave-one-out prototype) train scores.
+
+        Under torchrun every rank trains the model (DDP) and computes the same scores; rank 0 alone writes files.
+        """
         self.check_training_clips(machine, train.clips)
         folder = Path(folder)
-        self._world = distributed.world()
-        try:
-            if self._world.is_main:
-                folder.mkdir(parents=True, exist_ok=True)
-            self.load_backbone()
-            self.groups = Groups.from_clips(train.clips)
-            how = (f"groups domain x {self.groups.key} ({len(self.groups.names)})" if self.groups.visible
-                   else "hidden or single-valued attributes: domain-only groups")
-            self.context.note(f"proto: {machine}: {how}.")
-            stores = self._shared_feature_stores(train, folder)
-            folds = self._fold_networks(machine, train, stores, folder) if self.config.threshold_scores == "kfold" \
-                else None
-            self._train(machine, train, stores, folder)
-            if not self._world.is_main:  # torchrun: rank 0 alone fits the prototypes and scores
-                return None
-        finally:
-            self._world = distributed.World()
+        world = self._world = distributed.world()  # reset after training: rank 0 alone scores the test clips
+        if world.is_main:
+            folder.mkdir(parents=True, exist_ok=True)
+        self.load_backbone()
+        self.groups = Groups.from_clips(train.clips)
+        how = (f"groups domain x {self.groups.key} ({len(self.groups.names)})" if self.groups.visible
+               else "hidden or single-valued attributes: domain-only groups")
+        self.context.note(f"proto: {machine}: {how}.")
+        stores = filled_per_node(lambda: self.feature_stores(train, folder), world)
+        folds = self._fold_networks(machine, train, stores, folder) if self.config.threshold_scores == "kfold" \
+            else None
+        self._train(machine, train, stores, folder)
+        self._world = distributed.World()
         per_group = self.embed_per_group(stores, train)
         own = np.array([self.groups.of(c) for c in train.clips], dtype=np.int64)
         self.prototypes = Prototypes.fit(self.groups.names, per_group[np.arange(len(own)), own], own)
-        self._save_prototypes(folder)
+        if world.is_main:
+            self._save_prototypes(folder)
         self._folder = folder
         scores = self.prototypes.scores(self.prototypes.distances(per_group, own))
         honest = scores.scores
         if folds is not None:  # each fold network's held-out scores on the final network's scale
             honest = np.full(len(train), np.nan)
-            for fold in folds:
-                kept = fold["kept"]
-                honest[fold["held"]] = align_scores(fold["raw"], fold["reference"], scores.scores[kept])
             self.out_of_fold_raw_ = np.full(len(train), np.nan)
             for fold in folds:
+                honest[fold["held"]] = align_scores(fold["raw"], fold["reference"], scores.scores[fold["kept"]])
                 self.out_of_fold_raw_[fold["held"]] = fold["raw"]
             scores.sub_scores["held_out_score"] = honest
         self.held_out_scores_ = honest
@@ -564,31 +457,31 @@ class ProtoSystem(System):
 
         Each fold trains in <folder>/fold<k> (resumable per epoch, like the final network); once scored, its
         results are kept in fold<k>/held_out.npz (a rerun skips a finished fold) and its model file is deleted.
-        Under torchrun every rank trains; rank 0 scores and writes (the other ranks get the results broadcast).
+        Under torchrun every rank trains and scores alike; rank 0 writes.
         """
+        world = self._world
         domains = np.array([c.domain for c in train.clips])
         fold_of = stratified_folds(domains, self.config.folds, self.config.seed)
-        me = self._world
         results = []
         for k in range(self.config.folds):
             held, kept = np.flatnonzero(fold_of == k), np.flatnonzero(fold_of != k)
             fold_folder = folder / f"fold{k}"
             key = digest({"config": {c: v for c, v in vars(self.config).items()
                                      if c not in self.per_machine_config_fields},
-                          "beats": self.beats_fingerprint, "layer": self.layer, "groups": self.groups.to_dict(),
+                          "beats": self.backbone.fingerprint, "layer": self.layer, "groups": self.groups.to_dict(),
                           "held": [str(train.clips[i].path) for i in held],
                           "kept": [str(train.clips[i].path) for i in kept]})
-            done = distributed.broadcast_object(_read_fold(fold_folder / FOLD_FILE, key) if me.is_main else None)
+            done = distributed.broadcast_object(_read_fold(fold_folder / FOLD_FILE, key) if world.is_main else None)
             if done is None:
-                if me.is_main:
+                if world.is_main:
                     fold_folder.mkdir(parents=True, exist_ok=True)
-                kept_set, kept_stores = train.subset(kept), tuple(_store_subset(s, kept) for s in stores)
-                self._train(machine, kept_set, kept_stores, fold_folder, what=f" fold {k + 1}/{self.config.folds}")
-                if me.is_main:
-                    done = self._score_fold(train, stores, held, kept)
-                    save_arrays(fold_folder / FOLD_FILE, {"key": np.array(key), **done})
+                kept_stores = tuple(_store_subset(s, kept) for s in stores)
+                self._train(machine, train.subset(kept), kept_stores, fold_folder,
+                            what=f" fold {k + 1}/{self.config.folds}")
+                done = self._score_fold(train, stores, held, kept)
+                if world.is_main:
+                    save_arrays(fold_folder / FOLD_FILE, FOLD_FORMAT, {"key": np.array(key), **done})
                     (fold_folder / MODEL_FILE).unlink(missing_ok=True)
-                done = distributed.broadcast_object(done)
             results.append({"held": held, "kept": kept, "raw": done["raw"], "reference": done["reference"]})
         return results
 
@@ -613,28 +506,24 @@ class ProtoSystem(System):
         return self.prototypes.scores(self.prototypes.distances(per_group))
 
     def _save_prototypes(self, folder: Path) -> Path:
-        return save_arrays(Path(folder) / PROTOTYPES_FILE, {"names": np.array(self.prototypes.names),
-                                                           "means": self.prototypes.means,
-                                                           "counts": self.prototypes.counts})
+        return save_arrays(Path(folder) / PROTOTYPES_FILE, PROTOTYPES_FORMAT,
+                           {"names": np.array(self.prototypes.names), "means": self.prototypes.means,
+                            "counts": self.prototypes.counts})
 
     def load_machine(self, folder: Path) -> Prototypes:
         """Restores the model and prototypes fit_machine wrote."""
         folder = Path(folder)
         path = folder / MODEL_FILE
         payload = load_model_file(path, MODEL_FORMAT, "proto model", "fit_machine")
-        self.load_backbone()
-        if payload["beats"] != {"fingerprint": self.beats_fingerprint, "layer": self.layer}:
-            raise ValueError(f"{path}: the model was trained on other BEATs tokens; train it again.")
-        check_same_config(path, payload["config"],
-                          {k: v for k, v in vars(self.config).items() if k not in self.per_machine_config_fields},
-                          "model")
+        self.load_backbone().check_trained_on(path, payload["beats"], self.layer, "model")
+        check_same_config(path, payload["config"], self.global_config(), "model")
         self.groups = Groups.from_dict(payload["groups"])
         with torch.random.fork_rng(devices=[]):  # the weights come from the file; the global RNG stays untouched
             self.model = ProtoModel(self.net_config(self.groups), self.groups, self.config).to(self.device)
         self.model.load_state_dict(payload["model"])
         self.history = list(payload["history"])
-        with np.load(folder / PROTOTYPES_FILE, allow_pickle=False) as data:
-            self.prototypes = Prototypes([str(n) for n in data["names"]], data["means"], data["counts"])
+        arrays = load_arrays(folder / PROTOTYPES_FILE, PROTOTYPES_FORMAT, "proto prototypes file", "fit_machine")
+        self.prototypes = Prototypes([str(n) for n in arrays["names"]], arrays["means"], arrays["counts"])
         self._folder = folder
         return self.prototypes
 

@@ -1,11 +1,10 @@
-"""Cached frozen-BEATs tokens shared by the BEATs systems (sera, fusion): store, batching, validation split.
+"""Cached per-clip features of the BEATs systems (BEATs layer states, proto's stereo features): store and batches.
 
-Both systems train small modules on top of a frozen part of BEATs, so the tokens
-that part produces are computed once per clip, stored float16 in the
-FeatureCache, and then read every epoch: held in RAM when they fit a memory
-budget, else read back from the cache batch by batch (the batches, and so the
-results, are the same either way). Batches hold clips of one cropped length:
-BEATs and the poolings get no padding.
+The systems train on features of frozen front ends, so those are computed once per
+clip, stored float16 in the FeatureCache, and read every epoch: held in RAM when
+they fit the `feature_memory_mb` budget, else read back from the cache batch by
+batch (the batches, and so the results, are the same either way). Batches hold clips
+of one cropped length: BEATs and the poolings get no padding.
 """
 
 from __future__ import annotations
@@ -21,8 +20,8 @@ from asdx.data.loader import ClipSet
 from asdx.models.cache import FeatureCache
 
 
-class TokenStore(torch.utils.data.Dataset):
-    """Float16 tokens of a clip list: held in RAM, or read from the cache per batch (item = an index batch)."""
+class FeatureStore(torch.utils.data.Dataset):
+    """Float16 features of a clip list: held in RAM, or read from the cache per batch (item = an index batch)."""
 
     def __init__(self, cache: FeatureCache, clips: Sequence, held: list | None):
         # plain paths (the cache keys them like the records): picklable for DataLoader workers; an in-memory
@@ -34,11 +33,11 @@ class TokenStore(torch.utils.data.Dataset):
         return len(self.paths)
 
     def _read(self, i: int) -> np.ndarray:
-        tokens = self.cache.get(self.paths[i])
-        if tokens is None:
-            raise ValueError(f"{self.cache.entry_path(self.paths[i])}: the cached BEATs tokens of "
+        features = self.cache.get(self.paths[i])
+        if features is None:
+            raise ValueError(f"{self.cache.entry_path(self.paths[i])}: the cached {self.cache.kind} of "
                              f"{self.paths[i]} are missing or unreadable; delete that file and run again.")
-        return tokens
+        return features
 
     def __getitem__(self, indices) -> tuple[np.ndarray, torch.Tensor]:
         indices = np.asarray(indices, dtype=np.int64)
@@ -46,17 +45,10 @@ class TokenStore(torch.utils.data.Dataset):
         return indices, torch.from_numpy(np.stack(arrays))
 
 
-def token_bytes(clips: ClipSet, cfg) -> int:
-    """float16 size of the clips' tokens from their cropped lengths (BEATs framing: 25 ms / 10 ms fbank, patches)."""
-    frames = np.maximum(1 + (clips.cropped_lengths - 400) // 160, 0)
-    tokens = (frames // cfg.input_patch_size) * (128 // cfg.input_patch_size)
-    return int(tokens.sum()) * cfg.encoder_embed_dim * 2
-
-
-def fill_token_store(cache: FeatureCache, clips: ClipSet, forward: Callable[[torch.Tensor], np.ndarray],
-                     memory_bytes: int, batch_size: int, total_bytes: int,
-                     stage: Callable[[str], None] = lambda text: None, desc: str = "BEATs tokens",
-                     channels: int = 1) -> TokenStore:
+def fill_feature_store(cache: FeatureCache, clips: ClipSet, forward: Callable[[torch.Tensor], np.ndarray],
+                       memory_bytes: int, batch_size: int, total_bytes: int,
+                       stage: Callable[[str], None] = lambda text: None, desc: str = "BEATs tokens",
+                       channels: int = 1) -> FeatureStore:
     """Makes sure every clip's features are cached (computing only the missing clips) and returns their store.
 
     forward maps a (B, channels, samples) batch to float16 features (B, ...); total_bytes is the
@@ -65,22 +57,22 @@ def fill_token_store(cache: FeatureCache, clips: ClipSet, forward: Callable[[tor
     held: list | None = None
     if total_bytes <= memory_bytes:
         held = [cache.get(clip) for clip in clips.clips]
-        missing = [i for i, tokens in enumerate(held) if tokens is None]
+        missing = [i for i, features in enumerate(held) if features is None]
     else:
         missing = [i for i, clip in enumerate(clips.clips) if not cache.contains(clip)]
     if missing:
         stage(f"embedding: {desc} of {len(missing)} clips ({len(clips) - len(missing)} cached)")
         for indices, audio in clips.subset(missing).batches(channels, batch_size, desc=desc):
-            for j, tokens in zip(indices, forward(audio)):
+            for j, features in zip(indices, forward(audio)):
                 i = missing[int(j)]
-                cache.put(clips.clips[i], tokens)
+                cache.put(clips.clips[i], features)
                 if held is not None:
-                    held[i] = tokens
-    return TokenStore(cache, clips.clips, held)
+                    held[i] = features
+    return FeatureStore(cache, clips.clips, held)
 
 
-def token_batches(store: TokenStore, batches: list[np.ndarray], workers: int):
-    """The (indices, tokens) batches in order; streamed stores are read in worker processes when workers > 0."""
+def store_batches(store: FeatureStore, batches: list[np.ndarray], workers: int):
+    """The (indices, features) batches in order; streamed stores are read in worker processes when workers > 0."""
     workers = workers if store.held is None else 0
     if workers == 0:
         return (store[b] for b in batches)
@@ -89,7 +81,7 @@ def token_batches(store: TokenStore, batches: list[np.ndarray], workers: int):
 
 
 def _as_given(item):
-    """DataLoader collate for ready-made (indices, tokens) batches: keeps the indices a NumPy array."""
+    """DataLoader collate for ready-made (indices, features) batches: keeps the indices a NumPy array."""
     return item
 
 
@@ -123,4 +115,4 @@ def length_batches(indices: np.ndarray, lengths: np.ndarray, batch_size: int,
     return batches
 
 
-__all__ = ["TokenStore", "fill_token_store", "length_batches", "split_validation", "token_batches", "token_bytes"]
+__all__ = ["FeatureStore", "fill_feature_store", "length_batches", "split_validation", "store_batches"]
