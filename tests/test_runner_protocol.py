@@ -282,3 +282,21 @@ def test_batches_transform_runs_where_batches_are_assembled(data, workers):
         assert (pid != os.getpid()) == (workers > 0)
         seen[indices] = energy.numpy()
     np.testing.assert_array_equal(seen, plain)
+
+
+def test_make_system_needs_a_name_a_config_and_a_context(counting, tmp_path):
+    """The system of a registry name; the context resolves the device (asdx.device.Device), once, for every
+    caller (runner, detector, library use)."""
+    import torch
+
+    from asdx.systems import make_system
+    from asdx.systems.base import SystemContext
+
+    system = make_system("counting", CountingConfig(device="CPU"))
+    assert isinstance(system, CountingSystem) and system.context.device == torch.device("cpu")
+    context = SystemContext(device="cpu", progress=False, cache_dir=tmp_path)
+    assert context.device == torch.device("cpu") and make_system("counting", CountingConfig(), context).context is context
+    with pytest.raises(ValueError, match="system: unknown 'nope'; available: .*counting"):
+        make_system("nope", CountingConfig())
+    with pytest.raises(ValueError, match="device: expected auto, cpu, cuda, cuda:N or mps, got 'gpu'"):
+        make_system("counting", CountingConfig(device="gpu"))
