@@ -12,11 +12,12 @@ Layout (the parent's name defaults to `<machines>-seeds`, e.g. runs/ae/fan-seeds
   runs/<system>/<name>/summary.json      the same numbers, structured, with the seeds and notes
   runs/<system>/<name>/summary.html      a plain table, no external assets
 Metrics per machine: AUC (source), AUC (target), pAUC, Ω = their harmonic mean (the official score of that one
-machine) and the normal-flag rate (share of test clips whose decision is 0 = normal). `overall`: per seed the
+machine) and the decided-normal rate (share of all test clips, normal and anomalous, whose decision is 0 =
+normal; not the metrics' "normals flagged", the share of normal clips decided 1). `overall`: per seed the
 official aggregation of evaluation/metrics.json (asdx.metrics.summarize: Ω = h-mean of every machine's
 AUC (source), AUC (target) and pAUC; the AUC/pAUC rows are the per-metric h-means), over the machines every
-summarised seed finished; its normal-flag rate pools their test clips. Over seeds: mean, sample sd (ddof = 1;
-blank for one seed), min and max.
+summarised seed finished; its decided-normal rate pools their test clips. Over seeds: mean, sample sd
+(ddof = 1; blank for one seed), min and max.
 
 A seed whose selected machines all have done.json is skipped; an unfinished one is resumed (runner.run with
 resume=True). A seed folder that holds another config is refused before anything runs, naming the keys.
@@ -45,7 +46,7 @@ SEED_DIR = re.compile(r"seed(\d+)")
 SUMMARY_FILES = ("summary.csv", "summary.json", "summary.html")
 # metric key -> title, in table order; "official_score" of a machine is the h-mean of its three values
 METRICS = {"official_score": "Ω", "auc_source": "AUC (source)", "auc_target": "AUC (target)", "pauc": "pAUC",
-           "normal_rate": "normal-flag rate"}
+           "decided_normal_rate": "decided-normal rate"}
 OVERALL = "overall"
 
 
@@ -241,7 +242,7 @@ def _machine_values(result: RunResult, machine: str) -> dict[str, float]:
                       auc_target=m.auc_target, pauc=m.pauc)
     if machine in result.decided_normal:
         normal, clips = result.decided_normal[machine]
-        values["normal_rate"] = normal / clips
+        values["decided_normal_rate"] = normal / clips
     return values
 
 
@@ -253,7 +254,7 @@ def _overall_values(result: RunResult, machines: list[str]) -> dict[str, float]:
         values.update(official_score=summary.official_score, **summary.hmean)
     counted = [result.decided_normal[m] for m in machines if m in result.decided_normal]
     if counted:
-        values["normal_rate"] = sum(n for n, _ in counted) / sum(c for _, c in counted)
+        values["decided_normal_rate"] = sum(n for n, _ in counted) / sum(c for _, c in counted)
     return values
 
 
@@ -393,8 +394,9 @@ def summary_html(summary: dict) -> str:
             "standard deviation over seeds (ddof = 1; none for one seed), below it min–max. Ω of a machine is the "
             "harmonic mean of its AUC (source), AUC (target) and pAUC; <b>overall</b> is the official score "
             f"(harmonic mean over every machine's three values) per seed, over {html.escape(overall) or 'no machine'}"
-            "; its AUC and pAUC are the per-metric harmonic means. The normal-flag rate is the share of test clips "
-            f"decided normal.</p><table>{head}{''.join(rows)}</table><ul>{notes}</ul><h2>Ω per seed</h2>"
+            "; its AUC and pAUC are the per-metric harmonic means. The decided-normal rate is the share of all test "
+            "clips, normal and anomalous, decided normal (decision 0); the share of normal clips flagged is in each "
+            f"seed's report.</p><table>{head}{''.join(rows)}</table><ul>{notes}</ul><h2>Ω per seed</h2>"
             f"<table>{per_seed_head}{''.join(per_seed)}</table></body></html>")
 
 
