@@ -217,10 +217,9 @@ def load_detector(run_dir, machine: str, *, device: str | None = None, workers: 
                          f"{', '.join(run_dir.finished()) or 'none'}.")
     threshold = GammaThreshold.from_dict(run_dir.read_threshold(machine))
 
-    stored = dict(resolved.get("config", {}))
-    if device is not None:
-        stored["device"] = device
-    config = build_config(SYSTEMS[system_name].config, stored, {}, source=str(run_dir.config_file))
+    override = {} if device is None else {"device": device}   # named in messages as --device, not as the file
+    config = build_config(SYSTEMS[system_name].config, resolved.get("config", {}), override,
+                          source=str(run_dir.config_file))
     owns_cache = cache_dir is None
     cache = Path(tempfile.mkdtemp(prefix="asdx-detector-cache-")) if owns_cache else Path(cache_dir)
     try:

@@ -130,7 +130,7 @@ def _plan_seeds(options, config, seeds: list[int], parent: Path) -> list[_SeedSt
 def run_seeds(options, config, seeds, say: Callable[[str], None] = print) -> Path | None:
     """Runs `config` once per seed into parent/seed<k>/ (ordinary runs), then writes the parent's summary.
 
-    options: runner.RunOptions; options.name names the parent (default `<machines>-seeds`) and
+    options: asdx.options.RunOptions; options.name names the parent (default `<machines>-seeds`) and
     options.resume is ignored (finished seeds are skipped, unfinished ones resumed). Returns the parent
     folder, or None on a torchrun rank other than 0 (every rank loops over the same seeds, so the ranks
     join each seed's training as in runner.run; rank 0 decides what to skip and writes the summary).
