@@ -21,11 +21,14 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from asdx.config import build_config
 from asdx.data.audio import path_of
 from asdx.data.dataset import Clip
 from asdx.data.loader import ArrayClip, ClipSet, check_headers
 from asdx.rundir import RunDir
 from asdx.scoring.threshold import GammaThreshold
+from asdx.systems import SYSTEMS, make_system
+from asdx.systems.base import SystemContext
 
 
 @dataclass
@@ -196,9 +199,6 @@ def load_detector(run_dir, machine: str, *, device: str | None = None, workers: 
     and removed by Detector.close().
     """
     import asdx
-    from asdx.config import build_config
-    from asdx.systems import SYSTEMS, make_system
-    from asdx.systems.base import SystemContext
 
     run_dir = RunDir(run_dir)
     if not run_dir.config_file.is_file():
