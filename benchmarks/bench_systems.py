@@ -201,12 +201,12 @@ def interleaved_best(fns: list, repeat: int, sync=lambda: None) -> list[float]:
 
 
 def default_workers() -> int:
-    """The `asdx run` default (asdx.cli): min(4, cores - 1)."""
+    """The `asdx run` default (asdx.options): min(4, cores - 1)."""
     try:
-        from asdx.cli import _default_workers
+        from asdx.options import default_workers as run_default
 
-        return _default_workers()
-    except ImportError:  # the CLI moved: same rule
+        return run_default()
+    except ImportError:  # no asdx.options: the same rule
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         return max(0, min(4, cores - 1))
 

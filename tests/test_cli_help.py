@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -114,13 +115,44 @@ def test_an_empty_machine_list_is_one_error_line(tmp_path, capsys):
 def test_the_default_run_name_is_unchanged_by_the_list_syntax(monkeypatch, tmp_path):
     """`--machine fan valveEmu` names its run like `--machine fan,valveEmu` always did: fan+valveEmu-seed<seed>."""
     import asdx.runner
-    from asdx.runner import run_dir_for
+    from asdx.rundir import RunDir
 
     names = []
-    monkeypatch.setattr(asdx.runner, "run", lambda options, config: (names.append(run_dir_for(options, config).name),
+    monkeypatch.setattr(asdx.runner, "run", lambda options, config: (names.append(RunDir.for_run(options, config).name),
                                                                      (None, None))[1])
     assert main(["run", "ae", "--data", str(tmp_path), "--device", "cpu", "--machine", "fan", "valveEmu"]) == 0
     assert names == ["fan+valveEmu-seed13711"]
+
+
+def test_the_run_options_are_the_fields_of_runoptions(monkeypatch, tmp_path):
+    """One declaration per run option: `asdx run`'s run options are made from asdx.options.RunOptions, whose
+    Python checks say what the command line says."""
+    import dataclasses
+
+    import asdx.runner
+    from asdx.options import RunOptions, default_workers
+
+    seen = []
+    monkeypatch.setattr(asdx.runner, "run", lambda options, config: (seen.append(options), (None, None))[1])
+    monkeypatch.setenv("ASDX_DATA", str(tmp_path))
+    assert main(["run", "ae", "--device", "cpu", "--seconds", "4", "--cache", "c", "--quiet", "--resume",
+                 "--machines", "fan", "Sander"]) == 0
+    assert seen.pop() == RunOptions(system="ae", machines="fan,Sander", data=tmp_path, seconds=4.0,
+                                    cache_dir=Path("c"), progress=False, resume=True, workers=default_workers())
+    assert main(["run", "ae", "--device", "cpu", "--data", "d", "--workers", "0"]) == 0
+    assert seen.pop() == RunOptions(system="ae", data=Path("d"))                 # Python's defaults otherwise
+
+    run_parser = next(a for a in build_parser()._actions if a.dest == "command").choices["run"]
+    ae = next(a for a in run_parser._actions if a.dest == "system").choices["ae"]
+    group = next(g for g in ae._action_groups if g.title == "run options (every system)")
+    flags = {a.dest for a in group._group_actions}
+    assert flags == {f.name for f in dataclasses.fields(RunOptions) if f.metadata.get("cli", True)}
+    assert flags | {"system", "progress", "notes"} == {f.name for f in dataclasses.fields(RunOptions)}
+    for kwargs, message in [({"seconds": 0}, "seconds: must be > 0, got 0"),
+                            ({"threshold_q": 1.0}, "threshold_q: must be > 0 and < 1, got 1.0"),
+                            ({"workers": -1}, "workers: must be >= 0, got -1")]:
+        with pytest.raises(ValueError, match=message):
+            RunOptions(system="ae", **kwargs)
 
 
 def test_info_json_reports_the_pairing_checks(capsys):

@@ -16,8 +16,10 @@ from pydantic import Field
 
 import asdx.config
 from asdx.config import (add_config_arguments, build_config, config_dict, describe_field, read_config_file,
-                         resolve_device, validate_fields)
+                         validate_fields)
+from asdx.device import Device
 from asdx.systems.ae import AEConfig
+from asdx.systems.configs import SeraConfig
 
 SYSTEMS = ("ae", "sera", "fusion", "proto")
 
@@ -183,10 +185,14 @@ def test_unknown_keys_and_tables(tmp_path):
         read_config_file(tmp_path / "nowhere.toml", "ae", SYSTEMS)
 
 
-def test_the_default_known_systems_are_the_built_ones(tmp_path):
+def test_tables_of_the_other_known_systems_are_skipped(tmp_path):
+    from asdx.systems import SYSTEMS as BUILT
+
     path = tmp_path / "all.toml"
     path.write_text("[ae]\nepochs = 3\n[fusion]\nk = 1\n")
-    assert read_config_file(path, "ae") == {"epochs": 3}
+    assert read_config_file(path, "ae", BUILT) == {"epochs": 3}
+    with pytest.raises(ValueError, match=r"\[fusion\] is not a system.*known systems: ae, sera"):
+        read_config_file(path, "ae", ["ae", "sera"])
 
 
 def test_aeconfig_stays_a_plain_dataclass_that_checks_itself():
@@ -216,6 +222,33 @@ def test_help_shows_choices_ranges_and_defaults():
     assert "fast or exact search (default: fast)" in toy and "share (50% = 0.5); > 0 and < 1" in toy
 
 
+@dataclass
+class Spelled:
+    """Field metadata that RunOptions uses: other flag names, a command-line default, fields off the command line."""
+
+    system: str = field(metadata={"cli": False})
+    machines: str = field(default="all", metadata={"help": "machines", "flags": ("--machine", "--machines"),
+                                                   "nargs": "+", "metavar": "M"})
+    cache_dir: Path | None = field(default=None, metadata={"help": "cache", "flags": ("--cache",),
+                                                           "default_help": "<out>/cache"})
+    workers: Annotated[int, Field(ge=0)] = field(default=0, metadata={"help": "workers", "cli_default": lambda: 3})
+
+
+def test_field_metadata_spells_the_flags():
+    parser = _parser(Spelled)
+    text = " ".join(parser.format_help().split())
+    assert "--system" not in text and "--machine M [M ...], --machines M [M ...]" in text
+    assert "--cache PATH cache (default: <out>/cache)" in text and "workers; >= 0 (default: 3)" in text
+    args = parser.parse_args(["--machines", "a", "b", "--cache", "c"])
+    assert (args.machines, args.cache_dir, args.workers) == (["a", "b"], "c", 3)
+    config = build_config(Spelled, {}, {**vars(args), "system": "ae", "machines": "a,b"})
+    assert config == Spelled("ae", "a,b", Path("c"), 3)
+    with pytest.raises(ValueError) as caught:
+        build_config(Spelled, {}, {"system": "ae", "cache_dir": 1, "workers": "-1"})
+    assert str(caught.value).splitlines() == ["cache_dir: expected a path (or none), got 1 (from --cache)",
+                                              "workers: must be >= 0, got -1 (from --workers)"]
+
+
 def test_toml_reader_falls_back_to_tomli_without_failing_at_import(monkeypatch, tmp_path):
     """On Python 3.10 the module imports tomli; without it, importing still works and TOML reading says why."""
     path = tmp_path / "c.toml"
@@ -235,17 +268,37 @@ def test_toml_reader_falls_back_to_tomli_without_failing_at_import(monkeypatch, 
 
 # ----------------------------------------------------------------------------- devices
 
-def test_resolve_device():
-    assert resolve_device("cpu") == torch.device("cpu")
-    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    for bad in ("gpu", "", "cuda:x", "cpu:0:1"):
-        with pytest.raises(ValueError, match="device: expected auto, cpu, cuda"):
-            resolve_device(bad)
+def test_device_names_are_checked_and_resolved():
+    assert Device("cpu").resolve() == torch.device("cpu")
+    assert Device(" CPU ") == "cpu" and Device("cuda:1") == "cuda:1"
+    assert Device("auto").resolve().type == ("cuda" if torch.cuda.is_available() else "cpu")
+    for bad in ("gpu", "", "cuda:x", "cpu:0:1", "cuda:"):
+        with pytest.raises(ValueError, match="device: expected auto, cpu, cuda, cuda:N or mps"):
+            Device(bad)
+
+
+def test_a_device_field_is_checked_and_holds_a_plain_string():
+    """Plain str values: config.json, config files and checkpoints (torch.load(weights_only=True)) hold a name,
+    not an asdx class."""
+    config = SeraConfig(device="CUDA:1")
+    assert config.device == "cuda:1" and type(config.device) is str and type(AEConfig().device) is str
+    assert config_dict(config)["device"] == "cuda:1"
+    for source, values, cli, message in [
+            ("my.toml", {"device": "gpu"}, {}, "my.toml: device: expected auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
+            ("my.toml", {"device": True}, {}, "my.toml: device: expected auto, cpu, cuda, cuda:N or mps, got True"),
+            ("f", {}, {"device": "gpu"}, "device: expected auto, cpu, cuda, cuda:N or mps, got gpu (from --device)")]:
+        for config_class in (AEConfig, SeraConfig):
+            with pytest.raises(ValueError) as caught:
+                build_config(config_class, values, cli, source)
+            assert str(caught.value) == message
+    with pytest.raises(ValueError, match="device: expected auto"):
+        AEConfig(device="gpu")
+    assert "--device DEVICE" in _parser(AEConfig).format_help()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 def test_cuda_without_a_gpu_is_a_clear_error():
     with pytest.raises(ValueError) as caught:
-        resolve_device("cuda:1")
+        Device("cuda:1").resolve()
     assert str(caught.value).startswith(f"device: 'cuda:1' requested but torch sees no CUDA GPU "
                                         f"(torch {torch.__version__}, built for ")

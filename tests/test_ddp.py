@@ -265,6 +265,7 @@ def test_worker_rank_joins_only_a_distributed_global_stage(system, joins, roots,
     files and resume checkpoint into rank 0's global folder.
     """
     from asdx import distributed, runner
+    from asdx.rundir import RunDir
     from asdx.systems import SYSTEMS
 
     received, fitted = [], []
@@ -277,7 +278,7 @@ def test_worker_rank_joins_only_a_distributed_global_stage(system, joins, roots,
                                 progress=False)
     assert runner._run_as_worker(options, config) == (None, None)
     assert received == [None]  # the one broadcast rank 0 makes per global stage is matched either way
-    assert fitted == ([runner.run_dir_for(options, config) / runner.GLOBAL_DIR] if joins else [])
+    assert fitted == ([RunDir.for_run(options, config).global_dir] if joins else [])
     assert not (tmp_path / "runs").exists()
 
 

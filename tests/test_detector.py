@@ -194,6 +194,14 @@ def test_foreign_version_and_unfinished_machine_are_refused(runs, tmp_path):
         load_detector(tmp_path, "fan")
 
 
+def test_a_bad_device_override_is_named_as_the_override(runs):
+    """The device is checked by asdx.device.Device like every config value; the message names --device, not the
+    run's config.json, which holds a good one."""
+    with pytest.raises(ValueError) as caught:
+        load_detector(runs["sera"], "fan", device="gpu")
+    assert str(caught.value) == "device: expected auto, cpu, cuda, cuda:N or mps, got gpu (from --device)"
+
+
 def _partial_wav(path, final_samples: int):
     """A WAV as a recorder leaves it mid-write: placeholder sizes, half the samples."""
     sf.write(str(path), np.zeros((final_samples, 2), np.float32), 16000, subtype="PCM_16")

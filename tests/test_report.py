@@ -9,7 +9,8 @@ import pytest
 import scipy.stats
 
 from asdx import evaluation, metrics
-from asdx.report import _plot_roc, _plot_scores, _sub_score_table, read_scores_csv, write_report
+from asdx.report import _plot_roc, _plot_scores, _sub_score_table, write_report
+from asdx.rundir import read_scores_csv
 from asdx.scoring.threshold import GammaThreshold
 from asdx.submission import write_submission
 

@@ -121,7 +121,9 @@ def test_sub_scores_reach_the_csvs_and_the_report(counting, data, tmp_path):
         assert next(csv.reader(handle)) == ["name", "score", "distance", "global_offset"]
     page = (run_dir / "report.html").read_text()
     assert "global_offset" in page and "a note from the caller" in page
-    assert json.loads((run_dir / "metrics.json").read_text())["notes"] == ["a note from the caller"]
+    notes = json.loads((run_dir / "metrics.json").read_text())["notes"]
+    assert notes[0] == "a note from the caller"  # then the system's own (e.g. a gamma fallback on 11 scores)
+    assert all(n.startswith("fan: gamma threshold by ") for n in notes[1:])
 
 
 def test_resume_with_a_changed_key_is_refused(counting, data, tmp_path):
@@ -282,3 +284,21 @@ def test_batches_transform_runs_where_batches_are_assembled(data, workers):
         assert (pid != os.getpid()) == (workers > 0)
         seen[indices] = energy.numpy()
     np.testing.assert_array_equal(seen, plain)
+
+
+def test_make_system_needs_a_name_a_config_and_a_context(counting, tmp_path):
+    """The system of a registry name; the context resolves the device (asdx.device.Device), once, for every
+    caller (runner, detector, library use)."""
+    import torch
+
+    from asdx.systems import make_system
+    from asdx.systems.base import SystemContext
+
+    system = make_system("counting", CountingConfig(device="CPU"))
+    assert isinstance(system, CountingSystem) and system.context.device == torch.device("cpu")
+    context = SystemContext(device="cpu", progress=False, cache_dir=tmp_path)
+    assert context.device == torch.device("cpu") and make_system("counting", CountingConfig(), context).context is context
+    with pytest.raises(ValueError, match="system: unknown 'nope'; available: .*counting"):
+        make_system("nope", CountingConfig())
+    with pytest.raises(ValueError, match="device: expected auto, cpu, cuda, cuda:N or mps, got 'gpu'"):
+        make_system("counting", CountingConfig(device="gpu"))

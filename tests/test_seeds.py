@@ -84,10 +84,11 @@ def test_summary_equals_numpy_over_the_seeds_metrics(parent):
         for key in KEYS:
             check(summary["machines"][machine][key], [r[key] for r in rows])
         check(summary["machines"][machine]["official_score"], [3 / sum(1 / r[k] for k in KEYS) for r in rows])
-        normal = [np.mean(read_decisions(parent / f"seed{k}" / "submission" /
-                                         f"decision_result_{machine}_section_00_test.csv").values == 0)
-                  for k in (1, 2)]
-        check(summary["machines"][machine]["normal_rate"], normal)
+        decided_normal = [np.mean(read_decisions(parent / f"seed{k}" / "submission" /
+                                                 f"decision_result_{machine}_section_00_test.csv").values == 0)
+                          for k in (1, 2)]   # of all test clips, normal and anomalous
+        check(summary["machines"][machine]["decided_normal_rate"], decided_normal)
+    assert summary["metrics"]["decided_normal_rate"] == "decided-normal rate"
     with open(parent / "summary.csv", newline="") as handle:
         rows = {(r["machine"], r["metric"]): r for r in csv.DictReader(handle)}
     row = rows["overall", "official_score"]

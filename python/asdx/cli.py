@@ -10,38 +10,14 @@ import argparse
 import csv
 import io
 import json
-import os
 import sys
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
 
-from pydantic import Field
+from asdx.options import MACHINES_HELP, RunOptions
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
                PermissionError)
-
-
-def _default_workers() -> int:
-    """min(4, cores - 1): leave one core to the main process (training, kernels)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(4, cores - 1))
-
-
-@dataclass
-class RunFlags:
-    """`asdx run` options shared by every system, declared like a system config (asdx.config)."""
-
-    threshold_q: Annotated[float, Field(gt=0, lt=1)] = field(
-        default=0.9, metadata={"help": "decision threshold: this quantile of the gamma fit to the train-normal scores"})
-    workers: Annotated[int, Field(ge=0)] = field(
-        default_factory=_default_workers, metadata={"help": "DataLoader worker processes decoding audio "
-                                                            "(0 = in the main process)"})
-    seconds: Annotated[float, Field(gt=0)] = field(
-        default=10.0, metadata={"help": "crop every clip to this many seconds"})   # system report §1
-    cache: Path | None = field(default=None, metadata={
-        "help": "feature cache folder of frozen-backbone systems", "default_help": "<out>/cache"})
 
 
 def _machine_names(values, flag: str) -> list[str]:
@@ -104,24 +80,26 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from asdx.config import build_config, read_config_file, resolve_device
+    from asdx.config import build_config, read_config_file
     from asdx.systems import SYSTEMS
 
-    # Everything the user gave is checked, and every problem reported, before the runner makes a folder.
+    # Everything the user gave is checked, and every problem reported, before the runner makes a folder
+    # (whether torch can use the device is the runner's first check, also before any folder).
     problems = []
+    given = {**vars(args), "progress": not args.quiet}
+    if args.machines is not None:
+        try:
+            given["machines"] = ",".join(_machine_names(args.machines, "--machine"))
+        except ValueError as error:
+            problems.append(str(error))
+            given["machines"] = None
     try:
-        machines = ",".join(_machine_names(args.machine, "--machine"))
+        options = build_config(RunOptions, {}, given)
     except ValueError as error:
         problems.append(str(error))
     try:
-        flags = build_config(RunFlags, {}, vars(args))
-    except ValueError as error:
-        problems.append(str(error))
-    try:
-        file_values = read_config_file(args.config, args.system) if args.config else {}
+        file_values = read_config_file(args.config, args.system, SYSTEMS) if args.config else {}
         config = build_config(SYSTEMS[args.system].config, file_values, vars(args), source=str(args.config))
-        if hasattr(config, "device"):
-            resolve_device(config.device)
     except ValueError as error:
         problems.append(str(error))
     seeds = None
@@ -137,14 +115,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if problems:
         raise ValueError("\n".join(problems))
 
-    from asdx.evaluation import format_report
-    from asdx.runner import RunOptions, run
-
-    options = RunOptions(system=args.system, machines=machines, data=Path(args.data), out=Path(args.out),
-                         name=args.name, resume=args.resume, progress=not args.quiet,
-                         threshold_q=flags.threshold_q, workers=flags.workers, seconds=flags.seconds,
-                         cache_dir=flags.cache)
     from asdx import distributed
+    from asdx.evaluation import format_report
+    from asdx.rundir import RunDir
+    from asdx.runner import run
 
     if seeds is not None:  # one ordinary run per seed under one parent, then its summary (asdx.seeds)
         from asdx.seeds import format_summary, load_summary, run_seeds
@@ -166,7 +140,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 0
     if evaluation is not None:
         print(format_report(evaluation))
-    print(f"\nrun directory: {run_dir}\nreport: {run_dir / 'report.html'}")
+    print(f"\nrun directory: {run_dir}\nreport: {RunDir(run_dir).report_html}")
     return 0
 
 
@@ -264,9 +238,6 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-MACHINES_HELP = "machine types, or dev, eval, all; several comma- or space-separated (fan,valveEmu or fan valveEmu)"
-
-
 def _add_run_parser(sub) -> None:
     from asdx.config import add_config_arguments
     from asdx.systems import SYSTEMS
@@ -276,13 +247,7 @@ def _add_run_parser(sub) -> None:
     systems = p_run.add_subparsers(dest="system", metavar="SYSTEM", required=True)
     for name, entry in SYSTEMS.items():
         p = systems.add_parser(name, help=entry.summary, description=f"{name}: {entry.summary}")
-        p.add_argument("--machine", "--machines", dest="machine", nargs="+", default=["all"], metavar="M",
-                       help=MACHINES_HELP + " (default all)")
-        p.add_argument("--data", default=os.environ.get("ASDX_DATA", "data"),
-                       help="dataset root (default $ASDX_DATA or ./data)")
-        p.add_argument("--out", default="runs", help="runs folder (default runs/)")
-        p.add_argument("--name", default=None, help="run name (default <machines>-seed<seed>; with --seeds the "
-                                                    "parent folder's, default <machines>-seeds)")
+        add_config_arguments(p, RunOptions, title="run options (every system)")
         p.add_argument("--seeds", default=None, metavar="N|K,K,...",
                        help="several runs, one per seed: N = seeds 1..N, or a comma-separated list; each into "
                             "<out>/<system>/<name>/seed<k>/, then summary.csv/.json/.html (mean ± sd over seeds) "
@@ -291,10 +256,7 @@ def _add_run_parser(sub) -> None:
                                                       f"{entry.config.__name__} group, at the top level or "
                                                       f"under [{name}] (YAML needs PyYAML: pip install "
                                                       "'asdx[yaml]')")
-        p.add_argument("--resume", action="store_true", help="continue a run: finished machines are skipped and "
-                                                             "training restarts from the last checkpoint")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
-        add_config_arguments(p, RunFlags, title="run options (every system)")
         add_config_arguments(p, entry.config)
         p.set_defaults(handler=_cmd_run)
 

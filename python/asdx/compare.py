@@ -33,7 +33,8 @@ import numpy as np
 from asdx import metrics
 from asdx._atomic import atomic_write_text
 from asdx.data.synth import MANIFEST
-from asdx.seeds import (OVERALL, RunResult, cell, is_run_dir, is_seeds_parent, read_run, seed_dirs, spread,
+from asdx.rundir import RunDir, is_run_dir
+from asdx.seeds import (OVERALL, RunResult, cell, is_seeds_parent, load_summary, read_run, seed_dirs, spread,
                         summarise_results)
 from asdx.seeds import stats as seed_stats
 
@@ -63,25 +64,20 @@ class Column:
         return set.intersection(*sets) if sets else set()
 
     def system(self) -> str | None:
-        systems = {_config(r.path).get("system") for r in self.results.values()}
+        systems = {RunDir(r.path).read_config().get("system") for r in self.results.values()}
         return systems.pop() if len(systems) == 1 else None
 
     def data_roots(self) -> dict[str, str]:
         """{data root: synthetic / dcase / unknown (not found)} of the column's runs (config.json's `data`)."""
         roots = {}
         for result in self.results.values():
-            root = _config(result.path).get("data")
+            root = RunDir(result.path).read_config().get("data")
             if root is None:
                 roots["(not recorded)"] = UNKNOWN
             else:
                 roots[root] = UNKNOWN if not Path(root).is_dir() else (
                     SYNTHETIC if (Path(root) / MANIFEST).is_file() else DCASE)
         return roots
-
-
-def _config(run_dir: Path) -> dict:
-    path = Path(run_dir) / "config.json"
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def parse_report_column(text) -> tuple[bool, str | None]:
@@ -102,15 +98,13 @@ def load_column(path) -> Column:
     path = Path(path)
     if is_run_dir(path):
         result = read_run(path)
-        config = json.loads((path / "config.json").read_text()) if (path / "config.json").exists() else {}
-        seed = config.get("config", {}).get("seed", 0)
+        seed = RunDir(path).read_config().get("config", {}).get("seed", 0)
         return Column(str(path), path, "run", {int(seed) if isinstance(seed, int) else 0: result})
     if is_seeds_parent(path):
-        present = {k: p for k, p in seed_dirs(path).items() if (p / "machines").is_dir()}
+        present = {k: p for k, p in seed_dirs(path).items() if RunDir(p).machines_dir.is_dir()}
         wanted = sorted(present)
-        summary = path / "summary.json"
-        if summary.exists():  # the seeds the summary was made over, when they are all still there
-            listed = json.loads(summary.read_text()).get("seeds", [])
+        if (path / "summary.json").exists():  # the seeds the summary was made over, when they are all still there
+            listed = load_summary(path).get("seeds", [])
             if listed and all(s in present for s in listed):
                 wanted = listed
         if not wanted:

@@ -9,7 +9,11 @@ light module, not beside the system, so that building the command line imports n
     ``annotated_types`` markers ``Ge``/``Gt``/``Le``/``Lt``/``Interval``);
   - help text goes in ``dataclasses.field(default=..., metadata={"help": "..."})``;
   - ``__post_init__`` calls :func:`validate_fields`, so Python callers get the
-    same checks and messages as the command line.
+    same checks and messages as the command line;
+  - a torch device is an asdx.device.Device field (its spelling checked here, resolved by the runner).
+The run options (asdx.options.RunOptions) follow the same convention; their metadata may also
+set the flag's spelling ("flags", "nargs", "metavar"), a command-line default ("cli_default")
+and keep a field off the command line ("cli": False).
 
 Validation is pydantic's (``TypeAdapter(config_class)``), a well-kept library,
 so values from TOML/YAML/the command line are converted and checked the same way;
@@ -26,7 +30,6 @@ import argparse
 import dataclasses
 import difflib
 import functools
-import re
 import sys
 import types
 import typing
@@ -37,6 +40,8 @@ import annotated_types
 from pydantic import TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
+from asdx.device import Device
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
@@ -46,7 +51,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
         tomllib = None
 
 __all__ = ["add_config_arguments", "build_config", "config_dict", "describe_field", "read_config_file",
-           "resolve_device", "validate_fields"]
+           "validate_fields"]
 
 
 # ----------------------------------------------------------------------------- reading the annotations
@@ -62,6 +67,8 @@ class _FieldSpec:
     constraints: tuple[tuple[str, Any], ...]   # ("ge", 1), ("lt", 1.0), ...
     help: str
     default: Any
+    flags: tuple[str, ...]                 # ("--batch-size",); metadata "flags" may spell them otherwise
+    metadata: Any                          # the field's metadata (help, default_help, cli, nargs...)
 
 
 def _is_union(tp) -> bool:
@@ -116,7 +123,8 @@ def _specs(config_class) -> dict[str, _FieldSpec]:
         else:
             default = dataclasses.MISSING
         specs[field.name] = _FieldSpec(field.name, hint, base, nullable, tuple(_constraints(metadata)),
-                                       field.metadata.get("help", "") or _description(metadata), default)
+                                       field.metadata.get("help", "") or _description(metadata), default,
+                                       tuple(field.metadata.get("flags", (_flag(field.name),))), field.metadata)
     return specs
 
 
@@ -149,7 +157,8 @@ def _bare(tp):
 
 
 _NOUNS = {int: ("an integer", "integers"), float: ("a number", "numbers"), str: ("a string", "strings"),
-          bool: ("true or false", "true/false values"), Path: ("a path", "paths")}
+          bool: ("true or false", "true/false values"), Path: ("a path", "paths"),
+          Device: (Device.EXPECTED, "devices")}
 
 
 def _noun(tp, plural: bool = False) -> str:
@@ -278,6 +287,8 @@ def _metavar(spec: _FieldSpec) -> str:
         return "X"
     if isinstance(tp, type) and issubclass(tp, PurePath):
         return "PATH"
+    if tp is Device:
+        return "DEVICE"
     return "TEXT"
 
 
@@ -301,22 +312,30 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class, title: s
     dataclass. Booleans are ``--x/--no-x``; tuple fields take one or more values.
     The help shows the field's help, its range or choices, and its default (or the field's
     metadata "default_help", for a default that is computed, e.g. "<out>/cache" for None).
+    Other metadata: "flags" (the option strings, e.g. ("--machine", "--machines")), "nargs",
+    "metavar", "cli_default" (a value, or a function of none, that the command line uses instead of the
+    dataclass default, e.g. $ASDX_DATA) and "cli": False (no flag: the field is set another way).
     """
     group = parser.add_argument_group(title or f"{config_class.__name__} (also settable in --config)")
-    shown = {f.name: f.metadata.get("default_help") for f in dataclasses.fields(config_class)}
     for name, spec in _specs(config_class).items():
+        meta = spec.metadata
+        if not meta.get("cli", True):
+            continue
+        default = meta.get("cli_default")
+        default = default() if callable(default) else default
         parts = [spec.help] if spec.help else []
         if spec.constraints:
             parts.append(_constraint_text(spec))
         text = "; ".join(parts)
-        text = (text + " " if text else "") + f"(default: {shown[name] or _default_text(spec.default)})"
+        shown = meta.get("default_help") or _default_text(spec.default if default is None else default)
+        text = (text + " " if text else "") + f"(default: {shown})"
         text = text.replace("%", "%%")     # argparse formats help with %
         if _is_bool_type(spec.base) and _choices(spec) is None:
-            group.add_argument(_flag(name), dest=name, default=None, action=argparse.BooleanOptionalAction,
+            group.add_argument(*spec.flags, dest=name, default=default, action=argparse.BooleanOptionalAction,
                                help=text)
         else:
-            group.add_argument(_flag(name), dest=name, default=None, metavar=_metavar(spec), help=text,
-                               nargs="+" if _item_type(spec) is not None else None)
+            group.add_argument(*spec.flags, dest=name, default=default, metavar=meta.get("metavar", _metavar(spec)),
+                               help=text, nargs=meta.get("nargs", "+" if _item_type(spec) is not None else None))
     return group
 
 
@@ -330,17 +349,11 @@ def _from_cli(spec: _FieldSpec, value):
 
 # ----------------------------------------------------------------------------- config files
 
-def _default_systems() -> list[str]:
-    from asdx.systems import SYSTEMS
-
-    return list(SYSTEMS)
-
-
-def read_config_file(path, system: str, known_systems=None) -> dict[str, Any]:
+def read_config_file(path, system: str, known_systems) -> dict[str, Any]:
     """The keys for `system` from a TOML (or .yaml/.yml) file: top-level keys, then its `[system]` table.
 
-    A table named after another known system is ignored (one file may hold several
-    systems); a table named after no known system is an error that lists them.
+    A table named after another of `known_systems` (e.g. asdx.systems.SYSTEMS) is ignored (one file
+    may hold several systems); a table named after no known system is an error that lists them.
     Dashes in keys become underscores. Values are returned as read; build_config
     validates them.
     """
@@ -367,7 +380,7 @@ def read_config_file(path, system: str, known_systems=None) -> dict[str, Any]:
             raise ValueError(f"{path}: not valid TOML ({error}).") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a table of keys, got {type(data).__name__}.")
-    known = list(known_systems) if known_systems is not None else _default_systems()
+    known = list(known_systems)
     tables = {key: value for key, value in data.items() if isinstance(value, dict)}
     strangers = [key for key in tables if key not in known]
     if strangers:
@@ -415,7 +428,7 @@ def build_config(config_class, file_values: dict[str, Any] | None = None, cli_va
 
     def origin(name: str, line: str) -> str:
         if name in cli:
-            return f"{line} (from {_flag(name)})"
+            return f"{line} (from {specs[name].flags[0]})"
         if name in file_values:
             return f"{source}: {line}"
         return f"{config_class.__name__} default: {line}"
@@ -445,35 +458,3 @@ def build_config(config_class, file_values: dict[str, Any] | None = None, cli_va
 def config_dict(config) -> dict[str, Any]:
     """A config instance as JSON/TOML-ready values (Path -> str, tuple -> list), e.g. for config.json."""
     return _adapter(type(config)).dump_python(config, mode="json")
-
-
-# ----------------------------------------------------------------------------- devices
-
-_DEVICE = re.compile(r"(auto|cpu|mps|cuda(:\d+)?)")
-
-
-def resolve_device(value: str):
-    """'auto' -> cuda when torch sees a CUDA GPU, else cpu; 'cpu', 'cuda', 'cuda:N', 'mps' when available.
-
-    Raises ValueError naming `device` for anything else, or for a device torch cannot use here.
-    """
-    import torch
-
-    text = str(value).strip().lower()
-    if not _DEVICE.fullmatch(text):
-        raise ValueError(f"device: expected auto, cpu, cuda, cuda:N or mps, got {value!r}.")
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if text.startswith("cuda"):
-        if not torch.cuda.is_available():
-            build = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "built for CPU"
-            raise ValueError(f"device: {value!r} requested but torch sees no CUDA GPU "
-                             f"(torch {torch.__version__}, {build}); use --device cpu or auto.")
-        index = int(text.split(":")[1]) if ":" in text else 0
-        count = torch.cuda.device_count()
-        if index >= count:
-            raise ValueError(f"device: {value!r} requested but torch sees {count} CUDA GPU(s) "
-                             f"(cuda:0 to cuda:{count - 1}).")
-    if text == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ValueError(f"device: {value!r} requested but torch sees no MPS device.")
-    return torch.device(text)

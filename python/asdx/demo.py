@@ -16,7 +16,9 @@ from pathlib import Path
 
 from asdx.data.synth import generate
 from asdx.evaluation import format_report
-from asdx.runner import RunOptions, run
+from asdx.options import RunOptions
+from asdx.rundir import RunDir
+from asdx.runner import run
 from asdx.systems.configs import AEConfig, FusionConfig, ProtoConfig, SeraConfig
 
 DEMO_MACHINES = ("fan", "valveEmu", "ToyDrone", "Sander")
@@ -47,7 +49,7 @@ def demo(out=None, progress: bool = True, systems: tuple[str, ...] = ("ae", "ser
         run_dir, evaluation = run(options, config)
         print(f"\n== {system} ==")
         print(format_report(evaluation))
-        print(f"report: {run_dir / 'report.html'}")
+        print(f"report: {RunDir(run_dir).report_html}")
         results[system] = (run_dir, evaluation)
     print("\n== all systems (synthetic data, random-tiny BEATs: not the report's numbers; they also move a little "
           "with the CPU and the thread count) ==")

@@ -11,7 +11,7 @@ same ClipSet streaming as files (asdx.data.loader.ArrayClip), and messages name 
 
 from __future__ import annotations
 
-import json
+import logging
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -21,12 +21,14 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from asdx.data.audio import _path_of
+from asdx.config import build_config
+from asdx.data.audio import path_of
 from asdx.data.dataset import Clip
 from asdx.data.loader import ArrayClip, ClipSet, check_headers
+from asdx.rundir import RunDir
 from asdx.scoring.threshold import GammaThreshold
-
-GLOBAL_DIR = "global"  # the runner's folder of the global stage
+from asdx.systems import SYSTEMS, make_system
+from asdx.systems.base import SystemContext
 
 
 @dataclass
@@ -45,19 +47,6 @@ class DetectorScores:
 def _version_key(version: str) -> tuple[str, ...]:
     """major.minor: the run-directory layout and model files may change between minor versions."""
     return tuple(version.split("+")[0].split(".")[:2])
-
-
-def _read_json(path: Path, what: str) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: missing; {what}") from None
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{path}: unreadable ({error}); {what}") from error
-
-
-def _finished_machines(run_dir: Path) -> list[str]:
-    return sorted(p.parent.name for p in (run_dir / "machines").glob("*/done.json"))
 
 
 class Detector:
@@ -192,7 +181,7 @@ def expand_inputs(inputs: Iterable) -> list[Path]:
         inputs = [inputs]
     paths: list[Path] = []
     for item in inputs:
-        path = _path_of(item)
+        path = path_of(item)
         if path.is_dir():
             paths.extend(sorted(p for p in path.iterdir() if p.suffix.lower() == ".wav"))
         else:
@@ -210,50 +199,43 @@ def load_detector(run_dir, machine: str, *, device: str | None = None, workers: 
     and removed by Detector.close().
     """
     import asdx
-    from asdx.config import build_config
-    from asdx.runner import RunOptions, make_system, read_notes
-    from asdx.systems import SYSTEMS
 
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{run_dir}: not an asdx run directory (no config.json).")
-    resolved = _read_json(run_dir / "config.json", "the run directory is incomplete.")
-    environment = _read_json(run_dir / "environment.json", "the run directory is incomplete.")
-    made_by = str(environment.get("asdx", "unknown"))
+    run_dir = RunDir(run_dir)
+    if not run_dir.config_file.is_file():
+        raise FileNotFoundError(f"{run_dir.path}: not an asdx run directory (no config.json).")
+    resolved = run_dir.read_config()
+    made_by = str(run_dir.read_environment().get("asdx", "unknown"))
     if _version_key(made_by) != _version_key(asdx.__version__):
-        raise ValueError(f"{run_dir}: made by asdx {made_by}, this is asdx {asdx.__version__}; load it with "
+        raise ValueError(f"{run_dir.path}: made by asdx {made_by}, this is asdx {asdx.__version__}; load it with "
                          f"asdx {'.'.join(_version_key(made_by))}.x or rerun the system.")
     system_name = resolved.get("system")
     if system_name not in SYSTEMS:
-        raise ValueError(f"{run_dir}: unknown system {system_name!r} in config.json.")
-    machine_dir = run_dir / "machines" / machine
-    if not (machine_dir / "done.json").is_file():
-        finished = _finished_machines(run_dir)
+        raise ValueError(f"{run_dir.path}: unknown system {system_name!r} in config.json.")
+    machine_dir = run_dir.machine_dir(machine)
+    if not run_dir.is_finished(machine):
         raise ValueError(f"{machine_dir}: machine {machine!r} did not finish in this run (no done.json); finished: "
-                         f"{', '.join(finished) or 'none'}.")
-    threshold = GammaThreshold.from_dict(_read_json(machine_dir / "threshold.json", "rerun the machine."))
+                         f"{', '.join(run_dir.finished()) or 'none'}.")
+    threshold = GammaThreshold.from_dict(run_dir.read_threshold(machine))
 
-    stored = dict(resolved.get("config", {}))
-    if device is not None:
-        stored["device"] = device
-    config = build_config(SYSTEMS[system_name].config, stored, {}, source=str(run_dir / "config.json"))
+    override = {} if device is None else {"device": device}   # named in messages as --device, not as the file
+    config = build_config(SYSTEMS[system_name].config, resolved.get("config", {}), override,
+                          source=str(run_dir.config_file))
     owns_cache = cache_dir is None
     cache = Path(tempfile.mkdtemp(prefix="asdx-detector-cache-")) if owns_cache else Path(cache_dir)
-    options = RunOptions(system=system_name, machines=machine, data=run_dir, out=run_dir.parent.parent,
-                         progress=progress, workers=workers, cache_dir=cache,
-                         seconds=float(resolved.get("seconds", 10.0)))
-    system = make_system(options, config)
     try:
+        context = SystemContext(device=getattr(config, "device", "cpu"), progress=progress, workers=workers,
+                                cache_dir=cache, log=logging.getLogger("asdx.system"))
+        system = make_system(system_name, config, context)
         system.prepare()
         if system.uses_global_stage:
-            system.load_global(run_dir / GLOBAL_DIR)
+            system.load_global(run_dir.global_dir)
         system.load_machine(machine_dir)
     except BaseException:
         if owns_cache:
             shutil.rmtree(cache, ignore_errors=True)
         raise
-    return Detector(run_dir, machine, system, resolved, threshold, read_notes(run_dir), workers, progress, cache,
-                    owns_cache)
+    return Detector(run_dir.path, machine, system, resolved, threshold, run_dir.read_notes(), workers, progress,
+                    cache, owns_cache)
 
 
 __all__ = ["Detector", "DetectorScores", "expand_inputs", "load_detector"]

@@ -1,7 +1,7 @@
 """report.html for a run directory: what the run was, its metrics and decisions, and per machine the
 ROC curves and the score histograms under the fitted gamma and its threshold.
 
-Reads only the run directory's files (see asdx.runner for the layout), so `asdx report RUN_DIR` can
+Reads only the run directory's files (asdx.rundir), so `asdx report RUN_DIR` can
 regenerate it at any time. The score panel shows the scores the gamma was really fitted on
 (threshold_scores.csv where the system gave its own, else train_scores.csv) with their count, and
 the fit as its probability per histogram bin, so curve and bars share one scale and a J-shaped fit
@@ -10,7 +10,6 @@ cannot leave the plot. Scores spread over decades get logarithmic bins.
 
 from __future__ import annotations
 
-import csv
 import html
 import json
 import time
@@ -19,44 +18,21 @@ from pathlib import Path
 import numpy as np
 
 from asdx._atomic import atomic_write, atomic_write_text
+from asdx.options import THRESHOLD_Q
+from asdx.rundir import THRESHOLD_SCORES, RunDir
 
-TRUTH_COLUMNS = ("label", "domain")
-THRESHOLD_SCORES_FILE = "threshold_scores.csv"  # asdx.runner.THRESHOLD_SCORES_FILE (not imported: runner imports torch)
 # Sub-score columns that are labels or indices, not anomaly scores (proto's nearest_group: the index of the
 # nearest prototype group): no mean and no AUC is computed for them.
 NOT_SCORES = ("nearest_group",)
 LOG_BINS_RATIO = 30.0  # positive scores spanning more than this factor get logarithmic bins
 
 
-def read_scores_csv(path: Path) -> dict[str, np.ndarray]:
-    """name,score,<sub-scores...>[,label,domain] rows -> columns (label -1 and domain "" where unknown).
-
-    The sub-score column names are in the result's "sub_scores" entry, in file order.
-    """
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        rows = list(reader)
-        header = reader.fieldnames or []
-    sub_names = [c for c in header if c not in ("name", "score", *TRUTH_COLUMNS)]
-    out = {"name": np.array([row["name"] for row in rows]),
-           "score": np.array([float(row["score"]) for row in rows]),
-           "label": np.array([int(row["label"]) if row.get("label") not in (None, "") else -1 for row in rows],
-                             dtype=int),
-           "domain": np.array([row.get("domain") or "" for row in rows])}
-    for name in sub_names:
-        out[name] = np.array([float(row[name]) if row[name] != "" else np.nan for row in rows])
-    out["sub_scores"] = sub_names
-    return out
-
-
-def threshold_scores(machine_dir: Path, train: dict, threshold: dict) -> tuple[np.ndarray, str]:
+def threshold_scores(run_dir: RunDir, machine: str, train: dict, threshold: dict) -> tuple[np.ndarray, str]:
     """The scores the gamma was fitted on and a sentence saying what they are."""
-    path = Path(machine_dir) / THRESHOLD_SCORES_FILE
+    scores = run_dir.read_threshold_scores(machine)
     n_train = len(train["score"])
-    if path.exists():
-        with open(path, newline="") as handle:
-            scores = np.array([float(row["score"]) for row in csv.DictReader(handle)])
-        return scores, (f"gamma fitted on the system's {len(scores)} threshold scores ({THRESHOLD_SCORES_FILE}), "
+    if scores is not None:
+        return scores, (f"gamma fitted on the system's {len(scores)} threshold scores ({THRESHOLD_SCORES}), "
                         f"not on the {n_train} scores of train_scores.csv, which can be in-sample (the AE's final "
                         "model scores the clips it trained on) and are not plotted")
     fitted = threshold.get("n_train")
@@ -172,7 +148,7 @@ def _plot_scores(ax, fitted: np.ndarray, test: dict, threshold: dict) -> dict:
     ax.set_ylim(0, 1.12 * tallest)  # every bar and the whole curve inside the axes
     if log:
         ax.set_xscale("log")
-    ax.axvline(threshold["threshold"], color="red", lw=1, label=f"threshold (q = {threshold.get('q', 0.9):g})")
+    ax.axvline(threshold["threshold"], color="red", lw=1, label=f"threshold (q = {threshold.get('q', THRESHOLD_Q):g})")
     ax.set(xlabel="anomaly score" + (" (log scale)" if log else ""), ylabel="fraction of clips per bin",
            title="scores")
     ax.legend(fontsize=7)
@@ -225,7 +201,7 @@ def _metrics_table(metrics: dict) -> str:
 
 
 def _threshold_text(threshold: dict, description: str, n_train: int, n_test: int) -> str:
-    parts = [f"threshold {threshold['threshold']:.6g} (q = {threshold.get('q', 0.9):g}); {description}"]
+    parts = [f"threshold {threshold['threshold']:.6g} (q = {threshold.get('q', THRESHOLD_Q):g}); {description}"]
     fit = [f"{name} {threshold[key]:.4g}" for name, key in (("shape", "shape"), ("loc", "loc_fitted"),
                                                             ("scale", "scale")) if threshold.get(key) is not None]
     if fit:
@@ -238,11 +214,11 @@ def _threshold_text(threshold: dict, description: str, n_train: int, n_test: int
     return "<p>" + html.escape("; ".join(parts)) + ".</p>"
 
 
-def _run_header(run_dir: Path, config: dict, finished: list[Path]) -> str:
-    """Which run this is: name, folder, data, machines, when it finished, and its config."""
-    when = (time.strftime("%Y-%m-%d %H:%M", time.localtime(max(p.stat().st_mtime for p in finished)))
+def _run_header(run_dir: RunDir, config: dict, finished: list[str]) -> str:
+    """Which run this is: name, folder, data, machines, when its last machine finished, and its config."""
+    when = (time.strftime("%Y-%m-%d %H:%M", time.localtime(max(run_dir.finished_at(m) for m in finished)))
             if finished else "no machine finished")
-    rows = [("run", run_dir.name), ("folder", str(run_dir.resolve())), ("system", config.get("system", "?")),
+    rows = [("run", run_dir.name), ("folder", str(run_dir.path.resolve())), ("system", config.get("system", "?")),
             ("data", config.get("data", "?")), ("machines", ", ".join(config.get("machines", []))),
             ("last machine finished", when), ("report written", time.strftime("%Y-%m-%d %H:%M")),
             ("crop (s)", config.get("seconds", "")), ("threshold q", config.get("threshold_q", ""))]
@@ -255,36 +231,32 @@ def _run_header(run_dir: Path, config: dict, finished: list[Path]) -> str:
 
 def write_report(run_dir) -> Path:
     """Writes run_dir/report.html and run_dir/report/<machine>.png; returns the HTML path."""
-    run_dir = Path(run_dir)
-    machines_dir = run_dir / "machines"
-    if not machines_dir.is_dir():
-        raise FileNotFoundError(f"{run_dir}: not a run directory (no machines/ folder); run `asdx run` first.")
-    config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else {}
-    figures = run_dir / "report"
-    figures.mkdir(exist_ok=True)
-    finished = sorted((p for p in machines_dir.iterdir() if (p / "done.json").exists()), key=lambda p: p.name.lower())
+    run_dir = RunDir(run_dir)
+    if not run_dir.machines_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir.path}: not a run directory (no machines/ folder); run `asdx run` first.")
+    config = run_dir.read_config()
+    run_dir.report_dir.mkdir(exist_ok=True)
+    finished = sorted(run_dir.finished(), key=str.lower)
     sections = []
-    for machine_dir in finished:
-        machine = machine_dir.name
-        train = read_scores_csv(machine_dir / "train_scores.csv")
-        test = read_scores_csv(machine_dir / "test_scores.csv")
-        threshold = json.loads((machine_dir / "threshold.json").read_text())
-        fitted, description = threshold_scores(machine_dir, train, threshold)
-        _machine_figure(figures / f"{machine}.png", machine, fitted, test, threshold)
-        sections.append(f"<h2>{html.escape(machine)}</h2><img src='report/{html.escape(machine)}.png'>"
+    for machine in finished:
+        train = run_dir.read_scores(machine, "train")
+        test = run_dir.read_scores(machine, "test")
+        threshold = run_dir.read_threshold(machine)
+        fitted, description = threshold_scores(run_dir, machine, train, threshold)
+        _machine_figure(run_dir.report_dir / f"{machine}.png", machine, fitted, test, threshold)
+        figure = f"{run_dir.report_dir.name}/{html.escape(machine)}.png"
+        sections.append(f"<h2>{html.escape(machine)}</h2><img src='{figure}'>"
                         + _threshold_text(threshold, description, len(train["score"]), len(test["score"]))
                         + _sub_score_table(train, test))
-    metrics_path = run_dir / "metrics.json"
-    table = _metrics_table(json.loads(metrics_path.read_text())) if metrics_path.exists() else (
-        "<p>No ground truth for these machines: no metrics.</p>")
-    notes_path = run_dir / "notes.json"
-    all_notes = [*config.get("notes", []), *(json.loads(notes_path.read_text()) if notes_path.exists() else [])]
+    metrics = run_dir.read_metrics()
+    table = _metrics_table(metrics) if metrics is not None else "<p>No ground truth for these machines: no metrics.</p>"
+    all_notes = [*config.get("notes", []), *run_dir.read_notes()]
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in dict.fromkeys(all_notes))
     system = html.escape(config.get("system", "?"))
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>asdx {system}: {html.escape(run_dir.name)}"
             f"</title><style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 8px;text-align:right}}"
             f"</style></head><body><h1>asdx run: {system}, {html.escape(run_dir.name)}</h1>"
-            + _run_header(run_dir, config, [p / "done.json" for p in finished])
+            + _run_header(run_dir, config, finished)
             + (f"<h2>Notes</h2><ul>{notes}</ul>" if notes else "")
             + table + "".join(sections) + "</body></html>")
-    return atomic_write_text(run_dir / "report.html", page)
+    return atomic_write_text(run_dir.report_html, page)

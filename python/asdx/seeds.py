@@ -12,11 +12,12 @@ Layout (the parent's name defaults to `<machines>-seeds`, e.g. runs/ae/fan-seeds
   runs/<system>/<name>/summary.json      the same numbers, structured, with the seeds and notes
   runs/<system>/<name>/summary.html      a plain table, no external assets
 Metrics per machine: AUC (source), AUC (target), pAUC, Ω = their harmonic mean (the official score of that one
-machine) and the normal-flag rate (share of test clips whose decision is 0 = normal). `overall`: per seed the
+machine) and the decided-normal rate (share of all test clips, normal and anomalous, whose decision is 0 =
+normal; not the metrics' "normals flagged", the share of normal clips decided 1). `overall`: per seed the
 official aggregation of evaluation/metrics.json (asdx.metrics.summarize: Ω = h-mean of every machine's
 AUC (source), AUC (target) and pAUC; the AUC/pAUC rows are the per-metric h-means), over the machines every
-summarised seed finished; its normal-flag rate pools their test clips. Over seeds: mean, sample sd (ddof = 1;
-blank for one seed), min and max.
+summarised seed finished; its decided-normal rate pools their test clips. Over seeds: mean, sample sd
+(ddof = 1; blank for one seed), min and max.
 
 A seed whose selected machines all have done.json is skipped; an unfinished one is resumed (runner.run with
 resume=True). A seed folder that holds another config is refused before anything runs, naming the keys.
@@ -38,16 +39,14 @@ import numpy as np
 
 from asdx import distributed, metrics
 from asdx._atomic import atomic_write_text
-from asdx.data.ground_truth import MachineTruth
 from asdx.evaluation import evaluate
-from asdx.report import read_scores_csv
-from asdx.submission import decision_file_name, read_decisions
+from asdx.rundir import RunDir, is_run_dir, run_config
 
 SEED_DIR = re.compile(r"seed(\d+)")
 SUMMARY_FILES = ("summary.csv", "summary.json", "summary.html")
 # metric key -> title, in table order; "official_score" of a machine is the h-mean of its three values
 METRICS = {"official_score": "Ω", "auc_source": "AUC (source)", "auc_target": "AUC (target)", "pauc": "pAUC",
-           "normal_rate": "normal-flag rate"}
+           "decided_normal_rate": "decided-normal rate"}
 OVERALL = "overall"
 
 
@@ -72,7 +71,7 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def default_parent_name(machines: str) -> str:
-    """`<machines>-seeds`, next to the single runs' `<machines>-seed<seed>` (runner.run_dir_for)."""
+    """`<machines>-seeds`, next to the single runs' `<machines>-seed<seed>` (asdx.rundir.RunDir.for_run)."""
     return f"{machines.replace(',', '+')}-seeds"
 
 
@@ -92,18 +91,9 @@ def seed_dirs(parent) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
-def is_run_dir(path) -> bool:
-    path = Path(path)
-    return (path / "config.json").is_file() or (path / "machines").is_dir()
-
-
 def is_seeds_parent(path) -> bool:
     path = Path(path)
     return not is_run_dir(path) and ((path / "summary.json").is_file() or bool(seed_dirs(path)))
-
-
-def _finished(run_dir: Path) -> list[str]:
-    return sorted(p.parent.name for p in (run_dir / "machines").glob("*/done.json"))
 
 
 # ---------------------------------------------------------------------- running the seeds
@@ -117,7 +107,6 @@ class _SeedStep:
 def _plan_seeds(options, config, seeds: list[int], parent: Path) -> list[_SeedStep]:
     """Decides per seed run/resume/skip and checks every existing seed folder's config before anything runs."""
     from asdx.data import resolve_machines
-    from asdx.runner import _differing_keys, _resolved_config
 
     if is_run_dir(parent):
         raise FileExistsError(f"{parent}: is an ordinary run directory, not a parent of seed runs; pass another "
@@ -125,17 +114,15 @@ def _plan_seeds(options, config, seeds: list[int], parent: Path) -> list[_SeedSt
     selected = [m.name for m in resolve_machines(options.data, options.machines)]
     steps = []
     for seed in seeds:
-        run_dir = parent / f"seed{seed}"
-        stored_path = run_dir / "config.json"
-        if not stored_path.exists():
+        run_dir = RunDir(parent / f"seed{seed}")
+        if not run_dir.config_file.exists():
             steps.append(_SeedStep(seed, "run"))
             continue
-        wanted = _resolved_config(options, dataclasses.replace(config, seed=seed))
-        differing = _differing_keys(json.loads(stored_path.read_text()), wanted)
+        differing = run_dir.config_differences(run_config(options, dataclasses.replace(config, seed=seed)))
         if differing:
-            raise ValueError(f"{run_dir}: holds a run with a different config than this one; differing keys: "
+            raise ValueError(f"{run_dir.path}: holds a run with a different config than this one; differing keys: "
                              f"{', '.join(differing)}. Use --name for a new set of seeds.")
-        finished = _finished(run_dir)
+        finished = run_dir.finished()
         steps.append(_SeedStep(seed, "skip" if set(selected) <= set(finished) else "resume", finished))
     return steps
 
@@ -143,7 +130,7 @@ def _plan_seeds(options, config, seeds: list[int], parent: Path) -> list[_SeedSt
 def run_seeds(options, config, seeds, say: Callable[[str], None] = print) -> Path | None:
     """Runs `config` once per seed into parent/seed<k>/ (ordinary runs), then writes the parent's summary.
 
-    options: runner.RunOptions; options.name names the parent (default `<machines>-seeds`) and
+    options: asdx.options.RunOptions; options.name names the parent (default `<machines>-seeds`) and
     options.resume is ignored (finished seeds are skipped, unfinished ones resumed). Returns the parent
     folder, or None on a torchrun rank other than 0 (every rank loops over the same seeds, so the ranks
     join each seed's training as in runner.run; rank 0 decides what to skip and writes the summary).
@@ -200,23 +187,16 @@ class RunResult:
 
     path: Path
     machines: dict[str, metrics.MachineMetrics]   # finished machines with ground truth, in run order
-    normal: dict[str, tuple[int, int]]             # finished machine -> (clips decided normal, test clips)
+    decided_normal: dict[str, tuple[int, int]]     # finished machine -> (test clips decided normal, test clips)
     selected: list[str]                            # config.json's machines (what the run set out to do)
 
     @property
+    def finished(self) -> list[str]:
+        return list(self.decided_normal)
+
+    @property
     def unfinished(self) -> list[str]:
-        return [m for m in self.selected if m not in self.normal]
-
-
-def _truth(machine_dir: Path) -> MachineTruth | None:
-    """Ground truth of a finished machine from its test_scores.csv label/domain columns (as runner does)."""
-    test = read_scores_csv(machine_dir / "test_scores.csv")
-    if not len(test["name"]) or (test["label"] < 0).any() or (test["domain"] == "").any():
-        return None
-    order = np.argsort(test["name"], kind="stable")
-    return MachineTruth(names=tuple(test["name"][order].tolist()), labels=test["label"][order].astype(np.int8),
-                        domains=(test["domain"][order] == "target").astype(np.int8),
-                        origin=str(machine_dir / "test_scores.csv"))
+        return [m for m in self.selected if m not in self.decided_normal]
 
 
 def read_run(run_dir) -> RunResult:
@@ -225,25 +205,23 @@ def read_run(run_dir) -> RunResult:
     Computed from the run's submission and test_scores.csv rather than read from metrics.json, which a
     run writes only at its end and may describe machines that have since been deleted or rerun.
     """
-    run_dir = Path(run_dir)
-    if not (run_dir / "machines").is_dir():
-        raise FileNotFoundError(f"{run_dir}: not a run directory (no machines/ folder).")
-    config_path = run_dir / "config.json"
-    selected = list(json.loads(config_path.read_text()).get("machines", [])) if config_path.exists() else []
-    finished = _finished(run_dir)
+    run_dir = RunDir(run_dir)
+    if not run_dir.machines_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir.path}: not a run directory (no machines/ folder).")
+    selected = list(run_dir.read_config().get("machines", []))
+    finished = run_dir.finished()
     order = [m for m in selected if m in finished] + [m for m in finished if m not in selected]
-    normal, truth = {}, {}
+    decided_normal = {}
     for machine in order:
-        decisions = read_decisions(run_dir / "submission" / decision_file_name(machine)).values
-        normal[machine] = (int(np.sum(decisions == 0)), int(decisions.size))
-        machine_truth = _truth(run_dir / "machines" / machine)
-        if machine_truth is not None:
-            truth[machine] = machine_truth
+        decisions = run_dir.decisions(machine)
+        decided_normal[machine] = (int(np.sum(decisions == 0)), int(decisions.size))
+    truth = run_dir.ground_truth()
+    truth = {m: truth[m] for m in order if m in truth}
     scored = {}
     if truth:
-        evaluation = evaluate(run_dir / "submission", truth, machines=list(truth))
+        evaluation = evaluate(run_dir.submission_dir, truth, machines=list(truth))
         scored = {m: evaluation.machines[m] for m in truth}
-    return RunResult(run_dir, scored, normal, selected)
+    return RunResult(run_dir.path, scored, decided_normal, selected)
 
 
 # ---------------------------------------------------------------------- statistics over seeds
@@ -262,9 +240,9 @@ def _machine_values(result: RunResult, machine: str) -> dict[str, float]:
         m = result.machines[machine]
         values.update(official_score=metrics.official_score([m]), auc_source=m.auc_source,
                       auc_target=m.auc_target, pauc=m.pauc)
-    if machine in result.normal:
-        normal, clips = result.normal[machine]
-        values["normal_rate"] = normal / clips
+    if machine in result.decided_normal:
+        normal, clips = result.decided_normal[machine]
+        values["decided_normal_rate"] = normal / clips
     return values
 
 
@@ -274,9 +252,9 @@ def _overall_values(result: RunResult, machines: list[str]) -> dict[str, float]:
     if scored:
         summary = metrics.summarize(scored)  # the official aggregation, as evaluation.result_json writes it
         values.update(official_score=summary.official_score, **summary.hmean)
-    counted = [result.normal[m] for m in machines if m in result.normal]
+    counted = [result.decided_normal[m] for m in machines if m in result.decided_normal]
     if counted:
-        values["normal_rate"] = sum(n for n, _ in counted) / sum(c for _, c in counted)
+        values["decided_normal_rate"] = sum(n for n, _ in counted) / sum(c for _, c in counted)
     return values
 
 
@@ -294,14 +272,14 @@ def summarise_results(results: dict[int, RunResult], overall_machines: list[str]
         raise ValueError("no seed runs to summarise.")
     machines: list[str] = []
     for result in results.values():
-        machines += [m for m in result.normal if m not in machines]
-    common = [m for m in machines if all(m in r.normal for r in results.values())]
+        machines += [m for m in result.finished if m not in machines]
+    common = [m for m in machines if all(m in r.finished for r in results.values())]
     overall_machines = common if overall_machines is None else list(overall_machines)
     notes = [f"seed {seed}: missing {', '.join(missing)} (not finished)"
-             for seed, r in results.items() if (missing := [m for m in machines if m not in r.normal])]
-    rows = {m: _table({s: _machine_values(r, m) for s, r in results.items() if m in r.normal}) for m in machines}
+             for seed, r in results.items() if (missing := [m for m in machines if m not in r.finished])]
+    rows = {m: _table({s: _machine_values(r, m) for s, r in results.items() if m in r.finished}) for m in machines}
     overall = _table({s: _overall_values(r, overall_machines) for s, r in results.items()
-                      if all(m in r.normal for m in overall_machines)}) if overall_machines else {}
+                      if all(m in r.finished for m in overall_machines)}) if overall_machines else {}
     return {"seeds": sorted(results), "machines": rows, OVERALL: overall, "overall_machines": overall_machines,
             "notes": notes}
 
@@ -317,8 +295,7 @@ def summarise(parent, seeds=None) -> dict:
         raise FileNotFoundError(f"{parent}: no seed folder for seed {', '.join(map(str, absent))}." if absent else
                                 f"{parent}: no seed<k>/ run folders to summarise.")
     results = {seed: read_run(present[seed]) for seed in seeds}
-    config_path = present[seeds[0]] / "config.json"
-    system = json.loads(config_path.read_text()).get("system") if config_path.exists() else None
+    system = RunDir(present[seeds[0]]).read_config().get("system")
     summary = {"system": system, "parent": str(parent), **summarise_results(results),
                "seed_dirs": {str(s): present[s].name for s in seeds}, "metrics": dict(METRICS),
                "sd": "sample standard deviation over seeds (ddof = 1); null for one seed"}
@@ -417,11 +394,12 @@ def summary_html(summary: dict) -> str:
             "standard deviation over seeds (ddof = 1; none for one seed), below it min–max. Ω of a machine is the "
             "harmonic mean of its AUC (source), AUC (target) and pAUC; <b>overall</b> is the official score "
             f"(harmonic mean over every machine's three values) per seed, over {html.escape(overall) or 'no machine'}"
-            "; its AUC and pAUC are the per-metric harmonic means. The normal-flag rate is the share of test clips "
-            f"decided normal.</p><table>{head}{''.join(rows)}</table><ul>{notes}</ul><h2>Ω per seed</h2>"
+            "; its AUC and pAUC are the per-metric harmonic means. The decided-normal rate is the share of all test "
+            "clips, normal and anomalous, decided normal (decision 0); the share of normal clips flagged is in each "
+            f"seed's report.</p><table>{head}{''.join(rows)}</table><ul>{notes}</ul><h2>Ω per seed</h2>"
             f"<table>{per_seed_head}{''.join(per_seed)}</table></body></html>")
 
 
-__all__ = ["METRICS", "RunResult", "default_parent_name", "format_summary", "is_run_dir", "is_seeds_parent",
+__all__ = ["METRICS", "RunResult", "default_parent_name", "format_summary", "is_seeds_parent",
            "load_summary", "parent_dir_for", "parse_seeds", "read_run", "run_seeds", "seed_dirs", "stats",
            "summarise", "summarise_results"]

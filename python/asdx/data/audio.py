@@ -17,15 +17,17 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from asdx.options import DEFAULT_SECONDS  # noqa: F401  the run's crop length, declared once (asdx.data exports it)
+
 SAMPLE_RATE = 16000
-DEFAULT_SECONDS = 10.0  # the system report's fixed clip length
 
 
 class AudioWarning(UserWarning):
     """Suspicious but usable audio: mono files, all-zero clips."""
 
 
-def _path_of(item) -> Path:
+def path_of(item) -> Path:
+    """The file of a clip record (anything with .path) or of a path."""
     return Path(item.path if hasattr(item, "path") else item)
 
 
@@ -62,7 +64,7 @@ def check_wav_complete(path: Path) -> None:
 # 16-bit PCM (the DCASE format) is read as int16 and scaled here: libsndfile's own
 # conversion to float is ~4x slower, and the scale 2**-15 is the one it applies, so
 # the values are bit-identical.
-_PCM16_SCALE = np.float32(1.0 / 32768.0)
+PCM16_SCALE = np.float32(1.0 / 32768.0)
 
 
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
@@ -84,7 +86,7 @@ def _read(path: Path, keep_channels: int | None) -> tuple[np.ndarray, int, int]:
     channels = data.shape[1] if keep_channels is None else min(keep_channels, data.shape[1])
     audio = np.empty((channels, data.shape[0]), dtype=np.float32)
     if pcm16:
-        np.multiply(data[:, :channels].T, _PCM16_SCALE, out=audio)
+        np.multiply(data[:, :channels].T, PCM16_SCALE, out=audio)
     else:
         audio[...] = data[:, :channels].T
     return audio, int(rate), int(data.shape[1])
@@ -170,7 +172,7 @@ def load_clip(path, *, channels: int = 2, seconds: float | None = None, pad: boo
     if channels not in (1, 2):
         raise ValueError(f"channels: expected 1 or 2, got {channels!r}.")
     n_samples = _target_length(seconds, pad, sample_rate)
-    audio = _prepare(_path_of(path), channels, sample_rate, resample)
+    audio = _prepare(path_of(path), channels, sample_rate, resample)
     return _crop_or_pad(audio, n_samples, pad)
 
 
@@ -202,7 +204,7 @@ def load_clips(paths: Iterable, *, channels: int = 2, seconds: float | None = No
     """
     if channels not in (1, 2):
         raise ValueError(f"channels: expected 1 or 2, got {channels!r}.")
-    items = [_path_of(p) for p in paths]
+    items = [path_of(p) for p in paths]
     if not items:
         raise ValueError("paths: no clips given.")
     if not same_length and not (seconds is not None and pad):

@@ -25,8 +25,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from asdx.data.audio import (_PCM16_SCALE, SAMPLE_RATE, AudioWarning, _path_of, check_float_samples,
-                             check_wav_complete, load_clip)
+from asdx.data.audio import (PCM16_SCALE, SAMPLE_RATE, AudioWarning, check_float_samples, check_wav_complete,
+                             load_clip, path_of)
 
 DEFAULT_BATCH_SIZE = 16
 
@@ -39,7 +39,7 @@ def check_headers(clips: Sequence, channels: int, sample_rate: int = SAMPLE_RATE
     """
     lengths = np.zeros(len(clips), dtype=np.int64)
     for i, clip in enumerate(clips):
-        path = _path_of(clip)
+        path = path_of(clip)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such audio file.")
         check_wav_complete(path)
@@ -101,7 +101,7 @@ class ArrayClip:
         except (TypeError, ValueError) as error:
             raise ValueError(f"{name}: cannot be read as an audio array ({error}).") from error
         if audio.dtype.kind == "i" and audio.dtype.itemsize == 2:  # int16, either byte order
-            audio = np.multiply(audio, _PCM16_SCALE, dtype=np.float32)
+            audio = np.multiply(audio, PCM16_SCALE, dtype=np.float32)
         elif audio.dtype.kind in "iub":
             raise ValueError(f"{name}: dtype {audio.dtype} is not float audio; pass float samples in [-1, 1] "
                              "(int16 is read as 16-bit PCM and scaled by 1/32768; other integer types are refused).")
@@ -134,7 +134,7 @@ class ArrayClip:
 
 def _label(clip) -> str:
     """What a message calls a clip: an in-memory clip's name, a file's path."""
-    return clip.name if isinstance(clip, ArrayClip) else str(_path_of(clip))
+    return clip.name if isinstance(clip, ArrayClip) else str(path_of(clip))
 
 
 class _ClipAudio(torch.utils.data.Dataset):

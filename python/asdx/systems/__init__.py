@@ -72,3 +72,11 @@ SYSTEMS = {
     "proto": SystemEntry(ProtoConfig, "asdx.systems.proto:ProtoSystem", "P_proto: stereo CNN + frozen BEATs, "
                          "SGFF, FiLM + Conformer, min distance to normal prototypes"),
 }
+
+
+def make_system(name: str, config, context=None):
+    """The system `name` of SYSTEMS with its config and context (an asdx.systems.base.SystemContext; None: the
+    config's device and defaults, for library use)."""
+    if name not in SYSTEMS:
+        raise ValueError(f"system: unknown {name!r}; available: {', '.join(sorted(SYSTEMS))}.")
+    return SYSTEMS[name].system(config, context)

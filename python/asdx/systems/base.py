@@ -18,6 +18,7 @@ import torch
 
 from asdx.data.dataset import MachineDir
 from asdx.data.loader import ClipSet
+from asdx.device import Device
 
 SCORE = "score"
 
@@ -65,7 +66,11 @@ class MachineScores:
 
 @dataclass
 class SystemContext:
-    """What the runner gives a system besides its config: where it runs and where its results go."""
+    """What the runner gives a system besides its config: where it runs and where its results go.
+
+    device: given as a torch.device, or as a name (asdx.device.Device: "auto", "cuda:1"...) that is resolved
+    here, once; systems read context.device and never resolve the config's device themselves.
+    """
 
     device: torch.device
     progress: bool = True
@@ -74,6 +79,10 @@ class SystemContext:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("asdx.system"))
     notes: list[str] = field(default_factory=list)  # every note reaches run.log, metrics.json and the report
     stage_printer: Callable[[str], None] | None = None  # set by the runner
+
+    def __post_init__(self):
+        if not isinstance(self.device, torch.device):
+            self.device = Device(self.device).resolve()
 
     def stage(self, text: str) -> None:
         """A progress line (loading, embedding, training, scoring); the runner prefixes `machine k/N: <name>`."""
@@ -116,10 +125,8 @@ class System(abc.ABC):
 
     def __init__(self, config, context: SystemContext | None = None):
         """context: the runner's; library use without one gets the config's device and defaults."""
-        from asdx.config import resolve_device
-
         self.config = config
-        self.context = context or SystemContext(device=resolve_device(getattr(config, "device", "cpu")))
+        self.context = context or SystemContext(device=getattr(config, "device", "cpu"))
 
     @property
     def input_channels(self) -> int:

@@ -8,26 +8,19 @@ asdx.config. Each system module imports its config from here (asdx.systems.ae.AE
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 from pydantic import Field
 
 from asdx.config import validate_fields
+from asdx.device import Device
 
 SERA_CHECKPOINT_NAME = "BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt1.pt"
 FUSION_CHECKPOINT_NAME = "BEATs_iter3_plus_AS2M.pt"
 PROTO_CHECKPOINT_NAME = "BEATs_iter3_plus_AS2M.pt"
 EMBEDDING_NORMS = ("per-clip", "per-dimension", "none")
 DISTANCE_NORMS = ("leave-one-out", "transductive", "none")
-_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
-
-
-def _check_device(device: str) -> None:
-    """The device's spelling only; whether torch can use it is asdx.config.resolve_device's check (at run time)."""
-    if not _DEVICE.fullmatch(str(device).strip().lower()):
-        raise ValueError(f"device: expected auto, cpu, cuda, cuda:N or mps, got {device!r}.")
 
 
 @dataclass
@@ -52,8 +45,8 @@ class AEConfig:
     n_frames: Annotated[int, Field(ge=1)] = field(default=5, metadata={"help": "frames stacked into one vector"})
     n_fft: Annotated[int, Field(ge=2)] = field(default=1024, metadata={"help": "FFT size in samples"})
     hop_length: Annotated[int, Field(ge=1)] = field(default=512, metadata={"help": "STFT hop in samples"})
-    device: str = field(default="auto", metadata={"help": "torch device: auto (CUDA when torch sees a GPU), "
-                                                          "cpu, cuda or cuda:N"})
+    device: Device = field(default="auto", metadata={"help": "torch device: auto (CUDA when torch sees a "
+                                                                     "GPU), cpu, cuda, cuda:N or mps"})
     threshold_scores: Literal["in-sample", "holdout", "kfold", "official"] = field(
         default="kfold", metadata={"help": "train-normal scores the gamma threshold is fitted on: kfold = "
                                            "out-of-fold scores of `folds` extra models put on the final model's "
@@ -113,7 +106,7 @@ class SeraConfig:
         "help": "z-score of each bank's distances: leave-one-out (statistics of the bank's own train clips, "
                 "inductive), transductive (statistics of the scored clips themselves, GenRep's form: test scores "
                 "depend on each other), none"})
-    device: str = field(default="auto", metadata={"help": "torch device: auto, cpu, cuda, cuda:N or mps"})
+    device: Device = field(default="auto", metadata={"help": "torch device: auto, cpu, cuda, cuda:N or mps"})
     embed_batch_size: Annotated[int, Field(ge=1)] = field(default=16, metadata={
         "help": "clips per BEATs forward / embedding batch"})
     feature_memory_mb: Annotated[int, Field(ge=0)] = field(default=2048, metadata={
@@ -121,7 +114,6 @@ class SeraConfig:
 
     def __post_init__(self):
         validate_fields(self)
-        _check_device(self.device)
         if self.embedding_norm not in EMBEDDING_NORMS:  # validate_fields checks it too; kept for clarity
             raise ValueError(f"embedding_norm: expected one of {EMBEDDING_NORMS}, got {self.embedding_norm!r}.")
         if self.distance_norm not in DISTANCE_NORMS:
@@ -173,7 +165,7 @@ class FusionConfig:
     rank_norm: Literal["inductive", "transductive"] = field(default="inductive", metadata={
         "help": "inductive: rank among the scorer's honest train scores; transductive: rank within the scored "
                 "set (test scores then depend on each other)"})
-    device: str = field(default="auto", metadata={"help": "torch device: auto, cpu, cuda, cuda:N or mps"})
+    device: Device = field(default="auto", metadata={"help": "torch device: auto, cpu, cuda, cuda:N or mps"})
     embed_batch_size: Annotated[int, Field(ge=1)] = field(default=16, metadata={
         "help": "clips per BEATs forward / embedding batch"})
     feature_memory_mb: Annotated[int, Field(ge=0)] = field(default=2048, metadata={
@@ -181,7 +173,6 @@ class FusionConfig:
 
     def __post_init__(self):
         validate_fields(self)
-        _check_device(self.device)
 
 
 @dataclass
@@ -214,7 +205,7 @@ class ProtoConfig:
     domain_weight: Annotated[float, Field(ge=0)] = field(default=1.0, metadata={
         "help": "weight of the domain cross-entropy (hidden-attribute machines)"})
     seed: int = field(default=0, metadata={"help": "seed of the initialisation, sampling, mixup"})
-    device: str = field(default="auto", metadata={"help": "torch device: auto, cpu, cuda, cuda:N or mps"})
+    device: Device = field(default="auto", metadata={"help": "torch device: auto, cpu, cuda, cuda:N or mps"})
     embed_batch_size: Annotated[int, Field(ge=1)] = field(default=16, metadata={
         "help": "clips per feature / embedding batch"})
     feature_memory_mb: Annotated[int, Field(ge=0)] = field(default=2048, metadata={
@@ -230,7 +221,6 @@ class ProtoConfig:
 
     def __post_init__(self):
         validate_fields(self)
-        _check_device(self.device)
 
 
 __all__ = ["AEConfig", "DISTANCE_NORMS", "EMBEDDING_NORMS", "FUSION_CHECKPOINT_NAME", "FusionConfig",
