@@ -33,7 +33,6 @@ from asdx.systems.fusion import MODEL_FILE, RESUME_FILE, FusionConfig, FusionSys
 pytestmark = [
     pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                        reason="this torch build has no torch.distributed with the gloo backend"),
-    pytest.mark.usefixtures("one_torch_thread"),
 ]
 
 # Learning rates far above the report's so two epochs move the tiny model's weights visibly.

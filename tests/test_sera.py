@@ -29,9 +29,6 @@ from asdx.systems.sera import (HEAD_FILE, MACHINE_FILE, RESUME_FILE, SERA_CHECKP
 FAST = dict(beats="random-tiny", epochs=8, lr=1e-3, batch_size=32, seed=0)
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 def clipset(machine, split: str) -> ClipSet:
     return ClipSet.from_clips(machine_clips(machine, split), channels=1, seconds=10.0)
 

@@ -18,9 +18,6 @@ MACHINES = "fan,valveEmu,Sander,ToyDrone"
 FAST = ["--beats", "random-tiny", "--epochs", "4", "--lr", "1e-3", "--quiet", "--workers", "0"]
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return generate(tmp_path_factory.mktemp("sera_run") / "data", machines=MACHINES, seconds=1.0, n_source=12,
