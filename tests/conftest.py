@@ -93,7 +93,8 @@ def threads_restored():
 
 def chance_auc_floor(n_normal: int, n_anomaly: int, n_aucs: int = 1, z: float = 2.33) -> float:
     """The mean of n_aucs independent AUCs of random scores (n_normal vs n_anomaly clips each) exceeds this
-    with < 1 % probability (z = 2.33, one-sided): the Mann-Whitney null has mean 0.5 and sd
-    sqrt((n1 + n2 + 1) / (12 n1 n2)) per AUC (no ties), and a mean of n_aucs has sd / sqrt(n_aucs)."""
+    with < 1 % probability (z = 2.33, one-sided, normal approximation): the Mann-Whitney null has mean 0.5 and
+    sd sqrt((n1 + n2 + 1) / (12 n1 n2)) per AUC (no ties), and a mean of n_aucs has sd / sqrt(n_aucs). AUCs
+    that share clips are not independent: count them as one."""
     sd = np.sqrt((n_normal + n_anomaly + 1) / (12.0 * n_normal * n_anomaly))
     return 0.5 + z * sd / np.sqrt(n_aucs)
