@@ -1,11 +1,11 @@
-"""Shared test helpers: the golden fixtures folder and GPU availability."""
+"""Shared test helpers: the golden fixtures folder, GPU availability, and one thread for the whole suite."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import asdx  # noqa: F401  first, before torch: its OpenMP threads then sleep while they wait (asdx._threads)
+import asdx  # first, before torch: its OpenMP threads then sleep while they wait (asdx._threads)
 import numpy as np
 import pytest
 import torch
@@ -72,10 +72,29 @@ def synth_root(tmp_path_factory):
 SYNTH_SIZES = {"n_source": 20, "n_target": 4, "n_test": 8, "samples": 16000}
 
 
-@pytest.fixture(scope="module")
-def one_torch_thread():
-    """Tiny models: thread hand-offs cost more than they save on 2 busy cores (use with pytestmark)."""
+@pytest.fixture(scope="session", autouse=True)
+def one_thread_for_the_suite():
+    """The suite runs with one torch thread and one kernel thread: the models and inputs are tiny, and on a
+    busy 2-core machine thread hand-offs cost more than they save (test_runner's AE run: 266 s with two
+    torch threads, 55 s with one). A test that needs more threads sets them itself and restores them."""
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    asdx.set_num_threads(1)  # torch's intra-op pool and asdx's kernels: one knob (asdx._native)
     yield
-    torch.set_num_threads(before)
+    asdx.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def threads_restored():
+    """A test that changes the thread counts leaves them at one for the next test."""
+    yield
+    if torch.get_num_threads() != 1:
+        asdx.set_num_threads(1)
+
+
+def chance_auc_floor(n_normal: int, n_anomaly: int, n_aucs: int = 1, z: float = 2.33) -> float:
+    """The mean of n_aucs independent AUCs of random scores (n_normal vs n_anomaly clips each) exceeds this
+    with < 1 % probability (z = 2.33, one-sided, normal approximation): the Mann-Whitney null has mean 0.5 and
+    sd sqrt((n1 + n2 + 1) / (12 n1 n2)) per AUC (no ties), and a mean of n_aucs has sd / sqrt(n_aucs). AUCs
+    that share clips are not independent: count them as one."""
+    sd = np.sqrt((n_normal + n_anomaly + 1) / (12.0 * n_normal * n_anomaly))
+    return 0.5 + z * sd / np.sqrt(n_aucs)

@@ -1,6 +1,6 @@
 """The AE's threshold scores (AEConfig.threshold_scores): held-out scores come from models that did not
-see those clips, "in-sample" is the code before them bit for bit, the runner fits the gamma on them,
-and the calibration study (benchmarks/calibration_ae.py) runs."""
+see those clips, "in-sample" is the code before them (to a tolerance), and the runner fits the gamma on
+them. The calibration study that compares the schemes is benchmarks/calibration_ae.py: running it is its test."""
 
 import csv
 import json
@@ -20,27 +20,13 @@ BEFORE = Path(__file__).parent / "data" / "ae_scores_before_runner_v2.json"
 SMALL = {"n_mels": 16, "n_frames": 2, "device": "cpu"}  # 32-dim vectors: the tests that bypass features run fast
 
 
-@pytest.fixture
-def torch_threads():
-    """Sets torch's intra-op threads for one test, then restores them. The models here are tiny: one
-    thread avoids OpenMP barriers (on a busy 2-core machine two threads were 30x slower)."""
-    before = torch.get_num_threads()
-    yield torch.set_num_threads
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def one_thread(torch_threads):
-    torch_threads(1)
-
-
 def random_clips(n_source=8, n_target=4, vectors=12, dim=32, seed=0):
     rng = np.random.default_rng(seed)
     clips = [torch.from_numpy(rng.standard_normal((vectors, dim)).astype(np.float32)) for _ in range(n_source + n_target)]
     return clips, np.array(["source"] * n_source + ["target"] * n_target)
 
 
-def test_in_sample_reproduces_the_scores_of_the_code_before_runner_v2(tmp_path, torch_threads):
+def test_in_sample_reproduces_the_scores_of_the_code_before_runner_v2(tmp_path):
     """tests/data/ae_scores_before_runner_v2.json: float.hex() of every clip score of this fixed run.
 
     Pins the runner's AE path to a tolerance, not to the bit: the log-mel's vectorised log and the
@@ -48,7 +34,7 @@ def test_in_sample_reproduces_the_scores_of_the_code_before_runner_v2(tmp_path, 
     and three epochs of float32 training amplify those ulps (0.25 % at most when the log changed).
     A real change of the path (another feature, crop, model or score) moves scores by far more.
     """
-    torch_threads(2)  # the file was written with torch's default on a 2-core machine; float32 GEMM sums by thread
+    torch.set_num_threads(2)  # conftest restores one thread; the file was written with torch's default on a 2-core machine; float32 GEMM sums by thread
     data = generate(tmp_path / "data", machines="fan,Sander", seconds=2.0, n_source=20, n_target=4, n_test=6, seed=0,
                     progress=False)
     run_dir, _ = run(RunOptions(system="ae", machines="fan,Sander", data=data, out=tmp_path / "runs", name="g",
@@ -162,26 +148,3 @@ def test_folds_and_holdout_are_stratified_and_validated():
     with pytest.raises(ValueError, match="folds"):
         AEConfig(folds=1)
 
-
-def test_the_calibration_study_runs_on_a_tiny_config(tmp_path):
-    from benchmarks.calibration_ae import out_of_fold, study, summarize, table
-
-    sizes = {"seeds": 1, "epochs": 1, "folds": (2,), "seconds": 0.5, "n_source": 20, "n_target": 4, "n_test": 2}
-    cells = study(tmp_path, sizes, machines=("fan",), log=lambda text: None)
-    summary = summarize(cells, sizes["folds"])
-    schemes = {scheme for scheme, _ in summary}
-    assert {"in-sample", "official", "holdout", "kfold2-none", "kfold2-log", "kfold2-log+balanced"} <= schemes
-    for s in summary.values():
-        assert 0.0 <= s["normal_flag"] <= s["highest_run"] <= 1.0 and s["cost"] > 0
-    assert summary["kfold2-log", "empirical"]["n_honest"] == 24 and summary["holdout", "gamma"]["n_honest"] == 3
-    assert len(table(summary, "gamma")) == 2 + len(schemes)
-    # the study's kfold2-log scores are what AESystem(threshold_scores="kfold") gives the runner
-    from asdx.data import machine_clips, resolve_machines
-    from asdx.data.loader import ClipSet
-
-    clips = machine_clips(resolve_machines(next(tmp_path.glob("data-seed0*")), "fan")[0], "train")
-    system = AESystem(AEConfig(epochs=1, seed=0, device="cpu", threshold_scores="kfold", folds=2))
-    vectors = system.stream_vectors(ClipSet.from_clips(clips, 1, seconds=None))
-    system.fit_vectors(vectors, np.array([c.domain for c in clips]), progress=False)
-    np.testing.assert_allclose(out_of_fold(cells["fan", 0], 2, "log"), system.out_of_fold_scores_, rtol=1e-9)
-    assert study(tmp_path, sizes, machines=("fan",), log=lambda text: None).keys() == cells.keys()  # cached

@@ -14,14 +14,6 @@ from asdx.systems.ae import AEConfig, AESystem
 SMALL = {"n_mels": 16, "n_frames": 2, "device": "cpu", "batch_size": 32}  # 32-dim vectors: fast
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def random_clips(n_source=8, n_target=4, vectors=12, dim=32, seed=0):
     rng = np.random.default_rng(seed)
     clips = [torch.from_numpy(rng.standard_normal((vectors, dim)).astype(np.float32))

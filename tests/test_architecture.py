@@ -172,6 +172,25 @@ def test_no_module_imports_a_private_name_of_another():
     assert not gone, f"fixed, so remove them from KNOWN_PRIVATE_IMPORTS: {sorted(gone)}"
 
 
+def imports_of_benchmarks(tests: Path) -> list[str]:
+    """'file:line' of every import of the benchmarks/ folder in tests/*.py: the suite tests the package, and a
+    benchmark is tested by running it (a test that imports one inverts the layering)."""
+    found = []
+    for path in sorted(tests.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            if any(name == "benchmarks" or name.startswith("benchmarks.") for name in names):
+                found.append(f"{path.name}:{node.lineno}")
+    return found
+
+
+def test_no_test_imports_the_benchmarks(tmp_path):
+    assert not imports_of_benchmarks(Path(__file__).resolve().parent)
+    (tmp_path / "test_a.py").write_text("def f():\n    from benchmarks.calibration_ae import study\n")
+    (tmp_path / "test_b.py").write_text("import os, benchmarks\nimport benchmarks_not\n")
+    assert imports_of_benchmarks(tmp_path) == ["test_a.py:2", "test_b.py:1"]
+
 def test_the_checks_see_a_cycle_and_a_private_import(tmp_path):
     """The checks themselves: a planted circle (also through a relative import and a package __init__) and a
     planted private import are found; an import inside a function or under TYPE_CHECKING is no circle."""

@@ -98,9 +98,15 @@ def test_threads_must_be_positive(in_tmp, capsys):
 
 
 def test_unknown_flags_are_refused(synth_root, in_tmp, capsys):
+    """A usage error: exit code 2, nothing on stdout, one error line that names the flag (after the usage
+    text), no traceback, nothing written."""
     with pytest.raises(SystemExit) as caught:
-        main(_run(synth_root, "--bogus"))
-    assert caught.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+        main(_run(synth_root, "--epochs", "2", "--bogus"))
+    captured = capsys.readouterr()
+    assert caught.value.code == 2 and captured.out == "" and "Traceback" not in captured.err
+    errors = [line for line in captured.err.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0].startswith("asdx") and "--bogus" in errors[0], captured.err
+    assert captured.err.startswith("usage: asdx ") and captured.err.endswith(errors[0] + "\n")
     assert not (in_tmp / "runs").exists()
 
 

@@ -10,8 +10,6 @@ import pytest
 from asdx.cli import main
 from asdx.data import generate
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 @pytest.fixture(scope="module")
 def ae_run(tmp_path_factory):

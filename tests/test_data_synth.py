@@ -79,7 +79,11 @@ def test_far_channel_is_the_delayed_near_source(synth_root):
         gcc = np.fft.irfft(cross / (np.abs(cross) + 1e-12))
         lag = int(np.argmax(np.concatenate([gcc[-200:], gcc[:200]]))) - 200
         assert 16 <= lag <= 48, (machine.name, lag)
-        assert np.sqrt(np.mean(far**2)) > 0 and np.sqrt(np.mean(near**2)) > 0
+        # shifted back by that lag, far follows near sample by sample (r 0.69-0.88 measured on seed 3; unshifted
+        # |r| < 0.35), and it is the quieter of the two (RMS ratio 0.44-0.59): the farther microphone
+        aligned = np.corrcoef(near[:near.size - lag], far[lag:])[0, 1]
+        assert aligned > 0.5 and aligned > abs(np.corrcoef(near, far)[0, 1]) + 0.3, (machine.name, aligned)
+        assert np.sqrt(np.mean(far**2)) < np.sqrt(np.mean(near**2)), machine.name
 
 
 def test_deterministic_per_seed(tmp_path):

@@ -28,12 +28,11 @@ from asdx.data import generate, list_machines, machine_clips
 from asdx.data.loader import ClipSet
 from asdx.systems._features import split_validation
 from asdx.systems.base import SystemContext
-from asdx.systems.fusion import MODEL_FILE, RESUME_FILE, FusionConfig, FusionSystem
+from asdx.systems.fusion import MODEL_FILE, MODEL_FORMAT, RESUME_FILE, FusionConfig, FusionSystem
 
 pytestmark = [
     pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                        reason="this torch build has no torch.distributed with the gloo backend"),
-    pytest.mark.usefixtures("one_torch_thread"),
 ]
 
 # Learning rates far above the report's so two epochs move the tiny model's weights visibly.
@@ -227,7 +226,6 @@ def test_only_rank_0_writes_and_the_token_cache_is_shared(name, ddp_results):
 
 # ----------------------------------------------------------------------------- torchrun end to end
 def test_torchrun_two_processes_run_fusion_end_to_end(tmp_path):
-    assert (Path(__file__).parents[1] / "python" / "asdx" / "__main__.py").is_file()
     data = generate(tmp_path / "data", machines="fan,ToyDrone", seconds=1.0, n_source=10, n_target=3, n_test=3,
                     seed=4, progress=False)
     out = tmp_path / "runs"
@@ -248,6 +246,11 @@ def test_torchrun_two_processes_run_fusion_end_to_end(tmp_path):
                  "machines/fan/done.json", "machines/ToyDrone/done.json"):
         assert (run_dir / name).is_file(), name
     assert not (run_dir / "global" / RESUME_FILE).exists()
+    # the model rank 0 wrote is whole: this format, the run's config, one epoch of history, finite weights
+    saved = torch.load(run_dir / "global" / MODEL_FILE, map_location="cpu", weights_only=True)
+    assert saved["format"] == MODEL_FORMAT and saved["config"]["epochs"] == 1 and len(saved["history"]) == 1
+    assert saved["classes"] and saved["weights"]
+    assert all(bool(torch.isfinite(w).all()) for w in saved["weights"].values())
     assert sorted(p.parent.name for p in (run_dir / "machines").glob("*/done.json")) == ["ToyDrone", "fan"]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert np.isfinite(metrics["official_score"]) and sorted(metrics["machines"]) == ["ToyDrone", "fan"]

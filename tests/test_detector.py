@@ -16,7 +16,6 @@ from asdx.detector import load_detector
 from asdx.systems import SYSTEMS
 from asdx.watch import FolderWatcher
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 COMMON = ["--quiet", "--workers", "0"]
 # The smallest settings of each system that still train and score (the runner tests use the same kind).

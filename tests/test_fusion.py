@@ -36,8 +36,6 @@ from test_fusion_scoring import exceedance_reference
 FAST = dict(beats="random-tiny", finetune_blocks=1, epochs=5, patience=2, lr=1e-2, backbone_lr=3e-2, batch_size=4,
             seed=0)
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def context(cache: Path | None, **kwargs) -> SystemContext:
     return SystemContext(device=torch.device("cpu"), progress=False, cache_dir=cache, **kwargs)

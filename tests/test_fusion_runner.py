@@ -25,8 +25,6 @@ from asdx.systems.fusion import SUB_SCORES, FusionSystem
 MACHINES = ("fan", "valveEmu", "Sander", "ToyDrone")
 FAST = ["--beats", "random-tiny", "--epochs", "2", "--quiet", "--workers", "0"]
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):

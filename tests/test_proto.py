@@ -32,8 +32,6 @@ from asdx.systems.proto import (MODEL_FILE, PROTOTYPES_FILE, RESUME_FILE, STEREO
 FAST = dict(beats="random-tiny", size="tiny", epochs=3, batch_size=8, lr=1e-3, seed=0, device="cpu",
             threshold_scores="loo")
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def context(cache: Path | None) -> SystemContext:
     return SystemContext(device=torch.device("cpu"), progress=False, cache_dir=cache)

@@ -19,15 +19,6 @@ TINY = ProtoNetConfig.tiny()
 SR, HOP = 16000, 512
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tiny model's ops are too small to share: on a busy 2-core runner 1 thread is ~5x faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _frames(seconds):
     return 1 + int(seconds * SR) // HOP
 

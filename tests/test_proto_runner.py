@@ -29,8 +29,6 @@ GROUPS = {"fan": "spd", "valveEmu": "pat", "Sander": "spd", "ToyDrone": "spd"}  
 FAST = ["--beats", "random-tiny", "--size", "tiny", "--epochs", "4", "--lr", "1e-3", "--batch-size", "8", "--quiet",
         "--workers", "0", "--threshold-scores", "loo"]
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):

@@ -23,8 +23,6 @@ from asdx.systems.proto import FOLD_FILE, MODEL_FILE, ProtoConfig, ProtoSystem, 
 
 FAST = dict(beats="random-tiny", size="tiny", epochs=1, batch_size=8, lr=1e-3, seed=0, device="cpu", folds=3)
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 class Spy(ProtoSystem):
     """Records the clips each network trained on, and each fold network's embeddings of its clips."""

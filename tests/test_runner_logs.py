@@ -10,8 +10,6 @@ from asdx import runner
 from asdx.runner import RunOptions, run
 from asdx.systems.ae import AEConfig
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 @pytest.fixture(scope="module")
 def one_machine(tmp_path_factory):

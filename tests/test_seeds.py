@@ -11,7 +11,6 @@ from asdx.cli import main
 from asdx.seeds import parse_seeds
 from asdx.submission import read_decisions
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 MACHINES = ["fan", "valveEmu"]
 KEYS = ("auc_source", "auc_target", "pauc")

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import chance_auc_floor
 from asdx.data import Clip, list_machines, machine_clips
 from asdx.data.loader import ClipSet
 from asdx.metrics import domain_auc
@@ -27,9 +28,6 @@ from asdx.systems.sera import (HEAD_FILE, MACHINE_FILE, RESUME_FILE, SERA_CHECKP
 
 # A learning rate above the report's 1e-4 so a few epochs move the tiny head visibly.
 FAST = dict(beats="random-tiny", epochs=8, lr=1e-3, batch_size=32, seed=0)
-
-
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def clipset(machine, split: str) -> ClipSet:
@@ -356,18 +354,22 @@ def test_config_errors_name_the_field(bad, field):
 
 # ----------------------------------------------------------------------------- detection
 def test_auc_on_synthetic_test_clips_is_above_chance(trained, tmp_path):
-    """random-tiny BEATs is weak: measured mean AUC ~0.58 source / ~0.62 target over the 12 machines."""
-    source, target = {}, {}
+    """Above chance means: the mean AUC over the 12 machines (each the mean of its source and target AUC, 8 normals
+    vs all 16 anomalies each) is above the floor random scores pass with < 1 % probability
+    (conftest.chance_auc_floor with 12 AUCs: 0.586; conservative, as a machine's two AUCs share the anomalies).
+    random-tiny BEATs is weak: measured mean 0.630 source / 0.623 target."""
+    per_machine, sizes = [], set()
     for machine in trained.machines:
         trained.system.fit_machine(machine.name, clipset(machine, "train"), tmp_path / machine.name)
         test_clips = machine_clips(machine, "test")
         scores = trained.system.score_machine(clipset(machine, "test")).scores
         labels = [int(c.label == "anomaly") for c in test_clips]
         domains = [int(c.domain == "target") for c in test_clips]
-        source[machine.name] = domain_auc(labels, scores, domains, "source")
-        target[machine.name] = domain_auc(labels, scores, domains, "target")
-    print("sera AUC source", {k: round(v, 3) for k, v in source.items()})
-    print("sera AUC target", {k: round(v, 3) for k, v in target.items()})
-    both = [(source[m] + target[m]) / 2 for m in source]
-    assert np.mean(list(source.values())) > 0.55 and np.mean(list(target.values())) > 0.55
-    assert sum(a > 0.5 for a in both) >= 8  # above chance on most machines
+        aucs = [domain_auc(labels, scores, domains, domain) for domain in ("source", "target")]
+        print("sera AUC", machine.name, np.round(aucs, 3))
+        per_machine.append(np.mean(aucs))
+        for target in (0, 1):  # a domain's AUC: its normals against all anomalies (asdx.metrics.domain_auc)
+            sizes.add((sum(y == 0 and d == target for y, d in zip(labels, domains)), sum(labels)))
+    (n_normal, n_anomaly), = sizes
+    floor = chance_auc_floor(n_normal, n_anomaly, len(per_machine))
+    assert len(per_machine) == 12 and np.mean(per_machine) > floor, (np.mean(per_machine), floor)

@@ -20,8 +20,6 @@ from asdx.systems._files import load_arrays, load_model_file, load_state, save_a
 from asdx.systems._training import RESUME_FORMAT, Epoch, Training, rank_batches
 from asdx.systems.base import System, SystemContext
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 # ----------------------------------------------------------------------------- state files
 @dataclass
