@@ -49,6 +49,7 @@ def test_score_files_read_back_exactly(tmp_path):
     run_dir.write_scores("fan", "train", names, scores)
     train = run_dir.read_scores("fan", "train")
     assert train["sub_scores"] == ["near", "far"] and list(train["name"]) == names
+    # exact bits are right here: a CSV written and read back on one host (repr/float round trip), no arithmetic
     for column, expected in (("score", values), ("near", values * 3), ("far", -values)):
         assert train[column].tobytes() == np.asarray(expected, dtype=np.float64).tobytes()
     assert (train["label"] == -1).all() and (train["domain"] == "").all()
