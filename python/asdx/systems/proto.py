@@ -38,7 +38,8 @@ from asdx.systems._beats import Backbone, cache_root, filled_per_node
 from asdx.systems._features import FeatureStore, length_batches, store_batches
 from asdx.systems._files import check_same_config, load_arrays, load_model_file, save_arrays, save_model_file
 from asdx.systems._stereo import STEREO, StereoFeatures
-from asdx.systems._threshold_scores import align_scores, balance_domains, stratified_folds
+from asdx.splits import stratified_folds
+from asdx.systems._threshold_scores import align_scores, balance_domains
 from asdx.systems._training import Epoch, Training, digest, distributed_model, rank_batches, summed_over_ranks
 from asdx.systems.base import MachineScores, System, SystemContext
 from asdx.systems.configs import PROTO_CHECKPOINT_NAME, ProtoConfig
