@@ -44,9 +44,7 @@ class Spy(ProtoSystem):
 
 
 def _subsets(stores, indices):
-    from asdx.systems.proto import _store_subset
-
-    return [_store_subset(s, indices) for s in stores]
+    return [s.subset(indices) for s in stores]
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,12 @@ class FeatureStore(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def subset(self, indices) -> "FeatureStore":
+        """The store of some of its clips, in the order of indices (features held in RAM stay shared)."""
+        subset = FeatureStore(self.cache, [], None if self.held is None else [self.held[i] for i in indices])
+        subset.paths = [self.paths[i] for i in indices]
+        return subset
+
     def _read(self, i: int) -> np.ndarray:
         features = self.cache.get(self.paths[i])
         if features is None:
