@@ -58,7 +58,8 @@ from asdx.data.loader import ClipSet
 from asdx.metrics import harmonic_mean, machine_metrics
 from asdx.scoring.threshold import GammaThreshold
 from asdx.systems.ae import AEConfig, AESystem
-from asdx.systems._threshold_scores import align_scores, balance_domains, stratified_folds
+from asdx.splits import stratified_folds
+from asdx.systems._threshold_scores import align_scores, balance_domains
 from asdx.systems.base import SystemContext
 
 MACHINES = ("fan", "gearboxEmu", "bearingEmu", "valveEmu")

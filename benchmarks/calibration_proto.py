@@ -41,7 +41,8 @@ from benchmarks.calibration_ae import FITS, GOAL_MAX, GOAL_MEAN, GOAL_TOLERANCE,
 import asdx
 from asdx.data import generate, machine_clips, resolve_machines
 from asdx.data.loader import ClipSet
-from asdx.systems._threshold_scores import align_scores, balance_domains, stratified_folds
+from asdx.splits import stratified_folds
+from asdx.systems._threshold_scores import align_scores, balance_domains
 from asdx.systems.base import SystemContext
 from asdx.systems.proto import FOLD_FILE, ProtoConfig, ProtoSystem
 

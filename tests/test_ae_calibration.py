@@ -13,8 +13,9 @@ import torch
 from asdx.data import generate
 from asdx.runner import RunOptions, run
 from asdx.scoring.threshold import GammaThreshold
+from asdx.splits import stratified_folds
 from asdx.systems._threshold_scores import balance_domains
-from asdx.systems.ae import AEConfig, AESystem, holdout_clips, stratified_folds
+from asdx.systems.ae import AEConfig, AESystem, holdout_clips
 
 BEFORE = Path(__file__).parent / "data" / "ae_scores_before_runner_v2.json"
 SMALL = {"n_mels": 16, "n_frames": 2, "device": "cpu"}  # 32-dim vectors: the tests that bypass features run fast

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from asdx.systems._threshold_scores import ALIGNMENTS, align_scores, balance_domains, stratified_folds
+from asdx.splits import stratified_folds
+from asdx.systems._threshold_scores import ALIGNMENTS, align_scores, balance_domains
 from asdx.systems.ae import AEConfig, AESystem
 
 SMALL = {"n_mels": 16, "n_frames": 2, "device": "cpu", "batch_size": 32}  # 32-dim vectors: fast

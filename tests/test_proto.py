@@ -24,8 +24,9 @@ from asdx.data import Clip, generate, list_machines, machine_clips
 from asdx.data.loader import ClipSet
 from asdx.features import stereo_features
 from asdx.systems.base import SystemContext
+from asdx.models.heads import supervised_contrastive
 from asdx.systems.proto import (MODEL_FILE, PROTOTYPES_FILE, RESUME_FILE, STEREO, Groups, ProtoConfig, ProtoModel,
-                                ProtoSystem, Prototypes, attribute_key, supervised_contrastive)
+                                ProtoSystem, Prototypes, attribute_key)
 
 # lr far above the report's 1e-4 so that 3 epochs visibly move every trained parameter
 # threshold_scores="loo": these tests are about the final network; the fold networks are tests/test_proto_threshold.py

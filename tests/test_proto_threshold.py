@@ -17,7 +17,8 @@ import torch
 
 from asdx.data import generate, list_machines, machine_clips
 from asdx.data.loader import ClipSet
-from asdx.systems._threshold_scores import align_scores, balance_domains, stratified_folds
+from asdx.splits import stratified_folds
+from asdx.systems._threshold_scores import align_scores, balance_domains
 from asdx.systems.base import SystemContext
 from asdx.systems.proto import FOLD_FILE, MODEL_FILE, ProtoConfig, ProtoSystem, Prototypes
 
@@ -43,9 +44,7 @@ class Spy(ProtoSystem):
 
 
 def _subsets(stores, indices):
-    from asdx.systems.proto import _store_subset
-
-    return [_store_subset(s, indices) for s in stores]
+    return [s.subset(indices) for s in stores]
 
 
 @pytest.fixture(scope="module")

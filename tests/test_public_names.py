@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import asdx
 
@@ -29,3 +30,15 @@ def test_every_listed_name_resolves_and_import_stays_lazy():
             "missing = [n for n in asdx.__all__ if getattr(asdx, n, None) is None]\n"
             "assert not missing, missing\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# modules of the command line (cli, demo, report_tables, __main__) and `info`, which names the function asdx.info
+NOT_LISTED = {"cli", "demo", "report_tables", "__main__", "info"}
+
+
+def test_every_public_module_is_listed():
+    """A new public module is reachable as asdx.<name> (SUBMODULES) unless it belongs to the command line."""
+    root = Path(asdx.__file__).parent
+    public = {p.stem for p in root.glob("*.py") if not p.stem.startswith("_")}
+    public |= {p.parent.name for p in root.glob("*/__init__.py") if not p.parent.name.startswith("_")}
+    assert public - NOT_LISTED == set(asdx.SUBMODULES)

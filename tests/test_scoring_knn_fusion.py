@@ -42,6 +42,42 @@ def test_knn_train_scores_are_leave_one_out():
     assert train[i] == pytest.approx(min(own, cross), rel=1e-4)
 
 
+def _brute_columns(X, domain, queries, k, leave_out=False):
+    """NumPy reference of the per-domain columns: mean L2 distance to the k nearest of each domain's rows."""
+    out = np.full((len(queries), 2), np.nan)
+    for column, name in enumerate(("source", "target")):
+        bank = X[domain == name]
+        if len(bank) == 0:
+            continue
+        d = np.linalg.norm(queries[:, None, :].astype(np.float64) - bank[None].astype(np.float64), axis=2)
+        if leave_out:  # the training rows themselves: each left out of its own domain's bank
+            own = np.flatnonzero(domain == name)
+            d[own, np.arange(len(own))] = np.inf
+        d = np.sort(d, axis=1)[:, :k]
+        out[:, column] = np.where(np.isfinite(d).all(axis=1), d.mean(axis=1), np.nan)
+    return out
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_knn_domain_columns_match_a_brute_force_reference(k):
+    """The per-domain columns sera and fusion read: distances to each bank (row minimum = score_samples), and
+    the training rows' leave-one-out columns (row minimum = train_scores_)."""
+    rng = np.random.default_rng(k)
+    X = rng.standard_normal((40, 5)).astype(np.float32)
+    domain = np.array(["source"] * 30 + ["target"] * 10)
+    queries = rng.standard_normal((7, 5)).astype(np.float32)
+    scorer = KNNScorer(k=k).fit(X, domain=domain)
+    columns = scorer.domain_distances(queries)
+    np.testing.assert_allclose(columns, _brute_columns(X, domain, queries, k), rtol=1e-4)
+    np.testing.assert_array_equal(scorer.score_samples(queries), columns.min(axis=1))
+    train = scorer.train_domain_distances_
+    np.testing.assert_allclose(train, _brute_columns(X, domain, X, k, leave_out=True), rtol=1e-4)
+    np.testing.assert_array_equal(scorer.train_scores_, train.min(axis=1))
+    one = KNNScorer(k=k).fit(X)  # one bank: the target column is NaN
+    assert np.isnan(one.domain_distances(queries)[:, 1]).all() and np.isnan(one.train_domain_distances_[:, 1]).all()
+    np.testing.assert_array_equal(one.score_samples(queries), one.domain_distances(queries)[:, 0])
+
+
 def test_knn_without_domain_and_bad_input():
     X, _ = clusters()
     scorer = KNNScorer(k=3, metric="cosine").fit(X)

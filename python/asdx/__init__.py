@@ -15,8 +15,9 @@ from asdx.info import info
 
 # Subpackages load on first use (`asdx.scoring.KNNScorer` works after a bare `import asdx`), so importing
 # asdx stays cheap for a DataLoader worker or a CLI call that needs one kernel.
-SUBMODULES = ("compare", "config", "data", "detector", "distributed", "evaluation", "features", "index", "metrics",
-              "models", "reference", "report", "runner", "scoring", "seeds", "submission", "systems", "watch")
+SUBMODULES = ("compare", "config", "data", "detector", "device", "distributed", "evaluation", "features", "index",
+              "metrics", "models", "options", "reference", "report", "rundir", "runner", "scoring", "seeds", "splits",
+              "submission", "systems", "watch")
 
 
 def load_detector(run_dir, machine: str, **options):

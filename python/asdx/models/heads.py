@@ -202,6 +202,22 @@ class CenterLoss(nn.Module):
         return 0.5 * (diff * diff).sum(1).mean()
 
 
+def supervised_contrastive(embeddings: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Khosla et al. 2020 (SupCon, L_out): pull same-label clips together on the sphere, push the others away."""
+    z = F.normalize(embeddings, dim=1)
+    logits = z @ z.T / temperature
+    self_mask = torch.eye(len(z), dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(self_mask, -1e9)
+    positives = (labels[:, None] == labels[None, :]) & ~self_mask
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    counts = positives.sum(1)
+    has = counts > 0
+    if not has.any():
+        return embeddings.sum() * 0.0
+    mean_log_prob = (log_prob * positives).sum(1)[has] / counts[has]
+    return -mean_log_prob.mean()
+
+
 @dataclass
 class MixedBatch:
     """Mixup output: x = lam x + (1 - lam) x[perm]; labels of both sources and the per-row lam."""

@@ -17,6 +17,7 @@ from asdx import _cuda
 from asdx._native import _C, follow_torch_threads, require_cuda_kernels
 from asdx.scoring._domains import domain_codes
 from asdx.scoring._estimator import check_int, check_n_features, check_X, is_int, is_real, require_fitted
+from asdx.splits import stratified_folds
 from asdx._arrays import Prepared, like_input, match_device, prepare, require_same_width
 
 __all__ = ["DiagGMMScorer", "gmm_diag_loglik"]
@@ -181,7 +182,8 @@ class DiagGMMScorer(BaseEstimator):
         Folds: StratifiedKFold on fit's `domain` when every domain has >= n_splits rows;
         else with n_splits lowered to the smallest domain count when that is >= 2
         (the rare target domain still lands in every fold); else (or without a domain)
-        plain KFold. Always shuffle=True, random_state=self.random_state.
+        plain KFold. Always shuffle=True, random_state=self.random_state; drawn by
+        asdx.splits.stratified_folds(draws="sklearn"), scikit-learn's draws.
 
         Computed on first access (n_splits mixture fits) and cached; each access returns a
         copy. Raises NotFittedError before fit, and ValueError naming n_splits when there
@@ -193,21 +195,23 @@ class DiagGMMScorer(BaseEstimator):
         return self._train_scores_cache.copy()
 
     def _out_of_fold_scores(self) -> np.ndarray:
-        from sklearn.model_selection import KFold, StratifiedKFold
+        from sklearn.utils import check_random_state
 
         x, labels, n_splits = self._train, self._train_domain, int(self.n_splits)
         n = x.shape[0]
         if n_splits > n:
             raise ValueError(f"n_splits: {n_splits} folds for the {n} rows given to fit; train_scores_ needs "
                              "at least one row per fold (use fewer splits or more rows).")
-        splitter = KFold(n_splits, shuffle=True, random_state=self.random_state)
-        if labels is not None:
-            smallest = int(np.unique(labels, return_counts=True)[1].min())
-            if smallest >= 2:
-                splitter = StratifiedKFold(min(n_splits, smallest), shuffle=True, random_state=self.random_state)
+        smallest = int(np.unique(labels, return_counts=True)[1].min()) if labels is not None else 0
+        stratify = smallest >= 2
+        if stratify:
+            n_splits = min(n_splits, smallest)
+        fold_of = stratified_folds(labels if stratify else np.zeros(n), n_splits,
+                                   check_random_state(self.random_state), stratify=stratify, draws="sklearn")
         k = self.n_components_
         scores = np.full(n, np.nan)
-        for fold, (kept, held) in enumerate(splitter.split(x, labels)):
+        for fold in range(n_splits):
+            kept, held = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
             if kept.size < k:
                 raise ValueError(f"n_splits: fold {fold} leaves {kept.size} rows to fit, fewer than the "
                                  f"n_components_={k} components; use fewer splits or more rows.")

@@ -9,7 +9,6 @@ of one cropped length: BEATs and the poolings get no padding.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -18,6 +17,7 @@ import torch
 
 from asdx.data.loader import ClipSet
 from asdx.models.cache import FeatureCache
+from asdx.splits import holdout
 
 
 class FeatureStore(torch.utils.data.Dataset):
@@ -31,6 +31,12 @@ class FeatureStore(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def subset(self, indices) -> "FeatureStore":
+        """The store of some of its clips, in the order of indices (features held in RAM stay shared)."""
+        subset = FeatureStore(self.cache, [], None if self.held is None else [self.held[i] for i in indices])
+        subset.paths = [self.paths[i] for i in indices]
+        return subset
 
     def _read(self, i: int) -> np.ndarray:
         features = self.cache.get(self.paths[i])
@@ -86,18 +92,9 @@ def _as_given(item):
 
 
 def split_validation(clips: Sequence, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split stratified by (machine, domain): round(fraction * n) of each group to validation, >= 1 kept."""
-    groups: dict[tuple[str, str], list[int]] = {}
-    for i, clip in enumerate(clips):
-        groups.setdefault((clip.machine, clip.domain or ""), []).append(i)
-    rng = np.random.default_rng(seed)
-    train, validation = [], []
-    for key in sorted(groups):
-        members = rng.permutation(np.asarray(groups[key]))
-        n_val = min(int(math.floor(fraction * len(members) + 0.5)), len(members) - 1)
-        validation.extend(members[:n_val].tolist())
-        train.extend(members[n_val:].tolist())
-    return np.array(sorted(train), dtype=np.int64), np.array(sorted(validation), dtype=np.int64)
+    """(train, validation) indices: a seeded holdout stratified by (machine, domain), round(fraction * n) of
+    each group to validation, >= 1 kept (asdx.splits.holdout)."""
+    return holdout([(clip.machine, clip.domain or "") for clip in clips], fraction, seed)
 
 
 def length_batches(indices: np.ndarray, lengths: np.ndarray, batch_size: int,

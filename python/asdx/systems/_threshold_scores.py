@@ -1,8 +1,8 @@
 """Honest threshold scores for the systems that train one model per machine (ae, proto).
 
 The gamma threshold is fitted on train-normal scores, so they must be scores of clips the scoring model
-did not train on, numerous enough to fit, and mixed by domain as the test set is. Three parts, shared:
-  - stratified_folds: clip-level, domain-stratified folds for out-of-fold (cross-fitted) scores;
+did not train on, numerous enough to fit, and mixed by domain as the test set is. Two parts, shared (the
+domain-stratified folds of the out-of-fold scores are asdx.splits.stratified_folds):
   - align_scores: a fold model's held-out scores put on the final model's scale, by the map between the
     two models' scores of clips both trained on (each model has its own offset and spread);
   - balance_domains: the target clips' scores repeated so both domains weigh alike in the fit (the test
@@ -15,23 +15,6 @@ from __future__ import annotations
 import numpy as np
 
 ALIGNMENTS = ("log", "linear", "ratio", "none")
-
-
-def stratified_folds(domains, folds: int, seed: int) -> np.ndarray:
-    """Fold index (0..folds-1) per clip, clip-level and domain-stratified: each domain's clips are
-    shuffled and dealt round-robin, the dealing continuing across domains so fold sizes differ by one at most."""
-    domains = np.asarray(domains)
-    if not 2 <= folds <= len(domains):
-        raise ValueError(f"folds: expected 2 <= folds <= {len(domains)} (the training clips), got {folds}.")
-    rng = np.random.default_rng(seed)
-    fold = np.empty(len(domains), dtype=np.int64)
-    dealt = 0
-    for domain in sorted(set(domains.tolist())):
-        members = np.flatnonzero(domains == domain)
-        members = members[rng.permutation(len(members))]
-        fold[members] = (dealt + np.arange(len(members))) % folds
-        dealt += len(members)
-    return fold
 
 
 def align_scores(held, fold_reference, final_reference, method: str = "log") -> np.ndarray:
@@ -89,4 +72,4 @@ def balance_domains(scores, is_target) -> np.ndarray:
     return np.concatenate([scores[~is_target], np.repeat(scores[is_target], repeat)])
 
 
-__all__ = ["ALIGNMENTS", "align_scores", "balance_domains", "stratified_folds"]
+__all__ = ["ALIGNMENTS", "align_scores", "balance_domains"]

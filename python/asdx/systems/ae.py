@@ -72,7 +72,8 @@ from asdx.features import logmel_dcase, stack_frames
 from asdx.models.ae import AENet
 from asdx.scoring.covariance import stable_precision
 from asdx.scoring.mahalanobis import ae_mahalanobis_scores
-from asdx.systems._threshold_scores import align_scores, balance_domains, stratified_folds
+from asdx.splits import holdout, stratified_folds
+from asdx.systems._threshold_scores import align_scores, balance_domains
 from asdx.systems.base import MachineScores, System, SystemContext
 from asdx.systems.configs import AEConfig
 
@@ -93,19 +94,8 @@ def holdout_clips(domains, fraction: float, seed: int) -> np.ndarray:
     random, always leaving one clip of the domain for training (so one target clip of two or more is held out).
     Small sets: more clips of the largest domain are held out until there are MIN_THRESHOLD_SCORES (3)."""
     domains = np.asarray(domains)
-    rng = np.random.default_rng(seed)
     held = np.zeros(len(domains), dtype=bool)
-    order = {}
-    for domain in sorted(set(domains.tolist())):
-        members = np.flatnonzero(domains == domain)
-        order[domain] = members[rng.permutation(len(members))]
-        n_held = min(math.ceil(fraction * len(members)), len(members) - 1) if fraction > 0 else 0
-        held[order[domain][:n_held]] = True
-    largest = max(order, key=lambda d: len(order[d])) if order else None
-    if largest is not None and 0 < held.sum() < MIN_THRESHOLD_SCORES:
-        members = order[largest]
-        n_held = min(int(held[members].sum()) + MIN_THRESHOLD_SCORES - int(held.sum()), len(members) - 1)
-        held[members[:n_held]] = True
+    held[holdout(domains, fraction, seed, rounding="up", minimum=MIN_THRESHOLD_SCORES)[1]] = True
     if held.sum() < MIN_THRESHOLD_SCORES:
         raise ValueError(f"threshold_scores=holdout: {int(held.sum())} of {len(domains)} clips held out with "
                          f"validation_split={fraction}; the gamma fit needs at least {MIN_THRESHOLD_SCORES}. "

@@ -150,14 +150,8 @@ class FusionScorer:
             raise ValueError(f"{machine}: {len(domains)} domain labels for {len(bank)} train embeddings.")
         check_domains(machine, domains, config.knn_k)
         n = len(bank)
-        knn_train = np.full((n, len(DOMAINS)), np.nan)
-        for column, domain in enumerate(DOMAINS):
-            members = domains == domain
-            if members.any():
-                knn = knn_scorer(config.knn_k, config.knn_metric).fit(bank[members])
-                knn_train[members, column] = knn.train_scores_  # leave-one-out: never a clip's own neighbour
-                if not members.all():
-                    knn_train[~members, column] = knn.score_samples(bank[~members])
+        # per-domain columns, leave-one-out in a clip's own bank: never a clip's own neighbour
+        knn_train = knn_scorer(config.knn_k, config.knn_metric).fit(bank, domain=domains).train_domain_distances_
         folds = min(config.gmm_folds, n)
         largest = max(1, (n - math.ceil(n / folds)) // MIN_CLIPS_PER_COMPONENT)  # fits in every fold's rows
         if config.gmm_components is None:
@@ -178,13 +172,9 @@ class FusionScorer:
 
     def score(self, embeddings: np.ndarray) -> MachineScores:
         queries = normalise(embeddings)
-        knn = np.full((len(queries), len(DOMAINS)), np.nan)
         if len(queries) == 0:
-            return self._fuse(knn, np.zeros(0))
-        for column, domain in enumerate(DOMAINS):
-            members = self.domains == domain
-            if members.any():
-                knn[:, column] = knn_scorer(self.knn_k, self.knn_metric).fit(self.bank[members]).score_samples(queries)
+            return self._fuse(np.full((0, len(DOMAINS)), np.nan), np.zeros(0))
+        knn = knn_scorer(self.knn_k, self.knn_metric).fit(self.bank, domain=self.domains).domain_distances(queries)
         gmm_nll = -np.asarray(gmm_diag_loglik(queries, self.gmm_weights, self.gmm_means, self.gmm_variances))
         return self._fuse(knn, gmm_nll)
 

@@ -32,13 +32,14 @@ from torch import nn
 
 from asdx import distributed
 from asdx.data.loader import ClipSet
-from asdx.models.heads import ArcFace, CenterLoss
+from asdx.models.heads import ArcFace, CenterLoss, supervised_contrastive
 from asdx.models.proto_net import ProtoNet, ProtoNetConfig
 from asdx.systems._beats import Backbone, cache_root, filled_per_node
-from asdx.systems._features import FeatureStore, length_batches, store_batches
+from asdx.systems._features import length_batches, store_batches
 from asdx.systems._files import check_same_config, load_arrays, load_model_file, save_arrays, save_model_file
 from asdx.systems._stereo import STEREO, StereoFeatures
-from asdx.systems._threshold_scores import align_scores, balance_domains, stratified_folds
+from asdx.splits import stratified_folds
+from asdx.systems._threshold_scores import align_scores, balance_domains
 from asdx.systems._training import Epoch, Training, digest, distributed_model, rank_batches, summed_over_ranks
 from asdx.systems.base import MachineScores, System, SystemContext
 from asdx.systems.configs import PROTO_CHECKPOINT_NAME, ProtoConfig
@@ -103,23 +104,7 @@ def attribute_key(clips: Sequence) -> str | None:
     return (speed or varying or [None])[0]
 
 
-# ----------------------------------------------------------------------------- losses
-def supervised_contrastive(embeddings: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Khosla et al. 2020 (SupCon, L_out): pull same-label clips together on the sphere, push the others away."""
-    z = F.normalize(embeddings, dim=1)
-    logits = z @ z.T / temperature
-    self_mask = torch.eye(len(z), dtype=torch.bool, device=z.device)
-    logits = logits.masked_fill(self_mask, -1e9)
-    positives = (labels[:, None] == labels[None, :]) & ~self_mask
-    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-    counts = positives.sum(1)
-    has = counts > 0
-    if not has.any():
-        return embeddings.sum() * 0.0
-    mean_log_prob = (log_prob * positives).sum(1)[has] / counts[has]
-    return -mean_log_prob.mean()
-
-
+# ----------------------------------------------------------------------------- model
 class ProtoModel(nn.Module):
     """ProtoNet and the training heads of the machine's loss family; forward gives the per-clip loss.
 
@@ -205,13 +190,6 @@ class Prototypes:
 # ----------------------------------------------------------------------------- fold networks
 FOLD_FILE = "held_out.npz"
 FOLD_FORMAT = "asdx.proto.fold/1"
-
-
-def _store_subset(store: FeatureStore, indices: np.ndarray) -> FeatureStore:
-    """The store of some of its clips, in the order of indices (features held in RAM stay shared)."""
-    subset = FeatureStore(store.cache, [], None if store.held is None else [store.held[i] for i in indices])
-    subset.paths = [store.paths[i] for i in indices]
-    return subset
 
 
 def _read_fold(path: Path, key: str) -> dict | None:
@@ -475,7 +453,7 @@ class ProtoSystem(System):
             if done is None:
                 if world.is_main:
                     fold_folder.mkdir(parents=True, exist_ok=True)
-                kept_stores = tuple(_store_subset(s, kept) for s in stores)
+                kept_stores = tuple(s.subset(kept) for s in stores)
                 self._train(machine, train.subset(kept), kept_stores, fold_folder,
                             what=f" fold {k + 1}/{self.config.folds}")
                 done = self._score_fold(train, stores, held, kept)
@@ -488,8 +466,8 @@ class ProtoSystem(System):
     def _score_fold(self, train: ClipSet, stores, held: np.ndarray, kept: np.ndarray) -> dict:
         """The fold network (self.model now): prototypes of its kept clips; its scores of the held-out clips
         and its leave-one-out scores of the kept ones."""
-        kept_clips, kept_stores = train.subset(kept), tuple(_store_subset(s, kept) for s in stores)
-        held_clips, held_stores = train.subset(held), tuple(_store_subset(s, held) for s in stores)
+        kept_clips, kept_stores = train.subset(kept), tuple(s.subset(kept) for s in stores)
+        held_clips, held_stores = train.subset(held), tuple(s.subset(held) for s in stores)
         per_group = self.embed_per_group(kept_stores, kept_clips)
         own = np.array([self.groups.of(c) for c in kept_clips.clips], dtype=np.int64)
         prototypes = Prototypes.fit(self.groups.names, per_group[np.arange(len(own)), own], own)
@@ -528,5 +506,4 @@ class ProtoSystem(System):
         return self.prototypes
 
 
-__all__ = ["Groups", "ProtoConfig", "ProtoModel", "ProtoSystem", "Prototypes", "attribute_key",
-           "supervised_contrastive"]
+__all__ = ["Groups", "ProtoConfig", "ProtoModel", "ProtoSystem", "Prototypes", "attribute_key"]

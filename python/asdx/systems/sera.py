@@ -27,9 +27,9 @@ import torch
 from torch import nn
 
 from asdx.data.loader import ClipSet
-from asdx.index import Bank
 from asdx.models.heads import IGNORE_INDEX, AttentiveStatsPooling, MultiTaskArcFace
 from asdx.scoring._domains import DOMAINS
+from asdx.scoring.knn import KNNScorer
 from asdx.systems._beats import REPORT, Backbone, cache_root
 from asdx.systems._features import FeatureStore, length_batches, split_validation, store_batches
 from asdx.systems._files import check_same_config, load_model_file, load_state, save_model_file, save_state
@@ -182,23 +182,20 @@ class DomainBanks:
             mean, std = np.zeros(embeddings.shape[1]), np.ones(embeddings.shape[1])
         vectors = normalise_embeddings(embeddings, embedding_norm, mean, std)
         is_target = domains == "target"
-        source, target = vectors[~is_target], vectors[is_target]
-        columns = {}
-        for name, members, bank_vectors in (("source", ~is_target, source), ("target", is_target, target)):
-            bank = Bank(bank_vectors, metric="l2")
-            distance = np.zeros(len(vectors))
-            distance[members] = bank.leave_one_out(bank_vectors, k=1).distances[:, 0]
-            distance[~members] = bank.search(vectors[~members], k=1).distances[:, 0]
-            columns[name] = distance
-        state = cls(machine, embedding_norm, distance_norm, mean, std, source, target,
-                    _stats(columns["source"][~is_target]), _stats(columns["target"][is_target]))
-        return state, state._fuse(columns["source"], columns["target"])
+        knn = KNNScorer(k=1, metric="l2").fit(vectors, domain=domains)  # leave-one-out in a clip's own bank
+        columns = knn.train_domain_distances_
+        state = cls(machine, embedding_norm, distance_norm, mean, std, vectors[~is_target], vectors[is_target],
+                    _stats(columns[~is_target, 0]), _stats(columns[is_target, 1]))
+        return state, state._fuse(columns[:, 0], columns[:, 1])
 
     def score(self, embeddings: np.ndarray) -> MachineScores:
         vectors = normalise_embeddings(embeddings, self.embedding_norm, self.embedding_mean, self.embedding_std)
-        distances = [Bank(bank, metric="l2").search(vectors, k=1).distances[:, 0] if len(vectors) else np.zeros(0)
-                     for bank in (self.source, self.target)]
-        return self._fuse(*distances)
+        if len(vectors) == 0:
+            return self._fuse(np.zeros(0), np.zeros(0))
+        domains = ["source"] * len(self.source) + ["target"] * len(self.target)
+        knn = KNNScorer(k=1, metric="l2").fit(np.concatenate([self.source, self.target]), domain=domains)
+        distances = knn.domain_distances(vectors)
+        return self._fuse(distances[:, 0], distances[:, 1])
 
     def _fuse(self, source_distance: np.ndarray, target_distance: np.ndarray) -> MachineScores:
         if self.distance_norm == "leave-one-out":
