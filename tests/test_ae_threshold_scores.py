@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from asdx.splits import stratified_folds
-from asdx.systems._threshold_scores import ALIGNMENTS, align_scores, balance_domains
+from asdx.systems._threshold_scores import ALIGNMENTS, align_scores, balance_domains, cross_fit
 from asdx.systems.ae import AEConfig, AESystem
 
 SMALL = {"n_mels": 16, "n_frames": 2, "device": "cpu", "batch_size": 32}  # 32-dim vectors: fast
@@ -98,6 +98,32 @@ def test_folds_are_stratified_and_cover_every_clip_once():
         for f in range(k):  # every fold model trains on source and target clips
             kept = domains[fold != f]
             assert (kept == "target").sum() >= 6 - -(-6 // k) and (kept == "source").sum() >= 40 - -(-40 // k)
+
+
+def test_cross_fit_scores_each_clip_by_the_one_model_that_left_it_out():
+    """The shared cross-fitter (ae and proto): fold k's model sees only the clips outside fold k, each held-out
+    score lands on its own clip, and pooled aligns each fold by its own model's reference scores."""
+    rng = np.random.default_rng(5)
+    domains = np.array(["source"] * 17 + ["target"] * 5)
+    truth = rng.gamma(3.0, 1.0, len(domains))  # a "model" scores clip i as truth[i] * (its fold's factor)
+    final = truth * 2.0
+    calls = []
+
+    def fit_and_score(k, held, kept):
+        calls.append((k, held, kept))
+        return truth[held] * (k + 1), truth[kept] * (k + 1) + 0.01 * kept
+
+    folds = cross_fit(domains, 3, 7, fit_and_score)
+    np.testing.assert_array_equal(folds.fold_of, stratified_folds(domains, 3, 7))
+    assert [k for k, _, _ in calls] == [0, 1, 2]
+    for k, held, kept in calls:
+        assert set(held) == set(np.flatnonzero(folds.fold_of == k)) and set(kept) == set(range(22)) - set(held)
+    aligned, raw = folds.pooled(final)
+    for k, held, kept in calls:
+        np.testing.assert_array_equal(raw[held], truth[held] * (k + 1))
+        np.testing.assert_array_equal(aligned[held], align_scores(truth[held] * (k + 1),
+                                                                  truth[kept] * (k + 1) + 0.01 * kept, final[kept]))
+    assert np.isfinite(aligned).all()
 
 
 # ----------------------------------------------------------------------------- the AE's kfold path

@@ -25,7 +25,7 @@ from asdx.data.loader import ClipSet
 from asdx.features import stereo_features
 from asdx.systems.base import SystemContext
 from asdx.models.heads import supervised_contrastive
-from asdx.systems.proto import (MODEL_FILE, PROTOTYPES_FILE, RESUME_FILE, STEREO, Groups, ProtoConfig, ProtoModel,
+from asdx.systems.proto import (MODEL_FILE, PROTOTYPES_FILE, RESUME_FILE, STEREO, Groups, ProtoConfig,
                                 ProtoSystem, Prototypes, attribute_key)
 
 # lr far above the report's 1e-4 so that 3 epochs visibly move every trained parameter
@@ -99,7 +99,7 @@ def fitted(data, tmp_path_factory):
         test_scores = system.score_machine(data.test[machine])
         with torch.random.fork_rng(devices=[]):  # the initial weights, as _train makes them
             torch.manual_seed(system.config.seed)
-            initial = ProtoModel(system.net_config(system.groups), system.groups, system.config).state_dict()
+            initial = system.new_model().state_dict()
         out[machine] = SimpleNamespace(system=system, folder=base / machine, train_scores=train_scores,
                                        test_scores=test_scores, initial=initial)
     return SimpleNamespace(cache=base / "cache", **out)

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from asdx.models.heads import AttentiveStatsPooling
+from asdx.models.heads import ArcFace, AttentiveStatsPooling, CenterLoss, supervised_contrastive
 
 N_BAND_CHANNELS = 7  # asdx.features.stereo.BAND_CHANNELS
 NEAR_FAR = 2  # bands[:, 0] near_logmel, bands[:, 1] far_logmel: all that use_spatial=False reads
@@ -509,6 +509,50 @@ class ProtoNet(nn.Module):
                 raise ValueError(f"{name}: expected a ({batch},) long tensor, got {tuple(value.shape)} {value.dtype}.")
             if batch and (int(value.min()) < 0 or int(value.max()) >= n):
                 raise ValueError(f"{name}: values must be in 0..{n - 1}, got {value.tolist()[:8]}.")
+
+
+# --------------------------------------------------------------------------- training
+class ProtoModel(nn.Module):
+    """ProtoNet and the training heads of one loss family; forward gives the per-clip loss.
+
+    n_groups: the number of prototype groups when the attributes are visible (ArcFace over the groups plus
+    center loss); None for domain-only groups (supervised contrastive over the domains plus a domain
+    cross-entropy). The loss is computed inside forward so that DistributedDataParallel, which wraps this
+    module, averages the heads' gradients along with the network's.
+    """
+
+    def __init__(self, config: ProtoNetConfig, n_groups: int | None, *, arcface_s: float = 30.0,
+                 arcface_m: float = 0.5, center_weight: float = 1.0, temperature: float = 0.1,
+                 domain_weight: float = 1.0):
+        super().__init__()
+        self.net = ProtoNet(config)
+        self.visible = n_groups is not None
+        self.center_weight, self.temperature, self.domain_weight = center_weight, temperature, domain_weight
+        dim = config.embedding_dim
+        if self.visible:
+            self.arcface = ArcFace(dim, n_groups, s=arcface_s, m=arcface_m)
+            self.center = CenterLoss(n_groups, dim)
+        else:
+            self.domain_head = nn.Linear(dim, 2)
+
+    def loss(self, embeddings: torch.Tensor, labels: torch.Tensor, domains: torch.Tensor) -> torch.Tensor:
+        """Per-clip loss (B,) of the model's family (a batch-level term is spread over the clips)."""
+        if self.visible:
+            centre = self.center(F.normalize(embeddings, dim=1), labels)
+            return self.arcface.loss(embeddings, labels, reduction="none") + self.center_weight * centre
+        contrastive = supervised_contrastive(embeddings, domains, self.temperature)
+        cross_entropy = F.cross_entropy(self.domain_head(embeddings), domains, reduction="none")
+        return contrastive + self.domain_weight * cross_entropy
+
+    def forward(self, bands, gcc, tokens, conditions, labels, domains, perm=None, lam: float = 1.0,
+                autocast: bool = False) -> torch.Tensor:
+        """conditions (B, 2): (domain, attribute) indices; labels: group indices; perm, lam: a mixup's pairing."""
+        with torch.autocast(device_type=bands.device.type, dtype=torch.bfloat16, enabled=autocast):
+            embeddings = self.net(bands, gcc, tokens, conditions[:, 0], conditions[:, 1]).float()
+        loss = self.loss(embeddings, labels, domains)
+        if perm is not None:  # mixup: the losses of both sources, weighted by lambda
+            loss = lam * loss + (1 - lam) * self.loss(embeddings, labels[perm], domains[perm])
+        return loss
 
 
 # --------------------------------------------------------------------------- counts

@@ -1,8 +1,9 @@
 """Honest threshold scores for the systems that train one model per machine (ae, proto).
 
 The gamma threshold is fitted on train-normal scores, so they must be scores of clips the scoring model
-did not train on, numerous enough to fit, and mixed by domain as the test set is. Two parts, shared (the
-domain-stratified folds of the out-of-fold scores are asdx.splits.stratified_folds):
+did not train on, numerous enough to fit, and mixed by domain as the test set is. Three parts, shared:
+  - cross_fit: the fold models' out-of-fold scores (domain-stratified folds, asdx.splits.stratified_folds),
+    pooled and aligned by CrossFit.pooled;
   - align_scores: a fold model's held-out scores put on the final model's scale, by the map between the
     two models' scores of clips both trained on (each model has its own offset and spread);
   - balance_domains: the target clips' scores repeated so both domains weigh alike in the fit (the test
@@ -12,7 +13,13 @@ Measured and argued in docs/threshold_scores.md (benchmarks/calibration_ae.py, c
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
+from tqdm.auto import tqdm
+
+from asdx.splits import stratified_folds
 
 ALIGNMENTS = ("log", "linear", "ratio", "none")
 
@@ -57,6 +64,51 @@ def align_scores(held, fold_reference, final_reference, method: str = "log") -> 
     return np.exp(mapped) if method == "log" else mapped
 
 
+@dataclass
+class FoldScores:
+    """One fold model's scores: of its held-out clips (raw) and of its own training clips (reference)."""
+
+    held: np.ndarray       # indices of the clips the fold model did not train on
+    kept: np.ndarray       # indices of its training clips
+    raw: np.ndarray        # its scores of the held clips, in that order
+    reference: np.ndarray  # its scores of the kept clips, in that order (align_scores' fold_reference)
+
+
+@dataclass
+class CrossFit:
+    """The out-of-fold scores of k-fold cross-fitting: fold_of (each clip's fold) and one FoldScores per fold."""
+
+    fold_of: np.ndarray
+    folds: list[FoldScores]
+
+    def pooled(self, final_reference) -> tuple[np.ndarray, np.ndarray]:
+        """(aligned, raw): every clip's held-out score, put on the final model's scale (align_scores, with
+        final_reference the final model's scores of all clips) and as its fold model gave it."""
+        final_reference = np.asarray(final_reference, dtype=np.float64)
+        raw, aligned = np.full(len(self.fold_of), np.nan), np.full(len(self.fold_of), np.nan)
+        for fold in self.folds:
+            raw[fold.held] = fold.raw
+            aligned[fold.held] = align_scores(fold.raw, fold.reference, final_reference[fold.kept])
+        return aligned, raw
+
+
+def cross_fit(domains, folds: int, seed: int, fit_and_score: Callable, desc: str | None = None) -> CrossFit:
+    """k-fold cross-fitting, clip-level: each clip scored by a model that did not train on it.
+
+    The clips are split into `folds` seeded, domain-stratified folds; fit_and_score(k, held, kept) trains
+    fold model k on the clips `kept` (indices) and returns (its scores of the clips `held`, its scores of
+    the clips `kept`), each in that order. desc: a progress bar's label (None: no bar).
+    """
+    fold_of = stratified_folds(np.asarray(domains), folds, seed)
+    results = []
+    for k in tqdm(range(folds), desc=desc, disable=desc is None):
+        held, kept = np.flatnonzero(fold_of == k), np.flatnonzero(fold_of != k)
+        raw, reference = fit_and_score(k, held, kept)
+        results.append(FoldScores(held, kept, np.asarray(raw, dtype=np.float64),
+                                  np.asarray(reference, dtype=np.float64)))
+    return CrossFit(fold_of, results)
+
+
 def balance_domains(scores, is_target) -> np.ndarray:
     """The threshold scores with each target clip's score repeated round(n_source / n_target) times (at least
     once), so that the gamma fit weighs the two domains alike, as the DCASE test set does (half its clips
@@ -72,4 +124,4 @@ def balance_domains(scores, is_target) -> np.ndarray:
     return np.concatenate([scores[~is_target], np.repeat(scores[is_target], repeat)])
 
 
-__all__ = ["ALIGNMENTS", "align_scores", "balance_domains"]
+__all__ = ["ALIGNMENTS", "CrossFit", "FoldScores", "align_scores", "balance_domains", "cross_fit"]

@@ -72,8 +72,8 @@ from asdx.features import logmel_dcase, stack_frames
 from asdx.models.ae import AENet
 from asdx.scoring.covariance import stable_precision
 from asdx.scoring.mahalanobis import ae_mahalanobis_scores
-from asdx.splits import holdout, stratified_folds
-from asdx.systems._threshold_scores import align_scores, balance_domains
+from asdx.splits import holdout
+from asdx.systems._threshold_scores import balance_domains, cross_fit
 from asdx.systems.base import MachineScores, System, SystemContext
 from asdx.systems.configs import AEConfig
 
@@ -260,24 +260,23 @@ class AESystem(System):
 
     def _out_of_fold_scores(self, vectors: list, domains: np.ndarray, checkpoint, progress: bool) -> np.ndarray:
         """Each clip scored by a model that did not train on it (k-fold cross-fitting, clip-level), then put on
-        the final model's scale (align_scores; the raw scores stay in out_of_fold_raw_).
+        the final model's scale (cross_fit, align_scores; the raw scores stay in out_of_fold_raw_).
 
         Fold model k (fit_fold_model) trains on the clips outside fold k and scores every clip: its scores of
         fold k are the held-out ones; its scores of its own training clips, beside the final model's scores of
         the same clips, give the map between the two scales. Each fold model checkpoints next to the final
         model's checkpoint (checkpoint_fold<k>.pt), so they resume too.
         """
-        fold = stratified_folds(domains, self.config.folds, self.config.seed)
-        raw, aligned = np.full(len(vectors), np.nan), np.full(len(vectors), np.nan)
-        for k in tqdm(range(self.config.folds), desc="AE fold models", disable=not progress):
-            held, kept = np.flatnonzero(fold == k), np.flatnonzero(fold != k)
+        def fit_and_score(k: int, held: np.ndarray, kept: np.ndarray):
             fold_checkpoint = None if checkpoint is None else \
                 Path(checkpoint).with_name(f"{Path(checkpoint).stem}_fold{k}{Path(checkpoint).suffix}")
             model = self.fit_fold_model(vectors, domains, kept, fold_checkpoint)
-            raw[held] = model.score_vectors([vectors[i] for i in held])
-            aligned[held] = align_scores(raw[held], model.train_scores_, self.train_scores_[kept])
-        self.folds_ = fold
-        self.out_of_fold_raw_ = raw
+            return model.score_vectors([vectors[i] for i in held]), model.train_scores_
+
+        folds = cross_fit(domains, self.config.folds, self.config.seed, fit_and_score,
+                          desc="AE fold models" if progress else None)
+        self.folds_ = folds.fold_of
+        aligned, self.out_of_fold_raw_ = folds.pooled(self.train_scores_)
         return aligned
 
     @torch.no_grad()

@@ -1,22 +1,13 @@
 """P_proto: stereo CNN + frozen BEATs, SGFF fusion, FiLM + Conformer, prototype scoring (proto_min).
 
-The report "Four systems for noise-aware unsupervised anomalous sound detection in DCASE 2026
-Task 2", § 2.2 ("Tsz_DCASE_task2.1"), the only system that listens to both microphones. fit_machine
-trains one network per machine (asdx.models.proto_net.ProtoNet) on the cached stereo features and
-BEATs tokens of its train clips, then fits one prototype per group, (domain, attribute value) or
-domain. A clip is embedded under each group's FiLM condition; its score is the smallest distance
-to a prototype, with a train clip left out of its own group's. Under torchrun every rank trains
-(DDP) and rank 0 alone writes files. Steps, defaults and departures from the report:
-docs/systems/proto.md.
-
-Threshold scores (threshold_scores, docs/threshold_scores.md): by default ("kfold") `folds` extra
-networks, each trained without one domain-stratified fold, score their fold against their own clips'
-prototypes; the scores are put on the final network's scale and the target ones repeated to weigh as
-the source ones. "loo" takes the final network's leave-one-out distances (optimistic).
-
-Files: fit_machine writes `<folder>/proto_model.pt` (and `proto_model.resume.pt` after each epoch until
-it finishes), `<folder>/proto_prototypes.npz` and, with kfold, `<folder>/fold<k>/held_out.npz` (a fold
-network's scores; a rerun skips finished folds).
+fit_machine trains one network per machine (asdx.models.proto_net.ProtoModel) on the cached stereo features
+and BEATs tokens of its train clips and fits one prototype per group, (domain, attribute value) or domain;
+a clip scores its least distance to a prototype. Under torchrun every rank trains (DDP); rank 0 writes.
+Threshold scores: out-of-fold scores of `folds` extra networks (kfold, cross_fit) or the final network's
+leave-one-out distances (loo); docs/threshold_scores.md. Files in the machine folder: proto_model.pt
+(proto_model.resume.pt until training ends), proto_prototypes.npz, with kfold fold<k>/held_out.npz.
+The recipe and its departures from the report (§ 2.2 of "Four systems for noise-aware unsupervised
+anomalous sound detection in DCASE 2026 Task 2"): docs/systems/proto.md.
 """
 
 from __future__ import annotations
@@ -28,18 +19,15 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from asdx import distributed
 from asdx.data.loader import ClipSet
-from asdx.models.heads import ArcFace, CenterLoss, supervised_contrastive
-from asdx.models.proto_net import ProtoNet, ProtoNetConfig
+from asdx.models.proto_net import ProtoModel, ProtoNetConfig
 from asdx.systems._beats import Backbone, cache_root, filled_per_node
 from asdx.systems._features import length_batches, store_batches
 from asdx.systems._files import check_same_config, load_arrays, load_model_file, save_arrays, save_model_file
 from asdx.systems._stereo import STEREO, StereoFeatures
-from asdx.splits import stratified_folds
-from asdx.systems._threshold_scores import align_scores, balance_domains
+from asdx.systems._threshold_scores import CrossFit, balance_domains, cross_fit
 from asdx.systems._training import Epoch, Training, digest, distributed_model, rank_batches, summed_over_ranks
 from asdx.systems.base import MachineScores, System, SystemContext
 from asdx.systems.configs import PROTO_CHECKPOINT_NAME, ProtoConfig
@@ -102,46 +90,6 @@ def attribute_key(clips: Sequence) -> str | None:
     varying = [k for k in keys if len({str(c.attributes.get(k)) for c in clips}) >= 2]
     speed = [k for k in varying if k.lower() in SPEED_KEYS]
     return (speed or varying or [None])[0]
-
-
-# ----------------------------------------------------------------------------- model
-class ProtoModel(nn.Module):
-    """ProtoNet and the training heads of the machine's loss family; forward gives the per-clip loss.
-
-    The loss is computed inside forward so that DistributedDataParallel, which wraps this module,
-    averages the heads' gradients along with the network's.
-    """
-
-    def __init__(self, net_config: ProtoNetConfig, groups: Groups, config: ProtoConfig):
-        super().__init__()
-        self.net = ProtoNet(net_config)
-        self.visible = groups.visible
-        self.center_weight, self.temperature, self.domain_weight = (config.center_weight, config.temperature,
-                                                                    config.domain_weight)
-        dim = net_config.embedding_dim
-        if groups.visible:
-            self.arcface = ArcFace(dim, len(groups.names), s=config.arcface_s, m=config.arcface_m)
-            self.center = CenterLoss(len(groups.names), dim)
-        else:
-            self.domain_head = nn.Linear(dim, 2)
-
-    def loss(self, embeddings: torch.Tensor, labels: torch.Tensor, domains: torch.Tensor) -> torch.Tensor:
-        """Per-clip loss (B,) of the machine's family (a batch-level term is spread over the clips)."""
-        if self.visible:
-            centre = self.center(F.normalize(embeddings, dim=1), labels)
-            return self.arcface.loss(embeddings, labels, reduction="none") + self.center_weight * centre
-        contrastive = supervised_contrastive(embeddings, domains, self.temperature)
-        cross_entropy = F.cross_entropy(self.domain_head(embeddings), domains, reduction="none")
-        return contrastive + self.domain_weight * cross_entropy
-
-    def forward(self, bands, gcc, tokens, conditions, labels, domains, perm=None, lam: float = 1.0,
-                autocast: bool = False) -> torch.Tensor:
-        with torch.autocast(device_type=bands.device.type, dtype=torch.bfloat16, enabled=autocast):
-            embeddings = self.net(bands, gcc, tokens, conditions[:, 0], conditions[:, 1]).float()
-        loss = self.loss(embeddings, labels, domains)
-        if perm is not None:  # mixup: the losses of both sources, weighted by lambda
-            loss = lam * loss + (1 - lam) * self.loss(embeddings, labels[perm], domains[perm])
-        return loss
 
 
 # ----------------------------------------------------------------------------- prototypes
@@ -266,10 +214,15 @@ class ProtoSystem(System):
                               f"({self.config.size} config, spatial cues {cues}).")
         return self.backbone
 
-    def net_config(self, groups: Groups) -> ProtoNetConfig:
-        make = ProtoNetConfig.full if self.config.size == "full" else ProtoNetConfig.tiny
-        return make(beats_dim=self.backbone.cfg.encoder_embed_dim, n_attributes=1 + len(groups.values),
-                    use_spatial=self.config.use_spatial, max_lag=float(STEREO["max_lag"]))
+    def new_model(self) -> ProtoModel:
+        """A freshly initialised network and heads for the machine's groups (global torch RNG), on the device."""
+        cfg = self.config
+        make = ProtoNetConfig.full if cfg.size == "full" else ProtoNetConfig.tiny
+        net_config = make(beats_dim=self.backbone.cfg.encoder_embed_dim, n_attributes=1 + len(self.groups.values),
+                          use_spatial=cfg.use_spatial, max_lag=float(STEREO["max_lag"]))
+        return ProtoModel(net_config, len(self.groups.names) if self.groups.visible else None,
+                          arcface_s=cfg.arcface_s, arcface_m=cfg.arcface_m, center_weight=cfg.center_weight,
+                          temperature=cfg.temperature, domain_weight=cfg.domain_weight).to(self.device)
 
     # ------------------------------------------------------------------ cached features
     def feature_stores(self, clips: ClipSet, folder: Path):
@@ -329,7 +282,7 @@ class ProtoSystem(System):
         domain_of = conditions_of[:, 0]
         with torch.random.fork_rng(devices=[]):  # seeded initialisation, global RNG untouched
             torch.manual_seed(cfg.seed)
-            self.model = ProtoModel(self.net_config(self.groups), self.groups, cfg).to(self.device)
+            self.model = self.new_model()
         model = distributed_model(self.model, self.device, world)
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         key = {"config": dict(self.global_config()), "beats": self.backbone.fingerprint, "layer": self.layer,
@@ -416,33 +369,25 @@ class ProtoSystem(System):
         scores = self.prototypes.scores(self.prototypes.distances(per_group, own))
         honest = scores.scores
         if folds is not None:  # each fold network's held-out scores on the final network's scale
-            honest = np.full(len(train), np.nan)
-            self.out_of_fold_raw_ = np.full(len(train), np.nan)
-            for fold in folds:
-                honest[fold["held"]] = align_scores(fold["raw"], fold["reference"], scores.scores[fold["kept"]])
-                self.out_of_fold_raw_[fold["held"]] = fold["raw"]
+            honest, self.out_of_fold_raw_ = folds.pooled(scores.scores)
             scores.sub_scores["held_out_score"] = honest
         self.held_out_scores_ = honest
         target = np.array([c.domain == "target" for c in train.clips])
         scores.threshold_scores = balance_domains(honest, target) if self.config.balance_domains else honest
         return scores
 
-    def _fold_networks(self, machine: str, train: ClipSet, stores, folder: Path) -> list[dict]:
-        """threshold_scores=kfold: for each of `folds` domain-stratified clip folds, a network trained by the same
-        recipe on the other folds' clips (the final network's groups and seed) scores its fold against the
-        prototypes of its own training clips. Returns per fold the held-out and kept clip indices, the raw
-        held-out scores and the reference: the fold network's leave-one-out scores of its kept clips.
+    def _fold_networks(self, machine: str, train: ClipSet, stores, folder: Path) -> CrossFit:
+        """threshold_scores=kfold (cross_fit): fold network k, trained by the same recipe (the final network's
+        groups and seed) on the clips outside fold k, scores its fold against the prototypes of its own
+        training clips; its leave-one-out scores of those clips are the alignment's reference.
 
         Each fold trains in <folder>/fold<k> (resumable per epoch, like the final network); once scored, its
         results are kept in fold<k>/held_out.npz (a rerun skips a finished fold) and its model file is deleted.
         Under torchrun every rank trains and scores alike; rank 0 writes.
         """
         world = self._world
-        domains = np.array([c.domain for c in train.clips])
-        fold_of = stratified_folds(domains, self.config.folds, self.config.seed)
-        results = []
-        for k in range(self.config.folds):
-            held, kept = np.flatnonzero(fold_of == k), np.flatnonzero(fold_of != k)
+
+        def fit_and_score(k: int, held: np.ndarray, kept: np.ndarray):
             fold_folder = folder / f"fold{k}"
             key = digest({"config": {c: v for c, v in vars(self.config).items()
                                      if c not in self.per_machine_config_fields},
@@ -460,8 +405,9 @@ class ProtoSystem(System):
                 if world.is_main:
                     save_arrays(fold_folder / FOLD_FILE, FOLD_FORMAT, {"key": np.array(key), **done})
                     (fold_folder / MODEL_FILE).unlink(missing_ok=True)
-            results.append({"held": held, "kept": kept, "raw": done["raw"], "reference": done["reference"]})
-        return results
+            return done["raw"], done["reference"]
+
+        return cross_fit([c.domain for c in train.clips], self.config.folds, self.config.seed, fit_and_score)
 
     def _score_fold(self, train: ClipSet, stores, held: np.ndarray, kept: np.ndarray) -> dict:
         """The fold network (self.model now): prototypes of its kept clips; its scores of the held-out clips
@@ -497,7 +443,7 @@ class ProtoSystem(System):
         check_same_config(path, payload["config"], self.global_config(), "model")
         self.groups = Groups.from_dict(payload["groups"])
         with torch.random.fork_rng(devices=[]):  # the weights come from the file; the global RNG stays untouched
-            self.model = ProtoModel(self.net_config(self.groups), self.groups, self.config).to(self.device)
+            self.model = self.new_model()
         self.model.load_state_dict(payload["model"])
         self.history = list(payload["history"])
         arrays = load_arrays(folder / PROTOTYPES_FILE, PROTOTYPES_FORMAT, "proto prototypes file", "fit_machine")
@@ -506,4 +452,4 @@ class ProtoSystem(System):
         return self.prototypes
 
 
-__all__ = ["Groups", "ProtoConfig", "ProtoModel", "ProtoSystem", "Prototypes", "attribute_key"]
+__all__ = ["Groups", "ProtoConfig", "ProtoSystem", "Prototypes", "attribute_key"]
