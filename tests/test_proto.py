@@ -26,7 +26,8 @@ from asdx.features import stereo_features
 from asdx.systems.base import SystemContext
 from asdx.models.heads import supervised_contrastive
 from asdx.systems.proto import (MODEL_FILE, PROTOTYPES_FILE, RESUME_FILE, STEREO, Groups, ProtoConfig,
-                                ProtoSystem, Prototypes, attribute_key)
+                                ProtoSystem, attribute_key, proto_min)
+from asdx.scoring.prototypes import Prototypes
 
 # lr far above the report's 1e-4 so that 3 epochs visibly move every trained parameter
 # threshold_scores="loo": these tests are about the final network; the fold networks are tests/test_proto_threshold.py
@@ -247,7 +248,7 @@ def test_a_group_of_one_clip_has_no_own_prototype():
     assert distances[3, 0] == pytest.approx(np.linalg.norm(per_group[3, 0] - per_group[:3, 0].mean(axis=0)))
     assert distances[0, 0] == pytest.approx(np.linalg.norm(per_group[0, 0] - per_group[1:3, 0].mean(axis=0)))
     assert distances[0, 1] == pytest.approx(np.linalg.norm(per_group[0, 1] - per_group[3, 1]))
-    scores = prototypes.scores(distances)
+    scores = proto_min(prototypes, distances)
     assert np.all(np.isfinite(scores.scores)) and scores.sub_scores["nearest_group"][3] == 0
     assert scores.sub_scores["distance[b]"][3] == np.inf
 

@@ -20,7 +20,8 @@ from asdx.data.loader import ClipSet
 from asdx.splits import stratified_folds
 from asdx.systems._threshold_scores import align_scores, balance_domains
 from asdx.systems.base import SystemContext
-from asdx.systems.proto import FOLD_FILE, MODEL_FILE, ProtoConfig, ProtoSystem, Prototypes
+from asdx.scoring.prototypes import Prototypes
+from asdx.systems.proto import FOLD_FILE, MODEL_FILE, ProtoConfig, ProtoSystem, proto_min
 
 FAST = dict(beats="random-tiny", size="tiny", epochs=1, batch_size=8, lr=1e-3, seed=0, device="cpu", folds=3)
 
@@ -150,4 +151,4 @@ def test_a_group_without_clips_has_no_prototype():
     prototypes = Prototypes.fit(["a", "b", "c"], per_group[np.arange(3), own], own)
     distances = prototypes.distances(per_group)
     assert np.all(distances[:, 1] == np.inf) and np.isfinite(distances[:, [0, 2]]).all()
-    assert np.isfinite(prototypes.scores(distances).scores).all()
+    assert np.isfinite(proto_min(prototypes, distances).scores).all()

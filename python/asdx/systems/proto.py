@@ -23,9 +23,10 @@ import torch.nn.functional as F
 from asdx import distributed
 from asdx.data.loader import ClipSet
 from asdx.models.proto_net import ProtoModel, ProtoNetConfig
+from asdx.scoring.prototypes import Prototypes
 from asdx.systems._beats import Backbone, cache_root, filled_per_node
 from asdx.systems._features import length_batches, store_batches
-from asdx.systems._files import check_same_config, load_arrays, load_model_file, save_arrays, save_model_file
+from asdx.systems._files import check_same_config, load_model_file, load_state, save_model_file, save_state
 from asdx.systems._stereo import STEREO, StereoFeatures
 from asdx.systems._threshold_scores import CrossFit, balance_domains, cross_fit
 from asdx.systems._training import Epoch, Training, digest, distributed_model, rank_batches, summed_over_ranks
@@ -92,47 +93,12 @@ def attribute_key(clips: Sequence) -> str | None:
     return (speed or varying or [None])[0]
 
 
-# ----------------------------------------------------------------------------- prototypes
-@dataclass
-class Prototypes:
-    """Group means of the normalised train embeddings, with each group's size for the leave-one-out form."""
-
-    names: list[str]
-    means: np.ndarray   # (G, D)
-    counts: np.ndarray  # (G,)
-
-    @classmethod
-    def fit(cls, names: list[str], embeddings: np.ndarray, groups: np.ndarray) -> "Prototypes":
-        """A group without clips (a fold network's, when its clips are all held out) has no prototype: its
-        mean is NaN and every distance to it inf."""
-        counts = np.bincount(groups, minlength=len(names))
-        means = np.stack([embeddings[groups == g].mean(axis=0) if counts[g] else
-                          np.full(embeddings.shape[1], np.nan) for g in range(len(names))])
-        return cls(list(names), means, counts)
-
-    def distances(self, per_group: np.ndarray, own: np.ndarray | None = None) -> np.ndarray:
-        """per_group (N, G, D): each clip embedded under each group's condition -> (N, G) L2 distances.
-
-        own (train clips): a clip's own group uses the mean without it, (n p - e) / (n - 1); a
-        group of one clip has no such mean, so that entry is inf.
-        """
-        centres = np.broadcast_to(self.means, per_group.shape).copy()
-        if own is not None:
-            rows = np.arange(len(own))
-            n = self.counts[own].astype(np.float64)[:, None]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                centres[rows, own] = (n * self.means[own] - per_group[rows, own]) / (n - 1)
-        out = np.linalg.norm(per_group - centres, axis=2)
-        if own is not None:
-            out[np.arange(len(own)), own] = np.where(self.counts[own] > 1, out[np.arange(len(own)), own], np.inf)
-        out[:, self.counts == 0] = np.inf
-        return out
-
-    def scores(self, distances: np.ndarray) -> MachineScores:
-        nearest = np.argmin(distances, axis=1)
-        columns = {"nearest_group": nearest.astype(np.float64)}
-        columns.update({f"distance[{name}]": distances[:, g] for g, name in enumerate(self.names)})
-        return MachineScores(distances[np.arange(len(distances)), nearest], columns)
+def proto_min(prototypes: Prototypes, distances: np.ndarray) -> MachineScores:
+    """The score (the least distance to a prototype) and, as sub-scores, the nearest group and every distance."""
+    nearest = np.argmin(distances, axis=1)
+    columns = {"nearest_group": nearest.astype(np.float64)}
+    columns.update({f"distance[{name}]": distances[:, g] for g, name in enumerate(prototypes.names)})
+    return MachineScores(distances[np.arange(len(distances)), nearest], columns)
 
 
 # ----------------------------------------------------------------------------- fold networks
@@ -140,15 +106,23 @@ FOLD_FILE = "held_out.npz"
 FOLD_FORMAT = "asdx.proto.fold/1"
 
 
-def _read_fold(path: Path, key: str) -> dict | None:
+@dataclass
+class FoldResult:
+    """A finished fold network's scores (its held-out clips' and its kept clips' leave-one-out ones), keyed by
+    the digest of its settings and clips."""
+
+    key: str
+    raw: np.ndarray
+    reference: np.ndarray
+
+
+def _read_fold(path: Path, key: str) -> FoldResult | None:
     """A finished fold's results, or None (absent, unreadable, or from other settings or clips)."""
     try:
-        data = load_arrays(path, FOLD_FORMAT, "proto fold result", "fit_machine")
+        done = load_state(FoldResult, path, FOLD_FORMAT, "proto fold result", "fit_machine")
     except (OSError, ValueError):
         return None
-    if str(data.get("key")) != key:
-        return None
-    return {"raw": data["raw"], "reference": data["reference"]}
+    return done if done.key == key else None
 
 
 # ----------------------------------------------------------------------------- the system
@@ -360,13 +334,11 @@ class ProtoSystem(System):
             else None
         self._train(machine, train, stores, folder)
         self._world = distributed.World()
-        per_group = self.embed_per_group(stores, train)
-        own = np.array([self.groups.of(c) for c in train.clips], dtype=np.int64)
-        self.prototypes = Prototypes.fit(self.groups.names, per_group[np.arange(len(own)), own], own)
+        self.prototypes, distances = self._fit_prototypes(stores, train)
         if world.is_main:
-            self._save_prototypes(folder)
+            save_state(folder / PROTOTYPES_FILE, PROTOTYPES_FORMAT, self.prototypes)
         self._folder = folder
-        scores = self.prototypes.scores(self.prototypes.distances(per_group, own))
+        scores = proto_min(self.prototypes, distances)
         honest = scores.scores
         if folds is not None:  # each fold network's held-out scores on the final network's scale
             honest, self.out_of_fold_raw_ = folds.pooled(scores.scores)
@@ -401,25 +373,28 @@ class ProtoSystem(System):
                 kept_stores = tuple(s.subset(kept) for s in stores)
                 self._train(machine, train.subset(kept), kept_stores, fold_folder,
                             what=f" fold {k + 1}/{self.config.folds}")
-                done = self._score_fold(train, stores, held, kept)
+                done = FoldResult(key, *self._score_fold(train, stores, held, kept))
                 if world.is_main:
-                    save_arrays(fold_folder / FOLD_FILE, FOLD_FORMAT, {"key": np.array(key), **done})
+                    save_state(fold_folder / FOLD_FILE, FOLD_FORMAT, done)
                     (fold_folder / MODEL_FILE).unlink(missing_ok=True)
-            return done["raw"], done["reference"]
+            return done.raw, done.reference
 
         return cross_fit([c.domain for c in train.clips], self.config.folds, self.config.seed, fit_and_score)
 
-    def _score_fold(self, train: ClipSet, stores, held: np.ndarray, kept: np.ndarray) -> dict:
-        """The fold network (self.model now): prototypes of its kept clips; its scores of the held-out clips
-        and its leave-one-out scores of the kept ones."""
-        kept_clips, kept_stores = train.subset(kept), tuple(s.subset(kept) for s in stores)
-        held_clips, held_stores = train.subset(held), tuple(s.subset(held) for s in stores)
-        per_group = self.embed_per_group(kept_stores, kept_clips)
-        own = np.array([self.groups.of(c) for c in kept_clips.clips], dtype=np.int64)
+    def _score_fold(self, train: ClipSet, stores, held: np.ndarray, kept: np.ndarray):
+        """The fold network (self.model now): prototypes of its kept clips; (its scores of the held-out clips,
+        its leave-one-out scores of the kept ones)."""
+        prototypes, reference = self._fit_prototypes(tuple(s.subset(kept) for s in stores), train.subset(kept))
+        held_stores = tuple(s.subset(held) for s in stores)
+        raw = prototypes.distances(self.embed_per_group(held_stores, train.subset(held))).min(axis=1)
+        return raw, reference.min(axis=1)
+
+    def _fit_prototypes(self, stores, clips: ClipSet) -> tuple[Prototypes, np.ndarray]:
+        """The current network's prototypes of these clips and their (N, G) distances, leave-one-out."""
+        per_group = self.embed_per_group(stores, clips)
+        own = np.array([self.groups.of(c) for c in clips.clips], dtype=np.int64)
         prototypes = Prototypes.fit(self.groups.names, per_group[np.arange(len(own)), own], own)
-        reference = prototypes.distances(per_group, own).min(axis=1)
-        raw = prototypes.distances(self.embed_per_group(held_stores, held_clips)).min(axis=1)
-        return {"raw": raw, "reference": reference}
+        return prototypes, prototypes.distances(per_group, own)
 
     def score_machine(self, test: ClipSet) -> MachineScores:
         if self.prototypes is None:
@@ -427,12 +402,7 @@ class ProtoSystem(System):
         if len(test) == 0:
             return MachineScores(np.zeros(0))
         per_group = self.embed_per_group(self.feature_stores(test, self._folder), test)
-        return self.prototypes.scores(self.prototypes.distances(per_group))
-
-    def _save_prototypes(self, folder: Path) -> Path:
-        return save_arrays(Path(folder) / PROTOTYPES_FILE, PROTOTYPES_FORMAT,
-                           {"names": np.array(self.prototypes.names), "means": self.prototypes.means,
-                            "counts": self.prototypes.counts})
+        return proto_min(self.prototypes, self.prototypes.distances(per_group))
 
     def load_machine(self, folder: Path) -> Prototypes:
         """Restores the model and prototypes fit_machine wrote."""
@@ -446,10 +416,10 @@ class ProtoSystem(System):
             self.model = self.new_model()
         self.model.load_state_dict(payload["model"])
         self.history = list(payload["history"])
-        arrays = load_arrays(folder / PROTOTYPES_FILE, PROTOTYPES_FORMAT, "proto prototypes file", "fit_machine")
-        self.prototypes = Prototypes([str(n) for n in arrays["names"]], arrays["means"], arrays["counts"])
+        self.prototypes = load_state(Prototypes, folder / PROTOTYPES_FILE, PROTOTYPES_FORMAT, "proto prototypes file",
+                                     "fit_machine")
         self._folder = folder
         return self.prototypes
 
 
-__all__ = ["Groups", "ProtoConfig", "ProtoSystem", "Prototypes", "attribute_key"]
+__all__ = ["Groups", "ProtoConfig", "ProtoSystem", "attribute_key", "proto_min"]
