@@ -302,3 +302,20 @@ def test_cuda_without_a_gpu_is_a_clear_error():
         Device("cuda:1").resolve()
     assert str(caught.value).startswith(f"device: 'cuda:1' requested but torch sees no CUDA GPU "
                                         f"(torch {torch.__version__}, built for ")
+
+
+def test_shared_settings_have_one_help_text_and_each_config_keeps_its_order():
+    """A setting several systems share (configs.device_field, ...) reads the same in every `asdx run <system>
+    --help`; declaring it once must not reorder a config's fields (its flags and config.json keys)."""
+    from asdx.systems.configs import AEConfig, FusionConfig, ProtoConfig, SeraConfig
+
+    configs = (AEConfig, SeraConfig, FusionConfig, ProtoConfig)
+    for name in ("device", "weight_decay", "arcface_s", "arcface_m", "folds"):
+        helps = {f.metadata["help"] for c in configs for f in dataclasses.fields(c) if f.name == name}
+        assert len(helps) == 1, (name, helps)
+    names = {c: [f.name for f in dataclasses.fields(c)] for c in configs}
+    assert names[AEConfig][:5] == ["epochs", "batch_size", "lr", "validation_split", "seed"]
+    assert names[SeraConfig][:2] == ["beats", "layer"] and names[SeraConfig][-3:] == [
+        "device", "embed_batch_size", "feature_memory_mb"]
+    assert names[ProtoConfig][-6:] == ["device", "embed_batch_size", "feature_memory_mb", "threshold_scores",
+                                       "folds", "balance_domains"]

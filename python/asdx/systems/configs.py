@@ -23,6 +23,62 @@ EMBEDDING_NORMS = ("per-clip", "per-dimension", "none")
 DISTANCE_NORMS = ("leave-one-out", "transductive", "none")
 
 
+# ----------------------------------------------------------------------------- fields several systems share
+# Each returns the dataclasses.field of one shared setting with its help text, so that a setting is declared
+# once while every config keeps its own field order (the order of its flags and config keys).
+def seed_field(default: int, seeds: str):
+    """seed: int; `seeds` names what it seeds."""
+    return field(default=default, metadata={"help": f"random seed of the {seeds}"})
+
+
+def device_field():
+    """device: Device."""
+    return field(default="auto", metadata={"help": "torch device: auto (CUDA when torch sees a GPU), cpu, cuda, "
+                                                   "cuda:N or mps"})
+
+
+def beats_field(checkpoint: str):
+    """beats: str | None; `checkpoint` says which checkpoint file the system expects."""
+    return field(default=None, metadata={
+        "help": f"BEATs checkpoint file ({checkpoint}) or 'random-tiny' (tests/demo); unset: $ASDX_BEATS"})
+
+
+def layer_field(use: str):
+    """layer: Annotated[int, Field(ge=0)] | None; `use` says what the layer's tokens do."""
+    return field(default=None, metadata={
+        "help": f"BEATs layer whose tokens {use} (0 = encoder input); unset: the last layer"})
+
+
+def weight_decay_field():
+    """weight_decay: Annotated[float, Field(ge=0)]."""
+    return field(default=1e-2, metadata={"help": "AdamW weight decay"})
+
+
+def arcface_s_field(default: float):
+    """arcface_s: Annotated[float, Field(gt=0)]."""
+    return field(default=default, metadata={"help": "ArcFace scale s"})
+
+
+def arcface_m_field(default: float):
+    """arcface_m: Annotated[float, Field(ge=0, lt=1.57)]."""
+    return field(default=default, metadata={"help": "ArcFace additive angular margin m (radians, below pi/2)"})
+
+
+def embed_batch_size_field(forward: str):
+    """embed_batch_size: Annotated[int, Field(ge=1)]; `forward` names the forward pass it batches."""
+    return field(default=16, metadata={"help": f"clips per {forward} / embedding batch"})
+
+
+def feature_memory_field(held: str, stream: str):
+    """feature_memory_mb: Annotated[int, Field(ge=0)]; `held` names what is held in RAM."""
+    return field(default=2048, metadata={"help": f"hold {held} in RAM when they fit in this many MiB{stream}"})
+
+
+def folds_field():
+    """folds: Annotated[int, Field(ge=2)]."""
+    return field(default=3, metadata={"help": "folds of threshold_scores=kfold"})
+
+
 @dataclass
 class AEConfig:
     """Hyper-parameters of the official baseline.yaml; every field is a CLI flag / config key.
@@ -36,7 +92,7 @@ class AEConfig:
     validation_split: Annotated[float, Field(ge=0, lt=1)] = field(
         default=0.1, metadata={"help": "fraction of the training vectors held out for the validation loss "
                                        "(with threshold_scores=holdout: of each domain's clips)"})
-    seed: int = field(default=13711, metadata={"help": "random seed of the initialisation, split and shuffles"})
+    seed: int = seed_field(13711, "initialisation, split and shuffles")
     channel: Literal[0, 1] = field(default=0, metadata={"help": "0 = near microphone, 1 = far (noisier)"})
     score: Literal["MSE", "MAHALA"] = field(
         default="MAHALA", metadata={"help": "MSE = mean squared reconstruction error, MAHALA = selective "
@@ -45,8 +101,7 @@ class AEConfig:
     n_frames: Annotated[int, Field(ge=1)] = field(default=5, metadata={"help": "frames stacked into one vector"})
     n_fft: Annotated[int, Field(ge=2)] = field(default=1024, metadata={"help": "FFT size in samples"})
     hop_length: Annotated[int, Field(ge=1)] = field(default=512, metadata={"help": "STFT hop in samples"})
-    device: Device = field(default="auto", metadata={"help": "torch device: auto (CUDA when torch sees a "
-                                                                     "GPU), cpu, cuda, cuda:N or mps"})
+    device: Device = device_field()
     threshold_scores: Literal["in-sample", "holdout", "kfold", "official"] = field(
         default="kfold", metadata={"help": "train-normal scores the gamma threshold is fitted on: kfold = "
                                            "out-of-fold scores of `folds` extra models put on the final model's "
@@ -55,7 +110,7 @@ class AEConfig:
                                            "by the final model (few scores); in-sample = training clips scored by "
                                            "the final model (optimistic); official = the official baseline's "
                                            "mini-batch scores"})
-    folds: Annotated[int, Field(ge=2)] = field(default=3, metadata={"help": "folds of threshold_scores=kfold"})
+    folds: Annotated[int, Field(ge=2)] = folds_field()
     balance_domains: bool = field(
         default=True, metadata={"help": "threshold_scores holdout or kfold: repeat the target clips' honest "
                                         "scores so the gamma fit weighs both domains alike, as the test set "
@@ -75,11 +130,8 @@ class SeraConfig:
     Types, ranges and choices are checked by asdx.config (pydantic) in __post_init__.
     """
 
-    beats: str | None = field(default=None, metadata={
-        "help": f"BEATs checkpoint file (the report uses {SERA_CHECKPOINT_NAME}) or 'random-tiny' (tests/demo); "
-                "unset: $ASDX_BEATS"})
-    layer: Annotated[int, Field(ge=0)] | None = field(default=None, metadata={
-        "help": "BEATs layer whose tokens are pooled (0 = encoder input); unset: the last layer"})
+    beats: str | None = beats_field(f"the report uses {SERA_CHECKPOINT_NAME}")
+    layer: Annotated[int, Field(ge=0)] | None = layer_field("are pooled")
     embedding_dim: Annotated[int, Field(ge=1)] = field(default=256, metadata={"help": "clip embedding size"})
     attention_dim: Annotated[int, Field(ge=1)] = field(default=128, metadata={
         "help": "hidden size of the ASP attention"})
@@ -87,18 +139,17 @@ class SeraConfig:
     patience: Annotated[int, Field(ge=1)] = field(default=5, metadata={
         "help": "stop after this many epochs without a better validation loss"})
     lr: Annotated[float, Field(gt=0)] = field(default=1e-4, metadata={"help": "AdamW learning rate"})
-    weight_decay: Annotated[float, Field(ge=0)] = field(default=1e-2, metadata={"help": "AdamW weight decay"})
+    weight_decay: Annotated[float, Field(ge=0)] = weight_decay_field()
     batch_size: Annotated[int, Field(ge=2)] = field(default=32, metadata={"help": "clips per training batch"})
     validation_fraction: Annotated[float, Field(ge=0, lt=1)] = field(default=0.2, metadata={
         "help": "share of each (machine, domain) group held out for early stopping (0: monitor the train loss)"})
-    seed: int = field(default=0, metadata={"help": "seed of the head initialisation, split and shuffles"})
+    seed: int = seed_field(0, "head initialisation, split and shuffles")
     main_weight: Annotated[float, Field(ge=0)] = field(default=1.0, metadata={
         "help": "loss weight of the machine-type ArcFace head"})
     aux_weight: Annotated[float, Field(ge=0)] = field(default=1.0, metadata={
         "help": "loss weight of every attribute ArcFace head"})
-    arcface_s: Annotated[float, Field(gt=0)] = field(default=30.0, metadata={"help": "ArcFace scale s"})
-    arcface_m: Annotated[float, Field(ge=0, lt=1.57)] = field(default=0.5, metadata={
-        "help": "ArcFace additive angular margin m (radians, below pi/2)"})
+    arcface_s: Annotated[float, Field(gt=0)] = arcface_s_field(30.0)
+    arcface_m: Annotated[float, Field(ge=0, lt=1.57)] = arcface_m_field(0.5)
     embedding_norm: Literal["per-clip", "per-dimension", "none"] = field(default="per-clip", metadata={
         "help": "embedding z-score before the distances: per-clip (each embedding over its own dimensions, as "
                 "the report says), per-dimension (the machine's train-bank mean/std), none"})
@@ -106,11 +157,10 @@ class SeraConfig:
         "help": "z-score of each bank's distances: leave-one-out (statistics of the bank's own train clips, "
                 "inductive), transductive (statistics of the scored clips themselves, GenRep's form: test scores "
                 "depend on each other), none"})
-    device: Device = field(default="auto", metadata={"help": "torch device: auto, cpu, cuda, cuda:N or mps"})
-    embed_batch_size: Annotated[int, Field(ge=1)] = field(default=16, metadata={
-        "help": "clips per BEATs forward / embedding batch"})
-    feature_memory_mb: Annotated[int, Field(ge=0)] = field(default=2048, metadata={
-        "help": "hold the BEATs tokens in RAM when they fit in this many MiB, else stream them from the cache"})
+    device: Device = device_field()
+    embed_batch_size: Annotated[int, Field(ge=1)] = embed_batch_size_field("BEATs forward")
+    feature_memory_mb: Annotated[int, Field(ge=0)] = feature_memory_field("the BEATs tokens",
+                                                                          ", else stream them from the cache")
 
     def __post_init__(self):
         validate_fields(self)
@@ -124,22 +174,19 @@ class SeraConfig:
 class FusionConfig:
     """T_fusion settings (the report §2.3); every field is a CLI flag / config key."""
 
-    beats: str | None = field(default=None, metadata={
-        "help": f"BEATs checkpoint file (the report uses {FUSION_CHECKPOINT_NAME}) or 'random-tiny' (tests/demo); "
-                "unset: $ASDX_BEATS"})
+    beats: str | None = beats_field(f"the report uses {FUSION_CHECKPOINT_NAME}")
     finetune_blocks: Annotated[int, Field(ge=0)] = field(default=4, metadata={
         "help": "top BEATs transformer blocks fine-tuned (the rest is frozen and its output cached)"})
     gem_p: Annotated[float, Field(ge=1)] = field(default=3.0, metadata={"help": "GeM pooling exponent p"})
-    arcface_s: Annotated[float, Field(gt=0)] = field(default=64.0, metadata={"help": "ArcFace scale s"})
-    arcface_m: Annotated[float, Field(ge=0, lt=1.57)] = field(default=0.2, metadata={
-        "help": "ArcFace additive angular margin m (radians)"})
+    arcface_s: Annotated[float, Field(gt=0)] = arcface_s_field(64.0)
+    arcface_m: Annotated[float, Field(ge=0, lt=1.57)] = arcface_m_field(0.2)
     epochs: Annotated[int, Field(ge=1)] = field(default=20, metadata={"help": "most training epochs"})
     patience: Annotated[int, Field(ge=1)] = field(default=3, metadata={
         "help": "stop after this many epochs without a better dev Ω (or validation loss)"})
     lr: Annotated[float, Field(gt=0)] = field(default=1e-4, metadata={"help": "AdamW learning rate of ArcFace"})
     backbone_lr: Annotated[float, Field(gt=0)] = field(default=1e-5, metadata={
         "help": "AdamW learning rate of the fine-tuned BEATs blocks"})
-    weight_decay: Annotated[float, Field(ge=0)] = field(default=1e-2, metadata={"help": "AdamW weight decay"})
+    weight_decay: Annotated[float, Field(ge=0)] = weight_decay_field()
     batch_size: Annotated[int, Field(ge=1)] = field(default=16, metadata={
         "help": "clips per micro-batch (per process); a step takes accumulation_steps x processes of them"})
     accumulation_steps: Annotated[int, Field(ge=1)] = field(default=1, metadata={
@@ -153,7 +200,7 @@ class FusionConfig:
         "help": "cache the frozen blocks' output per clip (false: recompute it from audio every epoch)"})
     spec_augment: bool = field(default=False, metadata={
         "help": "SpecAugment masks on the fbank while training (changes the trunk input: no trunk cache)"})
-    seed: int = field(default=0, metadata={"help": "seed of the initialisation, batch order and augmentation"})
+    seed: int = seed_field(0, "initialisation, batch order and augmentation")
     knn_k: Annotated[int, Field(ge=1)] = field(default=1, metadata={"help": "neighbours of the kNN scorer"})
     knn_metric: Literal["cosine", "l2"] = field(default="cosine", metadata={"help": "kNN distance"})
     gmm_components: Annotated[int, Field(ge=1)] | None = field(default=None, metadata={
@@ -165,11 +212,10 @@ class FusionConfig:
     rank_norm: Literal["inductive", "transductive"] = field(default="inductive", metadata={
         "help": "inductive: rank among the scorer's honest train scores; transductive: rank within the scored "
                 "set (test scores then depend on each other)"})
-    device: Device = field(default="auto", metadata={"help": "torch device: auto, cpu, cuda, cuda:N or mps"})
-    embed_batch_size: Annotated[int, Field(ge=1)] = field(default=16, metadata={
-        "help": "clips per BEATs forward / embedding batch"})
-    feature_memory_mb: Annotated[int, Field(ge=0)] = field(default=2048, metadata={
-        "help": "hold the cached trunk states in RAM when they fit in this many MiB (per process), else stream"})
+    device: Device = device_field()
+    embed_batch_size: Annotated[int, Field(ge=1)] = embed_batch_size_field("BEATs forward")
+    feature_memory_mb: Annotated[int, Field(ge=0)] = feature_memory_field("the cached trunk states",
+                                                                          " (per process), else stream")
 
     def __post_init__(self):
         validate_fields(self)
@@ -179,10 +225,8 @@ class FusionConfig:
 class ProtoConfig:
     """P_proto settings (the report §2.2); every field is a CLI flag / config key."""
 
-    beats: str | None = field(default=None, metadata={
-        "help": f"BEATs checkpoint file ({PROTO_CHECKPOINT_NAME}) or 'random-tiny' (tests/demo); unset: $ASDX_BEATS"})
-    layer: Annotated[int, Field(ge=0)] | None = field(default=None, metadata={
-        "help": "BEATs layer whose tokens feed the network (0 = encoder input); unset: the last layer"})
+    beats: str | None = beats_field(PROTO_CHECKPOINT_NAME)
+    layer: Annotated[int, Field(ge=0)] | None = layer_field("feed the network")
     size: Literal["full", "tiny"] = field(default="full", metadata={
         "help": "network size: full (~70 M parameters, the report's) or tiny (tests and the demo)"})
     use_spatial: bool = field(default=True, metadata={
@@ -190,31 +234,30 @@ class ProtoConfig:
     epochs: Annotated[int, Field(ge=1)] = field(default=50, metadata={"help": "training epochs per machine"})
     batch_size: Annotated[int, Field(ge=2)] = field(default=32, metadata={"help": "clips per batch"})
     lr: Annotated[float, Field(gt=0)] = field(default=1e-4, metadata={"help": "AdamW learning rate"})
-    weight_decay: Annotated[float, Field(ge=0)] = field(default=1e-2, metadata={"help": "AdamW weight decay"})
+    weight_decay: Annotated[float, Field(ge=0)] = weight_decay_field()
     mixup_alpha: Annotated[float, Field(gt=0)] = field(default=0.2, metadata={"help": "mixup Beta(alpha, alpha)"})
     mixup_prob: Annotated[float, Field(ge=0, le=1)] = field(default=0.5, metadata={
         "help": "share of batches mixed (0: no mixup)"})
     target_share: Annotated[float, Field(ge=0, lt=1)] = field(default=0.2, metadata={
         "help": "target-domain clips are drawn with replacement until they are this share of an epoch"})
-    arcface_s: Annotated[float, Field(gt=0)] = field(default=30.0, metadata={"help": "ArcFace scale s"})
-    arcface_m: Annotated[float, Field(ge=0, lt=1.57)] = field(default=0.5, metadata={"help": "ArcFace margin m"})
+    arcface_s: Annotated[float, Field(gt=0)] = arcface_s_field(30.0)
+    arcface_m: Annotated[float, Field(ge=0, lt=1.57)] = arcface_m_field(0.5)
     center_weight: Annotated[float, Field(ge=0)] = field(default=1.0, metadata={
         "help": "weight of the center loss (visible-attribute machines)"})
     temperature: Annotated[float, Field(gt=0)] = field(default=0.1, metadata={
         "help": "temperature of the supervised contrastive loss (hidden-attribute machines)"})
     domain_weight: Annotated[float, Field(ge=0)] = field(default=1.0, metadata={
         "help": "weight of the domain cross-entropy (hidden-attribute machines)"})
-    seed: int = field(default=0, metadata={"help": "seed of the initialisation, sampling, mixup"})
-    device: Device = field(default="auto", metadata={"help": "torch device: auto, cpu, cuda, cuda:N or mps"})
-    embed_batch_size: Annotated[int, Field(ge=1)] = field(default=16, metadata={
-        "help": "clips per feature / embedding batch"})
-    feature_memory_mb: Annotated[int, Field(ge=0)] = field(default=2048, metadata={
-        "help": "hold one machine's cached features in RAM when they fit in this many MiB, else stream them"})
+    seed: int = seed_field(0, "initialisation, sampling, mixup")
+    device: Device = device_field()
+    embed_batch_size: Annotated[int, Field(ge=1)] = embed_batch_size_field("feature")
+    feature_memory_mb: Annotated[int, Field(ge=0)] = feature_memory_field("one machine's cached features",
+                                                                          ", else stream them")
     threshold_scores: Literal["kfold", "loo"] = field(default="kfold", metadata={
         "help": "train-normal scores the gamma threshold is fitted on: kfold = each clip scored by one of `folds` "
                 "extra networks trained without it, put on the final network's scale (~folds x the training); "
                 "loo = the final network's leave-one-out prototype distances (optimistic: it trained on the clips)"})
-    folds: Annotated[int, Field(ge=2)] = field(default=3, metadata={"help": "folds of threshold_scores=kfold"})
+    folds: Annotated[int, Field(ge=2)] = folds_field()
     balance_domains: bool = field(default=True, metadata={
         "help": "repeat the target clips' threshold scores so the gamma fit weighs both domains alike, as the "
                 "test set does (half of it is target)"})
