@@ -4,6 +4,8 @@
 #include "cpu/parallel.h"
 
 #ifdef ASDX_WITH_CUDA
+#include "asdx_cuda_build.h"  // ASDX_CUDA_ARCHITECTURES, ASDX_CUDA_VERSION (written by cmake/AsdxCuda.cmake)
+
 namespace asdx::cuda {
 int device_count();     // csrc/cuda/runtime.cu
 int driver_version();   // 0 without a driver, instead of an error
