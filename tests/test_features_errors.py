@@ -79,7 +79,7 @@ def test_errors_leave_no_state_behind():
 
 
 # The NaN/inf check above lives in Python (asdx._arrays.prepare_waveform) and runs before
-# any kernel thread starts. The compiled kernels have no finiteness check of their own (bindings.cpp
+# any kernel thread starts. The compiled kernels have no finiteness check of their own (csrc/bindings
 # only guards memory safety): called directly with a NaN they must still return, keep its effect
 # in the signal that holds it (no scratch buffer carried from one signal or thread to the next), and
 # leave nothing behind for the next call.

@@ -19,7 +19,7 @@ def test_info_reports_the_build():
     assert report["asdx"] == asdx.__version__
     assert isinstance(report["cuda_kernels_compiled"], bool)
     if report["cuda_kernels_compiled"]:
-        assert "80" in report["cuda_architectures"] and "90" in report["cuda_architectures"]
+        assert report["cuda_architectures"]  # the list compiled (native, the default list or ASDX_CUDA_ARCHITECTURES)
     assert report["cpu_threads"] >= 1
 
 

@@ -25,17 +25,15 @@ constexpr int kThreads = 256;
 // Dynamic shared memory, carved into typed arrays by each kernel.
 extern __shared__ __align__(16) unsigned char dynamic_shared[];
 
-// In-place FFT of bit-reversed re/im in shared memory; all threads of the block take part.
+struct BlockBarrier {
+  __device__ void operator()() const { __syncthreads(); }
+};
+
+// In-place FFT of bit-reversed re/im in shared memory (asdx/fft.h); all threads of the block take part.
 template <class Real>
 __device__ void block_fft(Real* re, Real* im, int n, const TableView<Real>& t) {
-  for (int h = 1; h < n; h <<= 1) {
-    for (int i = threadIdx.x; i < n / 2; i += blockDim.x) {
-      const int j = i & (h - 1);
-      const int a = ((i - j) << 1) + j;
-      fft::butterfly(re[a], im[a], re[a + h], im[a + h], t.twiddle_re[h - 1 + j], t.twiddle_im[h - 1 + j]);
-    }
-    __syncthreads();
-  }
+  fft::forward(re, im, n, t.twiddle_re, t.twiddle_im, static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x),
+               BlockBarrier{});
 }
 
 __device__ double block_sum(double value, double* scratch) {

@@ -1,5 +1,8 @@
-// Radix-2 FFT building blocks of the CUDA shared-memory kernels, and the complex
-// helpers the CPU frontends share with them (the CPU's FFT itself is pocketfft).
+// The radix-2 FFT of the CUDA frontends, and the complex helpers the CPU
+// frontends share with them (the CPU's own FFT is pocketfft, csrc/cpu/real_fft.h).
+// Everything here is host-compilable (ASDX_HD): the test-only binding
+// asdx._C.testing runs this FFT on the CPU, so the CPU tests check the
+// transform the GPU runs (tests/test_cuda_fft_host.py).
 //
 // The transforms run in `Real`. double is the default: real machine sounds (and
 // the golden fixtures) have bands 150+ dB below a frame's peak, and a float32
@@ -8,9 +11,10 @@
 // of their float rate; it is accurate to ~0.01 dB on bands within 80 dB of the
 // frame's peak. Everything after the FFT (powers, mel sums, logs) is float32.
 //
-// The CUDA kernels run a decimation-in-time schedule: inputs are written in
-// bit-reversed order, then log2(n) stages of butterflies combine them in place.
-// Stage s (half-size h = 2^s) reads its twiddles from a flat table at [h - 1, 2h - 1).
+// The schedule is decimation in time: inputs are written in bit-reversed order
+// (Tables::bit_reversal), then log2(n) stages of butterflies combine them in
+// place. Stage s (half-size h = 2^s) reads its twiddles from a flat table at
+// [h - 1, 2h - 1).
 #pragma once
 
 #include <cmath>
@@ -52,6 +56,30 @@ ASDX_HD void butterfly(Real& ar, Real& ai, Real& br, Real& bi, Real wr, Real wi)
   bi = ai - ti;
   ar = ar + tr;
   ai = ai + ti;
+}
+
+// Stage h of the in-place transform over bit-reversed re/im: butterflies i = first,
+// first + stride, ... < n/2 (the butterflies of one stage are independent).
+template <class Real>
+ASDX_HD void butterfly_stage(Real* re, Real* im, int n, int h, const Real* twiddle_re, const Real* twiddle_im,
+                             int first, int stride) {
+  for (int i = first; i < n / 2; i += stride) {
+    const int j = i & (h - 1);
+    const int a = ((i - j) << 1) + j;
+    butterfly(re[a], im[a], re[a + h], im[a + h], twiddle_re[h - 1 + j], twiddle_im[h - 1 + j]);
+  }
+}
+
+// The whole forward transform, X[k] = sum_t x[t] exp(-2 pi i k t / n), of bit-reversed re/im.
+// A CUDA block passes (threadIdx.x, blockDim.x) and a barrier (__syncthreads) to run between
+// stages; a single host thread passes (0, 1) and a no-op.
+template <class Real, class Barrier>
+ASDX_HD void forward(Real* re, Real* im, int n, const Real* twiddle_re, const Real* twiddle_im, int first, int stride,
+                     const Barrier& barrier) {
+  for (int h = 1; h < n; h <<= 1) {
+    butterfly_stage(re, im, n, h, twiddle_re, twiddle_im, first, stride);
+    barrier();
+  }
 }
 
 // Two real frames x and y packed as z = x + j y share one complex FFT. Given

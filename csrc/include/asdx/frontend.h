@@ -1,5 +1,5 @@
 // Frontend kernel entry points. The CPU and CUDA versions take the same
-// configuration and write the same layouts; bindings.cpp picks one.
+// configuration and write the same layouts; csrc/bindings/frontend.cpp binds both.
 #pragma once
 
 #include <cstdint>

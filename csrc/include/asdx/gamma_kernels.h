@@ -1,5 +1,5 @@
 // Gamma kernel entry points (fit, quantile, special functions). The CPU and
-// CUDA versions share asdx/gamma.h; bindings.cpp picks one.
+// CUDA versions share asdx/gamma.h; csrc/bindings/gamma.cpp binds both.
 #pragma once
 
 #include <cstdint>
