@@ -107,16 +107,13 @@ def gamma_rows(repeat: int = 5) -> list[dict]:
 
 
 def kernels_mode_restorer():
-    """asdx.set_kernels and a function that puts back the selection in force before (ASDX_KERNELS or auto);
-    NotImplementedError where this asdx has no kernel selection yet."""
-    import os
-
+    """asdx.set_kernels and a function that returns the choice to the environment (set_kernels(None):
+    ASDX_KERNELS, else auto); NotImplementedError where this asdx has no kernel selection yet."""
     import asdx
 
     if not hasattr(asdx, "set_kernels"):
         raise NotImplementedError("asdx.set_kernels missing: this asdx has no torch implementations to select")
-    before = os.environ.get("ASDX_KERNELS") or "auto"
-    return asdx.set_kernels, lambda: asdx.set_kernels(before)
+    return asdx.set_kernels, lambda: asdx.set_kernels(None)
 
 
 def gamma_torch_rows(repeat: int = 3, device="cuda", n_sets: int = N_SETS, n_scores: int = N_SCORES) -> list[dict]:
