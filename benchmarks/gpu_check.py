@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -79,7 +80,7 @@ STEPS = (
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m benchmarks gpu", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, type=Path, help="folder for the (at most 8) result files")
+    parser.add_argument("--out", type=Path, help="folder for the (at most 8) result files (required)")
     parser.add_argument("--work", type=Path, default=None,
                         help="folder for working files (data, runs, checkpoint), kept; default: a temporary "
                              "folder, removed at the end")
@@ -91,13 +92,22 @@ def parse_args(argv):
                         help="CMAKE_CUDA_ARCHITECTURES for the build (default: the project's own choice)")
     parser.add_argument("--steps", default=None, help="comma-separated subset of: "
                         + ", ".join(s.name for s in STEPS))
+    parser.add_argument("--step-limit", type=float, default=None,
+                        help="cap on every step's own time limit, seconds (default: each step's)")
     parser.add_argument("--cpu-smoke", action="store_true",
                         help="run every step on the CPU at tiny sizes (checks this script, not a GPU)")
+    parser.add_argument("--self-test", action="store_true",
+                        help="check this script's run.log and score parsing on built-in examples, then exit")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.self_test:
+        return self_test()
+    if args.out is None:
+        print("python -m benchmarks gpu: --out DIR is required", file=sys.stderr)
+        return 2
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     for name in ("log.txt", "build.txt", "pytest.txt", "runs.txt"):
@@ -172,7 +182,7 @@ def run_or_skip(step: Step, args, state: dict, wanted: set, deadline: float, out
         record["reason"] = why
         say(out, f"[{step.name}] skipped: {why}")
         return record
-    timeout = min(step.timeout, left)
+    timeout = min(step.timeout, left, args.step_limit or math.inf)
     say(out, f"[{step.name}] {step.title} (limit {timeout:.0f} s) ...")
     state_file = work / "state.json"
     write_text(state_file, json.dumps(state))
@@ -802,6 +812,53 @@ def step_runs(state: dict, rec: Recorder) -> None:
         rec.save()
     bad = [r["system"] for r in runs if r["status"] != OK]
     rec.finish(FAILED if bad else OK, f"failed: {', '.join(bad)}" if bad else "")
+
+
+SAMPLE_LOG = """\
+2026-01-01 10:00:00,000 INFO run runs/sera/x (new): sera on fan
+2026-01-01 10:00:00,500 INFO global stage: training on 36 train clips of 1 machines (fan)
+2026-01-01 10:00:01,000 INFO global stage: embedding: BEATs tokens (global train clips) of 36 clips (0 cached)
+2026-01-01 10:00:03,000 INFO global stage: training: ASP head on 30 clips, 6 for validation, 3 ArcFace heads
+2026-01-01 10:00:04,000 INFO sera epoch 1: loss 3.0, val 3.1
+2026-01-01 10:00:05,000 INFO note: fan: something
+2026-01-01 10:00:06,000 INFO sera epoch 2: loss 2.0, val 2.1
+2026-01-01 10:00:07,000 INFO machine 1/1: fan: training fold 1/3: 6 clips, 3 groups, 1 epochs
+2026-01-01 10:00:07,500 INFO machine 1/1: fan: scoring
+2026-01-01 10:00:07,750 INFO machine 1/1: fan: done (threshold 1.0, 2 of 48 test clips flagged)
+2026-01-01 10:00:08,000 INFO run finished
+"""
+
+
+def self_test() -> int:
+    """The parsing this script relies on, on built-in examples (tests/test_gpu_check.py runs it): stage
+    timings of a run.log, both score CSV layouts, and the score comparison."""
+    import tempfile
+
+    stages = {s["stage"]: s for s in stage_timings(SAMPLE_LOG)}
+    checks = {
+        "the last line starts no stage": list(stages)[-1].startswith("done") and "run finished" not in stages,
+        "embedding: 36 clips in 2 s": stages["global stage: embedding: BEATs tokens (global train clips) of 36 "
+                                             "clips (0 cached)"].get("clips_per_s") == 18.0,
+        "training: 30 clips x 2 epochs in 4 s": stages["global stage: training: ASP head on 30 clips, 6 for "
+                                                       "validation, 3 ArcFace heads"] == {
+            "stage": "global stage: training: ASP head on 30 clips, 6 for validation, 3 ArcFace heads",
+            "epochs": 2, "seconds": 4.0, "clips_per_s": 15.0},
+        "a header line gets no rate": "clips_per_s" not in stages["global stage: training on 36 train clips of 1 "
+                                                                  "machines (fan)"],
+        "a fold's clips": stages["training fold 1/3: 6 clips, 3 groups, 1 epochs"].get("clips_per_s") == 12.0,
+        "the machine prefix goes": stages["scoring"]["seconds"] == 0.25,
+        "same scores agree": compare_scores({"a": 1.0, "b": 3.0}, {"a": 1.0, "b": 3.0 + 1e-6})[0],
+        "other scores differ": not compare_scores({"a": 1.0, "b": 3.0}, {"a": 1.0, "b": 3.01})[0],
+        "other clips differ": not compare_scores({"a": 1.0, "b": 3.0}, {"a": 1.0})[0],
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        run_csv, scored_csv = Path(folder) / "run.csv", Path(folder) / "scored.csv"
+        run_csv.write_text("name,score,label,domain\nx.wav,1.5,0,source\n")
+        scored_csv.write_text("path,score,decision\n/data/test/x.wav,1.5,0\n")
+        checks["both CSV layouts"] = _read_scores(run_csv) == _read_scores(scored_csv) == {"x.wav": 1.5}
+    for what, ok in checks.items():
+        print(f"{'ok' if ok else 'FAILED'}: {what}")
+    return 0 if all(checks.values()) else 1
 
 
 CHILD_STEPS = {"environment": step_environment, "build": step_build, "pytest": step_pytest, "bench": step_bench,
