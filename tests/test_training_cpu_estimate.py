@@ -29,7 +29,8 @@ def fake_clock(monkeypatch):
     return clock
 
 
-def _training_run(tmp_path, context, clock, *, seconds_per_step, steps, epochs, steps_per_epoch, fits=1, name="a"):
+def _training_run(tmp_path, context, clock, *, seconds_per_step, steps, epochs, steps_per_epoch, fits=1, name="a",
+                  announced=None):
     """A Training of one parameter whose epochs take `steps` optimiser steps of `seconds_per_step` each."""
     weight = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([weight], lr=0.1)
@@ -39,6 +40,8 @@ def _training_run(tmp_path, context, clock, *, seconds_per_step, steps, epochs, 
     seen_notes = []
 
     def epoch(n):
+        if announced is not None:  # the epoch function knows its steps only now (proto)
+            training.steps_in_epoch(announced)
         for _ in range(steps):
             clock.now += seconds_per_step
             optimizer.zero_grad()
@@ -84,6 +87,14 @@ def test_without_steps_per_epoch_the_first_epoch_gives_the_estimate(tmp_path, fa
     _training_run(tmp_path, context, fake_clock, seconds_per_step=300.0, steps=2, epochs=3, steps_per_epoch=None)
     (note,) = context.notes
     assert "about 30 min estimated (600.0 s per epoch x 3: 3 epochs)" in note
+
+
+def test_steps_announced_by_the_epoch_function(tmp_path, fake_clock):
+    context = SystemContext(torch.device("cpu"), progress=False)
+    seen = _training_run(tmp_path, context, fake_clock, seconds_per_step=8.0, steps=4, epochs=2, steps_per_epoch=None,
+                         announced=100)
+    assert seen[:3] == [0, 0, 1]
+    assert "about 27 min estimated (8.0 s per step x 200: 100 steps per epoch x 2 epochs)" in context.notes[0]
 
 
 def test_not_on_a_gpu_device():

@@ -72,7 +72,7 @@ class CpuEstimate:
         if not self.active:
             return
         self.times.append(clock())
-        if len(self.times) >= self.probe + 2:
+        if len(self.times) >= self.probe + 2 and self.units is not None:
             self.done((self.times[-1] - self.times[1]) / (len(self.times) - 2))
 
     def done(self, per_unit: float) -> None:
@@ -124,9 +124,9 @@ class Training:
     weights() gives the state the checkpoint and the best epoch keep (tensors, nested dicts);
     restore(state) loads it. patience None: no early stopping, the last epoch's weights are kept.
     On a CPU device the first optimiser steps are timed (CpuEstimate): steps_per_epoch (this
-    process's) x the epochs left x fits (trainings like this one still to come in the run, e.g.
-    machines x fold networks, where the system knows them) gives the estimate; without
-    steps_per_epoch it is made from the first epoch's time.
+    process's; given here, or by the epoch function through steps_in_epoch) x the epochs left x
+    fits (trainings like this one still to come in the run, e.g. fold networks, where the system
+    knows them) gives the estimate; without steps_per_epoch it is made from the first epoch's time.
     """
 
     def __init__(self, path: Path, key: Mapping, weights: Callable[[], dict], restore: Callable[[dict], None],
@@ -138,22 +138,33 @@ class Training:
         self.epochs, self.patience = int(epochs), patience
         self.context, self.label, self.world = context, label, world
         self.steps_per_epoch, self.fits = steps_per_epoch, max(1, int(fits))
+        self._first_epoch, self._cpu_estimate = 0, None
+
+    def steps_in_epoch(self, steps: int) -> None:
+        """The epoch function's count of this process's optimiser steps in an epoch, when it knows it only then."""
+        if self.steps_per_epoch is None and self._cpu_estimate is not None and self._cpu_estimate.active:
+            self.steps_per_epoch = int(steps)
+            self._cpu_estimate.unit, self._cpu_estimate.units, self._cpu_estimate.breakdown = \
+                self._per_step(self._first_epoch)
 
     def _per_epoch(self, first_epoch: int) -> tuple[int, str]:
         """(units, breakdown) of an estimate in epochs: the epochs left x fits."""
         epochs = self.epochs - first_epoch
         return epochs * self.fits, f"{epochs} epochs" + (f" x {self.fits} trainings" if self.fits > 1 else "")
 
-    def _estimate(self, first_epoch: int) -> tuple[CpuEstimate, Callable[[], None]]:
-        """The CPU estimate of the epochs left, ticked by the optimiser's steps; and how to stop ticking."""
+    def _per_step(self, first_epoch: int) -> tuple[str, int, str]:
+        """(unit, units, breakdown) of an estimate in optimiser steps."""
         units, breakdown = self._per_epoch(first_epoch)
-        unit = "epoch"
-        if self.steps_per_epoch:
-            unit, units = "step", units * self.steps_per_epoch
-            breakdown = f"{self.steps_per_epoch} steps per epoch x {breakdown}"
+        return "step", units * self.steps_per_epoch, f"{self.steps_per_epoch} steps per epoch x {breakdown}"
+
+    def _estimate(self, first_epoch: int) -> tuple[CpuEstimate, Callable[[], None]]:
+        """The CPU estimate of the epochs left, ticked by the optimiser's steps (it waits for the steps per
+        epoch when they are not known yet); and how to stop ticking."""
+        unit, units, breakdown = self._per_step(first_epoch) if self.steps_per_epoch else ("step", None, "")
         estimate = CpuEstimate(self.context, f"{self.label}: training", units, unit, breakdown,
                                is_main=self.world.is_main)
-        if not estimate.active or not self.steps_per_epoch:
+        self._first_epoch, self._cpu_estimate = first_epoch, estimate
+        if not estimate.active:
             return estimate, lambda: None
         handle = self.optimizer.register_step_post_hook(lambda *_: estimate.tick())
         return estimate, handle.remove
