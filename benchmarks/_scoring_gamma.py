@@ -106,6 +106,37 @@ def gamma_rows(repeat: int = 5) -> list[dict]:
     return rows
 
 
+def kernels_mode_restorer():
+    """asdx.set_kernels and a function that returns the choice to the environment (set_kernels(None):
+    ASDX_KERNELS, else auto); NotImplementedError where this asdx has no kernel selection yet."""
+    import asdx
+
+    if not hasattr(asdx, "set_kernels"):
+        raise NotImplementedError("asdx.set_kernels missing: this asdx has no torch implementations to select")
+    return asdx.set_kernels, lambda: asdx.set_kernels(None)
+
+
+def gamma_torch_rows(repeat: int = 3, device="cuda", n_sets: int = N_SETS, n_scores: int = N_SCORES) -> list[dict]:
+    """fit_gamma_batch on `device` with asdx's native kernel against its torch implementation on the same
+    device (asdx.set_kernels "native" vs "torch"), free location; the note gives their agreement."""
+    set_kernels, restore = kernels_mode_restorer()
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    sets = torch.from_numpy(_score_sets(n_sets, n_scores, seed=1)).to(device)
+    times, fits = {}, {}
+    try:
+        for mode in ("native", "torch"):
+            set_kernels(mode)
+            fits[mode] = fit_gamma_batch(sets)
+            times[mode] = timeit_best(lambda: fit_gamma_batch(sets), repeat, sync)
+    finally:
+        restore()
+    ppf = {mode: np.array([fits[mode][i].ppf(0.9) for i in range(n_sets)]) for mode in fits}
+    gap = float(np.nanmax(np.abs(ppf["native"] - ppf["torch"]) / np.abs(ppf["native"])))
+    return [{"kernel": "gamma_fit (3 free)", "input": f"{n_sets} sets x {n_scores}", "asdx_ms": times["native"],
+             "reference": f"asdx torch implementation ({torch.device(device).type})", "reference_ms": times["torch"],
+             "note": f"ppf(0.9) max relative gap native vs torch {gap:.2g}"}]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)

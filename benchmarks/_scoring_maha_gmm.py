@@ -10,6 +10,10 @@ same run as numpy matmul on a 4000 x 4000 matrix.
 gmm_rows(): asdx.scoring.gmm_diag_loglik against sklearn's
 GaussianMixture.score_samples (float64) on 100k x 768 queries, K = 16.
 
+mahalanobis_torch_rows() and gmm_torch_rows(): the same calls on a torch device (a
+GPU: the CUDA kernels) against the same forms written in torch on that device, in
+the same dtype (benchmarks/gpu_check.py's rows).
+
 Times are best-of-`repeat` after one warm-up run. Standalone:
 `python benchmarks/_scoring_maha_gmm.py [repeat]` prints the rows.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 import sys
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -98,6 +103,79 @@ def gmm_rows(repeat: int = 3, n: int = 100_000, d: int = 768, k: int = 16) -> li
             "reference_ms": reference_ms,
             "note": "one pass, direct form, float64 log-sum-exp",
         })
+    return rows
+
+
+def _sync(device) -> Callable[[], None]:
+    import torch
+
+    return torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+
+
+def mahalanobis_torch_rows(repeat: int = 3, device="cuda", n: int = 100_000, d: int = 640, k: int = 2) -> list[dict]:
+    """asdx.scoring.mahalanobis on `device` tensors against the matmul form in torch on the same device.
+
+    The asdx time includes what its public call does besides the kernel (validation, the Cholesky
+    factors of the precisions on the host); the torch form gets its precisions on the device already.
+    """
+    import torch
+
+    from asdx.scoring.mahalanobis import mahalanobis
+
+    rng = np.random.default_rng(0)
+    queries64 = rng.standard_normal((n, d))
+    means = rng.standard_normal((k, d))
+    precisions = np.stack([m @ m.T / d + np.eye(d) for m in rng.standard_normal((k, d, d))])
+    sync, rows = _sync(device), []
+    for dtype in (torch.float32, torch.float64):
+        queries = torch.as_tensor(queries64, dtype=dtype, device=device)
+        means_t = torch.as_tensor(means, dtype=dtype, device=device)
+        precisions_t = torch.as_tensor(precisions, dtype=dtype, device=device)
+
+        def torch_form():
+            centred = queries[None] - means_t[:, None]  # (K, N, D)
+            return ((centred @ precisions_t) * centred).sum(-1).T
+
+        name = str(dtype).removeprefix("torch.")
+        rows.append({"kernel": "mahalanobis", "input": f"{n}x{d} {name}, K={k}",
+                     "asdx_ms": timeit_best(lambda: mahalanobis(queries, means, precisions), repeat, sync),
+                     "reference": f"torch matmul form ({name}, {torch.device(device).type})",
+                     "reference_ms": timeit_best(torch_form, repeat, sync),
+                     "note": "asdx: the public call (validation, host Cholesky, kernel)"})
+    return rows
+
+
+def gmm_torch_rows(repeat: int = 3, device="cuda", n: int = 100_000, d: int = 768, k: int = 16) -> list[dict]:
+    """asdx.scoring.gmm_diag_loglik on `device` tensors against the torch form on the same device: the
+    expanded quadratic (sklearn's form: q^2 @ (1/var) - 2 q @ (mu/var) + const, as matmuls) and a
+    float64 log-sum-exp, in the queries' dtype."""
+    import torch
+
+    from asdx.scoring.gmm import gmm_diag_loglik
+
+    rng = np.random.default_rng(0)
+    queries64 = rng.standard_normal((n, d))
+    weights = rng.dirichlet(np.ones(k))
+    means = rng.standard_normal((k, d))
+    variances = rng.uniform(0.5, 2.0, (k, d))
+    sync, rows = _sync(device), []
+    for dtype in (torch.float64, torch.float32):
+        queries = torch.as_tensor(queries64, dtype=dtype, device=device)
+        precision = torch.as_tensor(1.0 / variances, dtype=dtype, device=device)  # (K, D)
+        scaled_means = torch.as_tensor(means / variances, dtype=dtype, device=device)
+        constant = torch.as_tensor(np.log(weights) - 0.5 * (d * np.log(2 * np.pi) + np.log(variances).sum(1)
+                                                            + (means**2 / variances).sum(1)), device=device)
+
+        def torch_form():
+            quadratic = queries.square() @ precision.T - 2.0 * (queries @ scaled_means.T)  # (N, K)
+            return torch.logsumexp(constant - 0.5 * quadratic.double(), dim=1)
+
+        name = str(dtype).removeprefix("torch.")
+        rows.append({"kernel": "gmm_diag_loglik", "input": f"{n}x{d} {name}, K={k}",
+                     "asdx_ms": timeit_best(lambda: gmm_diag_loglik(queries, weights, means, variances), repeat, sync),
+                     "reference": f"torch expanded form ({name}, {torch.device(device).type})",
+                     "reference_ms": timeit_best(torch_form, repeat, sync),
+                     "note": "torch form: sklearn's expanded quadratic as matmuls, float64 log-sum-exp"})
     return rows
 
 

@@ -21,6 +21,7 @@ from asdx.data.loader import ClipSet
 from asdx.models.beats_checkpoint import is_random_tiny, load_beats
 from asdx.models.cache import FeatureCache, beats_preprocessing
 from asdx.systems._features import FeatureStore, fill_feature_store
+from asdx.systems._training import CpuEstimate
 from asdx.systems.base import SystemContext
 
 REPORT = 'the report "Four systems for noise-aware unsupervised anomalous sound detection in DCASE 2026 Task 2"'
@@ -41,6 +42,7 @@ class Backbone:
         self.variant = "fine-tuned" if model.cfg.finetuned_model else "pre-trained"
         self.kind = "random-tiny" if is_random_tiny(model) else KINDS[self.variant]
         self.forward_batches = 0
+        self.context: SystemContext | None = None  # set by load(): the CPU estimate's warning goes there
 
     @classmethod
     def load(cls, checkpoint: str | None, device: torch.device, context: SystemContext, expected: str,
@@ -53,6 +55,7 @@ class Backbone:
         for note in getattr(model, "notes", ()):
             context.note(note)
         backbone = cls(model, device)
+        backbone.context = context
         if wanted is not None and backbone.kind != "random-tiny" and backbone.variant != wanted:
             context.note(f"{system}: BEATs {model.source} is {ARTICLES[backbone.variant]} checkpoint (cfg "
                          f"finetuned_model={model.cfg.finetuned_model}); the report uses the "
@@ -126,10 +129,16 @@ class Backbone:
 
     def store(self, clips: ClipSet, root: Path, layer: int, memory_bytes: int, batch_size: int,
               stage: Callable[[str], None], desc: str) -> FeatureStore:
-        """Every clip's states of `layer` cached (forwarding only the missing clips), as a FeatureStore."""
-        return fill_feature_store(self.cache(root, layer, clips.seconds), clips,
-                                  lambda audio: self.tokens(audio, layer), memory_bytes, batch_size,
-                                  self.token_bytes(clips), stage, desc)
+        """Every clip's states of `layer` cached (forwarding only the missing clips), as a FeatureStore; on the
+        CPU the first batches are timed and a long embedding says so (CpuEstimate)."""
+        cache = self.cache(root, layer, clips.seconds)
+        forward = lambda audio: self.tokens(audio, layer)  # noqa: E731
+        if self.context is not None and self.device.type == "cpu":
+            batches = -(-sum(not cache.contains(clip) for clip in clips.clips) // batch_size)
+            forward = CpuEstimate(self.context, f"BEATs embedding ({desc})", batches,
+                                  f"batch of {batch_size} clips").wrap(forward)
+        return fill_feature_store(cache, clips, forward, memory_bytes, batch_size, self.token_bytes(clips), stage,
+                                  desc)
 
 
 def cache_root(context: SystemContext, folder: Path, fallback: str) -> Path:

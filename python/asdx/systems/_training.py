@@ -7,6 +7,12 @@ stopping with the best epoch's weights restored; the progress bar and the log li
 Under torchrun (DDP) every rank runs the loop: rank 0 alone reads the checkpoint (then
 broadcast), decides early stopping (broadcast) and writes files, and `rank_batches`
 gives each rank its share of an epoch's batches, as torch's DistributedSampler does.
+
+A job sized for a GPU says so before it runs for hours on a CPU (issue 22 §1): `CpuEstimate`
+times a few units of work after the first (warm-up) one, the training's optimiser steps
+or the frozen BEATs's forward batches, and when the whole would take longer than
+CPU_WARNING_SECONDS it writes one warning line with the estimate and what to do instead,
+to the console and the run's notes, once per run, and carries on.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
@@ -28,6 +36,68 @@ from asdx._atomic import atomic_write
 from asdx.systems.base import SystemContext
 
 RESUME_FORMAT = "asdx.resume/1"
+CPU_WARNING_SECONDS = 20 * 60  # a CPU job estimated longer than this is told it is sized for a GPU
+GPU_HINT = ("for a quick run on the CPU use a smaller job (fewer --epochs or machines; proto --size tiny; "
+            "--beats random-tiny for a smoke test only), or run on a GPU (--device cuda)")
+clock = time.perf_counter  # module attribute: tests replace it
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
+
+
+class CpuEstimate:
+    """Times `probe` units of work after the first (warm-up) one on a CPU device; when units x that time exceeds
+    CPU_WARNING_SECONDS, warns once per run (context) with the estimate, then stays quiet.
+
+    units: the whole job's count of units (None: unknown yet; set it before the probe ends, else nothing is
+    said). Off on other devices, on non-main ranks and once the context has had its warning.
+    """
+
+    def __init__(self, context: SystemContext, what: str, units: int | None, unit: str = "unit", breakdown: str = "",
+                 hint: str = GPU_HINT, probe: int = 2, is_main: bool = True):
+        self.context, self.what, self.hint, self.probe = context, what, hint, probe
+        self.units, self.unit, self.breakdown = units, unit, breakdown
+        self.active = (is_main and torch.device(context.device).type == "cpu"
+                       and not getattr(context, "_cpu_estimate_given", False))
+        self.times: list[float] = []
+
+    def start(self) -> None:
+        """Marks the start of the first unit (the warm-up's time is left out when more units follow)."""
+        if self.active and not self.times:
+            self.times.append(clock())
+
+    def tick(self) -> None:
+        """One unit done."""
+        if not self.active:
+            return
+        self.times.append(clock())
+        if len(self.times) >= self.probe + 2 and self.units is not None:
+            self.done((self.times[-1] - self.times[1]) / (len(self.times) - 2))
+
+    def done(self, per_unit: float) -> None:
+        """Warns if units x per_unit is over the threshold; the estimate is made once either way."""
+        self.active = False
+        if self.units is None:
+            return
+        total = per_unit * self.units
+        if total <= CPU_WARNING_SECONDS:
+            return
+        self.context._cpu_estimate_given = True
+        text = (f"{self.what} on the CPU: about {_duration(total)} estimated ({per_unit:.1f} s per {self.unit} x "
+                f"{self.units}{': ' + self.breakdown if self.breakdown else ''}); this job is sized for a GPU: "
+                f"{self.hint}.")
+        self.context.note(text)
+        print(f"asdx: warning: {text}", file=sys.stderr, flush=True)
+
+    def wrap(self, fn):
+        """fn with a tick after each call (a forward per batch), the first call's start marked."""
+        def timed(*args, **kwargs):
+            self.start()
+            out = fn(*args, **kwargs)
+            self.tick()
+            return out
+        return timed
 
 
 @dataclass
@@ -53,15 +123,51 @@ class Training:
 
     weights() gives the state the checkpoint and the best epoch keep (tensors, nested dicts);
     restore(state) loads it. patience None: no early stopping, the last epoch's weights are kept.
+    On a CPU device the first optimiser steps are timed (CpuEstimate): steps_per_epoch (this
+    process's; given here, or by the epoch function through steps_in_epoch) x the epochs left x
+    fits (trainings like this one still to come in the run, e.g. fold networks, where the system
+    knows them) gives the estimate; without steps_per_epoch it is made from the first epoch's time.
     """
 
     def __init__(self, path: Path, key: Mapping, weights: Callable[[], dict], restore: Callable[[dict], None],
                  optimizer: torch.optim.Optimizer, *, epochs: int, patience: int | None, context: SystemContext,
-                 label: str, world: distributed.World = distributed.World()):
+                 label: str, world: distributed.World = distributed.World(), steps_per_epoch: int | None = None,
+                 fits: int = 1):
         self.path, self.key = Path(path), digest(key)
         self.weights, self.restore, self.optimizer = weights, restore, optimizer
         self.epochs, self.patience = int(epochs), patience
         self.context, self.label, self.world = context, label, world
+        self.steps_per_epoch, self.fits = steps_per_epoch, max(1, int(fits))
+        self._first_epoch, self._cpu_estimate = 0, None
+
+    def steps_in_epoch(self, steps: int) -> None:
+        """The epoch function's count of this process's optimiser steps in an epoch, when it knows it only then."""
+        if self.steps_per_epoch is None and self._cpu_estimate is not None and self._cpu_estimate.active:
+            self.steps_per_epoch = int(steps)
+            self._cpu_estimate.unit, self._cpu_estimate.units, self._cpu_estimate.breakdown = \
+                self._per_step(self._first_epoch)
+
+    def _per_epoch(self, first_epoch: int) -> tuple[int, str]:
+        """(units, breakdown) of an estimate in epochs: the epochs left x fits."""
+        epochs = self.epochs - first_epoch
+        return epochs * self.fits, f"{epochs} epochs" + (f" x {self.fits} trainings" if self.fits > 1 else "")
+
+    def _per_step(self, first_epoch: int) -> tuple[str, int, str]:
+        """(unit, units, breakdown) of an estimate in optimiser steps."""
+        units, breakdown = self._per_epoch(first_epoch)
+        return "step", units * self.steps_per_epoch, f"{self.steps_per_epoch} steps per epoch x {breakdown}"
+
+    def _estimate(self, first_epoch: int) -> tuple[CpuEstimate, Callable[[], None]]:
+        """The CPU estimate of the epochs left, ticked by the optimiser's steps (it waits for the steps per
+        epoch when they are not known yet); and how to stop ticking."""
+        unit, units, breakdown = self._per_step(first_epoch) if self.steps_per_epoch else ("step", None, "")
+        estimate = CpuEstimate(self.context, f"{self.label}: training", units, unit, breakdown,
+                               is_main=self.world.is_main)
+        self._first_epoch, self._cpu_estimate = first_epoch, estimate
+        if not estimate.active:
+            return estimate, lambda: None
+        handle = self.optimizer.register_step_post_hook(lambda *_: estimate.tick())
+        return estimate, handle.remove
 
     def _resume(self) -> dict:
         saved = read_resume(self.path) if self.world.is_main else None
@@ -86,10 +192,19 @@ class Training:
         bar = tqdm(range(state["epoch"], self.epochs), desc=f"{self.label} epochs", initial=state["epoch"],
                    total=self.epochs, disable=not (self.context.progress and self.world.is_main), leave=False)
         ran = 0
+        estimate, stop_ticking = self._estimate(state["epoch"])
+        estimate.start()
         for n in bar:
             if stopping and state["bad_epochs"] >= self.patience:
                 break
+            epoch_start = clock()
             result = epoch(n)
+            if ran == 0:
+                stop_ticking()
+                if estimate.active:  # no steps_per_epoch, or fewer steps than the probe: from the epoch's time
+                    estimate.unit = "epoch"
+                    estimate.units, estimate.breakdown = self._per_epoch(n)
+                    estimate.done(clock() - epoch_start)
             ran += 1
             state["epoch"] = n + 1
             state["history"].append({"epoch": n + 1, **result.record})
@@ -171,5 +286,5 @@ def rank_batches(batches: list[np.ndarray], world: distributed.World) -> tuple[l
     return positions, [batches[q % len(batches)] for q in positions]
 
 
-__all__ = ["Epoch", "Outcome", "RESUME_FORMAT", "Training", "cpu_copy", "digest", "distributed_model",
+__all__ = ["CPU_WARNING_SECONDS", "CpuEstimate", "Epoch", "Outcome", "RESUME_FORMAT", "Training", "cpu_copy", "digest", "distributed_model",
            "rank_batches", "read_resume", "summed_over_ranks"]

@@ -476,7 +476,8 @@ class FusionSystem(System):
                "validation": [str(c.path) for c in omega_clips.clips] if omega_clips else []}
         training = Training(folder / RESUME_FILE, key, self.net.tuned_state, self.net.load_tuned_state, optimizer,
                             epochs=cfg.epochs, patience=cfg.patience, context=self.context, label="fusion",
-                            world=world)
+                            world=world, steps_per_epoch=-(-len(self._micro_batches(train, train_idx, 0))
+                                                           // (world.size * cfg.accumulation_steps)))
 
         def epoch(n: int) -> Epoch:
             loss = self._epoch(model, optimizer, train, store, self._micro_batches(train, train_idx, n), targets, n)

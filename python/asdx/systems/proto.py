@@ -263,7 +263,7 @@ class ProtoSystem(System):
                "groups": self.groups.to_dict(), "clips": [str(c.path) for c in train.clips]}
         training = Training(folder / RESUME_FILE, key, self.model.state_dict, self.model.load_state_dict, optimizer,
                             epochs=cfg.epochs, patience=None, context=self.context, label=f"proto: {machine}{what}",
-                            world=world)
+                            world=world, fits=cfg.folds + 1 if what else 1)  # fold networks first, then the final one
         family = "ArcFace + center loss" if self.groups.visible else "contrastive + domain cross-entropy"
         if world.is_main:
             self.context.stage(f"training{what}: {len(train)} clips, {len(self.groups.names)} groups, {family}, "
@@ -274,6 +274,7 @@ class ProtoSystem(System):
             mixer = np.random.default_rng([cfg.seed, n, 1, world.rank])
             batches = self._epoch_batches(train, n)
             positions, local = rank_batches(batches, world)
+            training.steps_in_epoch(len(local))  # the CPU estimate's steps per epoch (asdx.systems._training)
             total = torch.zeros((2,), dtype=torch.float64, device=self.device)  # loss sum, clips
             for q, (indices, bands, gcc, tokens) in zip(positions, self._inputs(*stores, local)):
                 real = q < len(batches)

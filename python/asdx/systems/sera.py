@@ -359,7 +359,8 @@ class SeraSystem(System):
                "labels": labels.to_dict(), "train": train_idx.tolist(), "validation": val_idx.tolist(),
                "clips": [str(c.path) for c in train.clips]}
         training = Training(folder / RESUME_FILE, key, self._weights, self._restore, optimizer, epochs=cfg.epochs,
-                            patience=cfg.patience, context=self.context, label="sera")
+                            patience=cfg.patience, context=self.context, label="sera",
+                            steps_per_epoch=len(length_batches(train_idx, lengths, cfg.batch_size)))
         if len(val_idx) == 0:
             self.context.note("sera: no validation clips (validation_fraction or groups too small); early "
                               "stopping watches the training loss.")
