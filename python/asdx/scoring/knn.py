@@ -69,6 +69,7 @@ class KNNScorer(BaseEstimator):
         DCASE sign: higher = more anomalous, the opposite of scikit-learn's outlier detectors
         (whose score_samples is higher = more normal).
         """
+        require_fitted(self, "banks_", "score_samples(X)")
         return np.nanmin(self.domain_distances(X), axis=1)
 
     def domain_distances(self, X) -> np.ndarray:
