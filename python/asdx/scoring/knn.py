@@ -93,6 +93,7 @@ class KNNScorer(BaseEstimator):
         be its own nearest neighbour.) Raises NotFittedError before fit, and ValueError when a row
         has no neighbours left (a lone domain bank of exactly k rows).
         """
+        require_fitted(self, "banks_", "reading train_scores_")
         columns = self.train_domain_distances_
         if np.isnan(columns).all(axis=1).any():
             raise ValueError(f"X: a domain bank with only k = {self.k} rows and no other bank has no "
