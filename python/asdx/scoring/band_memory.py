@@ -143,6 +143,23 @@ class BandMemoryScorer(BaseEstimator):
         self._train_band_scores = rescaled.T.double().cpu().numpy()
         return self
 
+    STATE = ("memory_", "density_", "alpha_", "_train_band_scores", "_train_raw_band_scores")
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The fitted arrays, for a file (the beam system's machine state); from_state_arrays restores them."""
+        require_fitted(self, "memory_", "state_arrays()")
+        return {name.strip("_"): np.asarray(getattr(self, name)) for name in self.STATE}
+
+    @classmethod
+    def from_state_arrays(cls, arrays, n_density_neighbors: int = 4, varmin: bool = True) -> "BandMemoryScorer":
+        """A fitted scorer from state_arrays() and the parameters it was fitted with."""
+        scorer = cls(n_density_neighbors=n_density_neighbors, varmin=varmin)
+        for name in cls.STATE:
+            setattr(scorer, name, np.asarray(arrays[name.strip("_")]))
+        scorer.n_bands_ = scorer.memory_.shape[0]
+        scorer.n_features_in_ = scorer.memory_.shape[0] * scorer.memory_.shape[2]
+        return scorer
+
     @property
     def train_scores_(self) -> np.ndarray:
         """(refs,) float64 leave-one-out scores of the train rows, in fit order (the mean of train_band_scores_)."""
