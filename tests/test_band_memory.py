@@ -29,7 +29,8 @@ def clips(seed, n, bands=3, dim=5, clusters=False):
 @given(seed=st.integers(0, 2**16), gamma=st.sampled_from([0.0, 1.0, 4.0, 8.0, 2.5]), time=st.integers(1, 6))
 @settings(max_examples=25, deadline=None)
 def test_rdp_pool_matches_the_reference(seed, gamma, time):
-    tokens = np.random.default_rng(seed).standard_normal((2, time, 3, 4)) * 10.0 ** np.random.default_rng(seed).integers(-3, 3)
+    rng = np.random.default_rng(seed)
+    tokens = rng.standard_normal((2, time, 3, 4)) * 10.0 ** rng.integers(-3, 3)
     np.testing.assert_allclose(rdp_pool(tokens, gamma), ref.rdp_pool(tokens, gamma), **TOL)
     pooled = rdp_pool(torch.tensor(tokens, dtype=torch.float32), gamma)
     assert pooled.dtype == torch.float32 and pooled.shape == (2, 3, 4)
@@ -90,7 +91,8 @@ def test_varmin_is_active_on_clustered_memories():
 @given(seed=st.integers(0, 2**16), n=st.integers(2, 15))
 @settings(max_examples=25, deadline=None)
 def test_the_extra_dimension_trick_equals_the_direct_min(seed, n):
-    """½ − ½ [x; 1]·[y; 2αb] = D − αb: the largest augmented inner product is the reference's rescaled minimum."""
+    """½ − ½ [x; 1]·[y; 2αb] = D − αb: the largest augmented inner product gives the reference's rescaled
+    minimum."""
     memory, queries = clips(seed, n, clusters=True), clips(seed + 7, 6)
     density, alpha = ref.fit(memory, 4)
     unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731

@@ -67,7 +67,8 @@ def test_asdx_score_reproduces_the_test_scores(run, tmp_path, capsys):
         assert main(["score", "--run", str(run_dir), "--machine", machine, "--quiet", "--out", str(out),
                      str(test_dir)]) == 0
         again = {row["path"].rsplit("/", 1)[-1]: float(row["score"]) for row in read(out)}
-        expected = {row["name"]: float(row["score"]) for row in read(run_dir / "machines" / machine / "test_scores.csv")}
+        rows = read(run_dir / "machines" / machine / "test_scores.csv")
+        expected = {row["name"]: float(row["score"]) for row in rows}
         assert again.keys() == expected.keys()
         np.testing.assert_allclose([again[k] for k in expected], list(expected.values()), rtol=1e-6, atol=1e-9)
 

@@ -101,7 +101,8 @@ class BeamSystem(System):
 
     @torch.no_grad()
     def pooled(self, clips: ClipSet) -> torch.Tensor:
-        """(N, F_p, D) float32 on the device: each clip's tokens on their (time, frequency) grid, RDP-pooled over time."""
+        """(N, F_p, D) float32 on the device: each clip's tokens on their (time, frequency) grid, RDP-pooled
+        over time."""
         backbone = self.load_backbone()
         dim = backbone.cfg.encoder_embed_dim
         out = torch.zeros(len(clips), backbone.frequency_patches, dim, device=self.device)

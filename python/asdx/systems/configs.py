@@ -291,5 +291,6 @@ class BeamConfig:
         validate_fields(self)
 
 
-__all__ = ["AEConfig", "BEAM_CHECKPOINT_NAME", "BeamConfig", "DISTANCE_NORMS", "EMBEDDING_NORMS", "FUSION_CHECKPOINT_NAME", "FusionConfig",
+__all__ = ["AEConfig", "BEAM_CHECKPOINT_NAME", "BeamConfig",
+           "DISTANCE_NORMS", "EMBEDDING_NORMS", "FUSION_CHECKPOINT_NAME", "FusionConfig",
            "PROTO_CHECKPOINT_NAME", "ProtoConfig", "SERA_CHECKPOINT_NAME", "SeraConfig"]
