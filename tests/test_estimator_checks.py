@@ -11,7 +11,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from asdx.scoring import DiagGMMScorer, KNNScorer, MahalanobisScorer
+from asdx.scoring import BandMemoryScorer, DiagGMMScorer, KNNScorer, MahalanobisScorer
 
 SCORERS = [
     KNNScorer(),
@@ -21,6 +21,8 @@ SCORERS = [
     MahalanobisScorer(),
     MahalanobisScorer(shrinkage="ledoit-wolf", ridge=False),
     MahalanobisScorer(shrinkage=0.2),
+    BandMemoryScorer(),  # 2-D X: one band
+    BandMemoryScorer(n_density_neighbors=1, varmin=False),
 ]
 
 # check name -> why it is expected to fail; none is (a check that starts failing must be fixed or

@@ -1,6 +1,7 @@
-"""Pooling and margin heads for BEATs tokens: ASP, GeM, ArcFace, multi-task ArcFace, center loss, mixup.
+"""Pooling and margin heads for BEATs tokens: ASP, GeM, RDP, ArcFace, multi-task ArcFace, center loss, mixup.
 
-Sources: attentive statistics pooling (Okabe et al. 2018), GeM (Radenović et al. 2018),
+Sources: attentive statistics pooling (Okabe et al. 2018), GeM (Radenović et al. 2018), relative
+deviation pooling (the beam system, docs/systems/beam.md),
 ArcFace (Deng et al. 2019), center loss (Wen et al. 2016), mixup (Zhang et al. 2018).
 
 Token inputs are (batch, tokens, channels). Randomness (mixup) comes from a
@@ -83,6 +84,34 @@ class GeMPooling(nn.Module):
         _check_tokens(x)
         p = self.exponent.clamp(min=1.0)
         return x.clamp(min=self.eps).pow(p).mean(dim=1).pow(1.0 / p)
+
+
+def rdp_pool(tokens, gamma: float = 4.0, eps: float = 1e-8):
+    """Relative deviation pooling over time, per frequency band: (clips, time, bands, dim) -> (clips, bands, dim).
+
+    Frames that stray from their band's mean weigh more (anomalies are often short events):
+    μ_f = mean_t x[t, f]; d = ‖x[t, f] − μ_f‖; d̂ = d / max_t d (0 when that max ≤ eps);
+    w = (1 + d̂)^γ normalised over t; pooled = Σ_t w x. γ = 0 is the plain mean. Parameter-free, so a
+    function: torch in, torch out (same device and float dtype); NumPy in, NumPy out (computed in torch).
+    Reference: asdx.reference.band_memory.rdp_pool.
+    """
+    is_numpy = not isinstance(tokens, torch.Tensor)
+    x = torch.from_numpy(np.asarray(tokens)) if is_numpy else tokens
+    if x.ndim != 4:
+        raise ValueError(f"tokens: expected (clips, time, bands, dim), got shape {tuple(x.shape)}.")
+    if x.shape[1] == 0:
+        raise ValueError("tokens: no time steps to pool.")
+    if not (isinstance(gamma, (int, float)) and not isinstance(gamma, bool) and math.isfinite(gamma) and gamma >= 0):
+        raise ValueError(f"gamma: must be a finite number >= 0, got {gamma!r}.")
+    if not x.is_floating_point():
+        x = x.double()
+    d = torch.linalg.vector_norm(x - x.mean(dim=1, keepdim=True), dim=-1)  # (clips, time, bands)
+    top = d.amax(dim=1, keepdim=True)
+    d_hat = torch.where(top > eps, d / torch.where(top > eps, top, torch.ones_like(top)), torch.zeros_like(d))
+    weights = (1.0 + d_hat).pow(gamma)
+    weights = weights / weights.sum(dim=1, keepdim=True)
+    pooled = (weights.unsqueeze(-1) * x).sum(dim=1)
+    return pooled.numpy() if is_numpy else pooled
 
 
 class ArcFace(nn.Module):

@@ -8,6 +8,7 @@ detectors); train_scores_ holds honest scores of the training rows (kNN and Maha
 leave-one-out, GMM: out-of-fold), in the same sign. Scorers know nothing about files or machines.
 """
 
+from asdx.scoring.band_memory import BandMemoryScorer
 from asdx.scoring.fusion import mean_fusion, min_fusion, rank_normalize
 from asdx.scoring.gamma import GammaFit, GammaFitBatch, GammaFitWarning, fit_gamma, fit_gamma_batch, gamma_ppf
 from asdx.scoring.gmm import DiagGMMScorer, gmm_diag_loglik
@@ -17,6 +18,7 @@ from asdx.scoring.covariance import covariance, stable_precision
 from asdx.scoring.mahalanobis import MahalanobisScorer, ae_mahalanobis_scores, mahalanobis
 
 __all__ = [
+    "BandMemoryScorer",
     "DiagGMMScorer",
     "GammaFit",
     "GammaFitBatch",

@@ -43,7 +43,7 @@ from __future__ import annotations
 import importlib
 from typing import NamedTuple
 
-from asdx.systems.configs import AEConfig, FusionConfig, ProtoConfig, SeraConfig
+from asdx.systems.configs import AEConfig, BeamConfig, FusionConfig, ProtoConfig, SeraConfig
 
 
 class SystemEntry(NamedTuple):
@@ -71,6 +71,8 @@ SYSTEMS = {
                           "fine-tuned, GeM + ArcFace; kNN and GMM scores rank-normalised, min-fused"),
     "proto": SystemEntry(ProtoConfig, "asdx.systems.proto:ProtoSystem", "P_proto: stereo CNN + frozen BEATs, "
                          "SGFF, FiLM + Conformer, min distance to normal prototypes"),
+    "beam": SystemEntry(BeamConfig, "asdx.systems.beam:BeamSystem", "training-free: frozen BEATs, RDP pooling per "
+                        "frequency band, band-wise memory (BEAM) with VarMin rescaling"),
 }
 
 

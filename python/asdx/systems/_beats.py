@@ -1,8 +1,8 @@
-"""The BEATs of the BEATs systems (sera, fusion, proto): one checkpoint, loaded once, its layer states cached per clip.
+"""The BEATs of the BEATs systems (sera, fusion, proto, beam): one checkpoint, loaded once, its layer states cached per clip.
 
-Each system reads one layer's states of the near channel per clip (sera and proto: the
+Each system reads one layer's states of the near channel per clip (sera, proto and beam: the
 tokens of `layer`; fusion: the states below its fine-tuned blocks). They are computed
-once, under bf16 autocast on CUDA (float32 on the CPU), stored float16 in the
+once, under bf16 autocast on CUDA (float32 on the CPU; beam asks for float32 everywhere), stored float16 in the
 FeatureCache keyed by the checkpoint's content hash, the layer, the crop and that
 precision, and read back every epoch (asdx.systems._features). Under torchrun each
 node's first rank fills the cache while the others wait (`filled_per_node`).
@@ -36,8 +36,9 @@ class Backbone:
     forward_batches counts the batches run through the model (0 when every state came from the cache).
     """
 
-    def __init__(self, model, device: torch.device):
+    def __init__(self, model, device: torch.device, float32: bool = False):
         self.model, self.device = model, torch.device(device)
+        self.use_autocast = self.device.type == "cuda" and not float32  # float32: no bf16 autocast on CUDA either
         self.fingerprint = model.fingerprint()  # of the loaded weights: keys the cache
         self.variant = "fine-tuned" if model.cfg.finetuned_model else "pre-trained"
         self.kind = "random-tiny" if is_random_tiny(model) else KINDS[self.variant]
@@ -46,15 +47,15 @@ class Backbone:
 
     @classmethod
     def load(cls, checkpoint: str | None, device: torch.device, context: SystemContext, expected: str,
-             system: str, wanted: str | None = None, name: str = "") -> "Backbone":
+             system: str, wanted: str | None = None, name: str = "", float32: bool = False) -> "Backbone":
         """load_beats(checkpoint), frozen, in eval mode; its notes go to context, and a note when its kind is not
         the `wanted` one ("fine-tuned" or "pre-trained" checkpoint `name`, the report's). expected: what the
-        system uses, in words, for the error when no checkpoint is given."""
+        system uses, in words, for the error when no checkpoint is given. float32: no bf16 autocast on CUDA."""
         model = load_beats(checkpoint, device=device, expected=expected)
         model.freeze().eval()
         for note in getattr(model, "notes", ()):
             context.note(note)
-        backbone = cls(model, device)
+        backbone = cls(model, device, float32=float32)
         backbone.context = context
         if wanted is not None and backbone.kind != "random-tiny" and backbone.variant != wanted:
             context.note(f"{system}: BEATs {model.source} is {ARTICLES[backbone.variant]} checkpoint (cfg "
@@ -92,8 +93,8 @@ class Backbone:
                              f"layer {saved.get('layer')}, not on {self.source} layer {layer}; train it again.")
 
     def autocast(self):
-        """bf16 autocast on CUDA, nothing elsewhere: the precision the cache key names."""
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        """bf16 autocast on CUDA (unless float32 was asked for), nothing elsewhere: the precision the cache key names."""
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_autocast)
 
     def states(self, audio: torch.Tensor, layer: int,
                augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
@@ -116,8 +117,22 @@ class Backbone:
                              "checkpoint).")
         return tokens
 
+    @property
+    def frequency_patches(self) -> int:
+        """F_p, the patches along the 128 fbank bins (8 for 16 x 16 patches)."""
+        return 128 // self.cfg.input_patch_size
+
+    def grid(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T_p * F_p, D) states -> (B, T_p, F_p, D): BEATs orders its patch tokens row-major over
+        (time, frequency), token t * F_p + f (BEATs.patchify)."""
+        bands = self.frequency_patches
+        if tokens.ndim != 3 or tokens.shape[1] % bands:
+            raise ValueError(f"tokens: expected (batch, time patches x {bands} frequency patches, dim), got shape "
+                             f"{tuple(tokens.shape)}.")
+        return tokens.reshape(tokens.shape[0], tokens.shape[1] // bands, bands, tokens.shape[2])
+
     def cache(self, root: Path, layer: int, seconds: float | None) -> FeatureCache:
-        precision = "bf16-autocast" if self.device.type == "cuda" else "float32"
+        precision = "bf16-autocast" if self.use_autocast else "float32"
         preprocessing = beats_preprocessing(seconds=seconds, channel=0, precision=precision, stored="float16")
         return FeatureCache(root, self.fingerprint, layer, preprocessing, kind="tokens")
 

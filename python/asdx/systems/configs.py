@@ -1,4 +1,4 @@
-"""The four systems' settings: one dataclass each, whose fields are the `asdx run <system>` flags and config keys.
+"""The systems' settings: one dataclass each, whose fields are the `asdx run <system>` flags and config keys.
 
 They live here, apart from the systems, so that building the command line (`asdx run ae --help`, an argument
 error) imports neither torch nor scikit-learn: this module needs only the standard library, pydantic and
@@ -19,6 +19,7 @@ from asdx.device import Device
 SERA_CHECKPOINT_NAME = "BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt1.pt"
 FUSION_CHECKPOINT_NAME = "BEATs_iter3_plus_AS2M.pt"
 PROTO_CHECKPOINT_NAME = "BEATs_iter3_plus_AS2M.pt"
+BEAM_CHECKPOINT_NAME = "BEATs_iter3.pt"
 EMBEDDING_NORMS = ("per-clip", "per-dimension", "none")
 DISTANCE_NORMS = ("leave-one-out", "transductive", "none")
 
@@ -266,5 +267,30 @@ class ProtoConfig:
         validate_fields(self)
 
 
-__all__ = ["AEConfig", "DISTANCE_NORMS", "EMBEDDING_NORMS", "FUSION_CHECKPOINT_NAME", "FusionConfig",
+@dataclass
+class BeamConfig:
+    """beam settings (docs/systems/beam.md): frozen BEATs, RDP pooling per band, BEAM memory, VarMin; no training."""
+
+    beats: str | None = beats_field(f"beam uses the pre-trained {BEAM_CHECKPOINT_NAME}, no AS2M fine-tuning")
+    layer: Annotated[int, Field(ge=0)] | None = layer_field("are pooled per frequency band")
+    view: Literal["near"] = field(default="near", metadata={
+        "help": "the audio BEATs sees: near (the near microphone; the noise-aware w1 view comes with its issue)"})
+    gamma: Annotated[float, Field(ge=0)] = field(default=4.0, metadata={
+        "help": "RDP exponent: frames weighted by (1 + relative deviation)^gamma over time (0: the plain mean)"})
+    n_density_neighbors: Annotated[int, Field(ge=1)] = field(default=4, metadata={
+        "help": "K of the VarMin density: mean distance of a reference to its K nearest other references"})
+    varmin: bool = field(default=True, metadata={
+        "help": "rescale the band scores by the references' densities (VarMin); false: raw BEAM scores"})
+    seed: int = seed_field(0, "run (beam draws no random numbers; the seed names the run folder)")
+    device: Device = device_field()
+    embed_batch_size: Annotated[int, Field(ge=1)] = embed_batch_size_field("BEATs forward")
+    feature_memory_mb: Annotated[int, Field(ge=0)] = feature_memory_field("the BEATs tokens",
+                                                                          ", else stream them from the cache")
+
+    def __post_init__(self):
+        validate_fields(self)
+
+
+__all__ = ["AEConfig", "BEAM_CHECKPOINT_NAME", "BeamConfig",
+           "DISTANCE_NORMS", "EMBEDDING_NORMS", "FUSION_CHECKPOINT_NAME", "FusionConfig",
            "PROTO_CHECKPOINT_NAME", "ProtoConfig", "SERA_CHECKPOINT_NAME", "SeraConfig"]
