@@ -119,9 +119,11 @@ _ARCH = re.compile(r"^(?:sm_|compute_)?(\d+)([af]?)(?:-(real|virtual))?$")
 def runs_on_capability(capability: tuple[int, int], architectures: str) -> bool | None:
     """Whether a build for `architectures` (CMake's list) has code for a device of `capability` (major, minor).
 
-    An entry XY or XY-real is machine code for exactly capability X.Y; XY or XY-virtual is PTX, which the
-    driver compiles for any capability >= X.Y. Suffixed entries (90a: architecture-specific features) run on
-    exactly that capability. None when the list cannot be read (empty, or "native"/"all"): unknown.
+    An entry XY or XY-real is machine code (cubin), which runs on capability X.Y and on X.Z for Z > Y (same
+    major); XY or XY-virtual is PTX, which the driver compiles for any capability >= X.Y (CUDA C++
+    Programming Guide, "Binary Compatibility" and "PTX Compatibility"). Entries with the suffix a
+    (architecture-specific features, 90a) run on exactly that capability. None when the list cannot be read
+    (empty, or "native"/"all"): unknown.
     """
     entries = [e.strip() for e in architectures.replace(",", ";").split(";") if e.strip()]
     if not entries:
@@ -134,9 +136,10 @@ def runs_on_capability(capability: tuple[int, int], architectures: str) -> bool 
             unknown = True
             continue
         arch, suffix, kind = int(match.group(1)), match.group(2), match.group(3)
-        if kind in (None, "real") and arch == device:
+        if kind in (None, "real") and (arch == device if suffix == "a" else
+                                       arch // 10 == device // 10 and arch <= device):
             return True
-        if kind in (None, "virtual") and (arch == device if suffix else arch <= device):
+        if kind in (None, "virtual") and (arch == device if suffix == "a" else arch <= device):
             return True
     return None if unknown else False
 
