@@ -179,10 +179,10 @@ def _device_name(device) -> str:
     return str(device)
 
 
-def _say_once(note: str) -> None:
+def _say(note: str) -> None:
+    """Logs a fallback and keeps it for the run notes; called once per (family or device, reason), as the
+    unusable kernel is remembered in _broken."""
     with _lock:
-        if note in _notes:
-            return
         _notes.append(note)
     log.warning("%s", note)
 
@@ -237,7 +237,7 @@ def dispatch(family: str, device, native_cpu: Callable[[], Result], native_cuda:
             with _lock:
                 for other in FAMILIES:
                     _broken[(other, name)] = problem
-            _say_once(f"kernels: the native CUDA kernels cannot run on {name}: {problem}; using the torch "
+            _say(f"kernels: the native CUDA kernels cannot run on {name}: {problem}; using the torch "
                       f"implementations there ({ENVIRONMENT}=auto)")
             return torch_impl()
         try:
@@ -247,7 +247,7 @@ def dispatch(family: str, device, native_cpu: Callable[[], Result], native_cuda:
                 raise
             with _lock:
                 _broken[key] = f"launch error: {error}"
-            _say_once(f"kernels: the native {family} CUDA kernel failed on its first use on {name} "
+            _say(f"kernels: the native {family} CUDA kernel failed on its first use on {name} "
                       f"({type(error).__name__}: {error}); using its torch implementation there ({ENVIRONMENT}=auto)")
             return torch_impl()
         with _lock:
