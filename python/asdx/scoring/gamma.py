@@ -7,7 +7,8 @@ The DCASE baseline fits ``scipy.stats.gamma.fit(scores)`` (shape, loc, scale all
 free) to the training scores and declares a test score anomalous when it is
 strictly above ``gamma.ppf(0.9, shape, loc, scale)``. This module does the same
 maximum-likelihood fit and quantile in asdx's own C++/CUDA kernels, one set or
-many sets (e.g. every machine) per call.
+many sets (e.g. every machine) per call, or in their torch implementation where asdx.kernels
+chooses it (ASDX_KERNELS; docs/kernels.md).
 
 Free location (``loc=None``), method="auto" (the default):
 

@@ -3,7 +3,7 @@
 The kernel (csrc/cpu/gmm.cpp, csrc/cuda/gmm.cu) reads each query once, forms
 the quadratic terms in the direct form (x − μ)² / σ² (stable for tiny
 variances, unlike the expanded form sklearn uses) and combines the components
-with a max-shifted log-sum-exp in float64. Fitting uses
+with a max-shifted log-sum-exp in float64 (asdx.torch_kernels.gmm where asdx.kernels chooses torch). Fitting uses
 `sklearn.mixture.GaussianMixture(covariance_type="diag")`.
 """
 

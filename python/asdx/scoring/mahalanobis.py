@@ -7,7 +7,8 @@ triangular; the kernel (csrc/cpu/mahalanobis.cpp, csrc/cuda/mahalanobis.cu)
 then computes d(q) = ||Lᵀ (q − μ)||², a triangular product with half the flops
 of the dense quadratic form, reading each block of queries once for all
 components. The computation runs in the queries' precision (float32 or
-float64); the sum of squares is accumulated in float64.
+float64); the sum of squares is accumulated in float64. Where asdx.kernels chooses torch
+(ASDX_KERNELS; docs/kernels.md), asdx.torch_kernels.mahalanobis_factored computes the same.
 """
 
 from __future__ import annotations
