@@ -8,8 +8,8 @@ For each frontend (logmel_dcase: n_fft 1024, hop 512, 128 mels; kaldi_fbank: 400
   - the FFT floor: numpy.fft.rfft (pocketfft since NumPy 1.17) of the same frames,
     already framed and windowed (the framing is not timed), split over the same number
     of threads as asdx; stereo adds the per-frame irfft of GCC-PHAT,
-  - torch equivalents written below in the row's precision (torch.stft / unfold + rfft,
-    mel matmul, log),
+  - the torch equivalents in the row's precision: asdx.torch_kernels, asdx's own torch
+    implementations (unfold + rfft, mel matmul, log),
   - torchaudio, when it is installed (MelSpectrogram; compliance.kaldi.fbank per clip),
     else a 'torchaudio not installed' row,
   - the NumPy float64 reference (asdx.reference.frontend), on a subset scaled to the batch,
@@ -47,6 +47,7 @@ import torch
 import asdx
 import asdx.features as features
 import asdx.reference as reference
+import asdx.torch_kernels as torch_kernels
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -62,7 +63,6 @@ N_FFT, HOP, N_MELS = 1024, 512, 128
 KALDI_LENGTH, KALDI_SHIFT, KALDI_PADDED = 400, 160, 512
 MAX_LAG = 320
 DCASE_FLOOR = 2.220446049250313e-16
-KALDI_FLOOR = float(torch.finfo(torch.float32).eps)
 REF_CLIPS = 8  # the NumPy reference is timed on this many clips and scaled to the batch
 KERNELS = ("logmel_dcase", "kaldi_fbank", "stereo_features")
 PRECISIONS = ("float64", "float32")
@@ -195,75 +195,27 @@ def time_floor(kernel: str, x: np.ndarray, precision: str, args, pool: ThreadPoo
 
 
 class TorchEquivalents:
-    """The three frontends written with plain torch ops in one dtype, on one device.
-
-    These are equivalents for the benchmark, not asdx code: filterbanks and windows
-    are built once here, as a torch user would, and only the per-batch work is timed.
-    """
+    """The three frontends in plain torch ops, at one precision, on one device: asdx's own torch implementations
+    (asdx.torch_kernels, the fallback of ASDX_KERNELS=auto/torch). Their constant tables are built once per
+    configuration and device (as a torch user would), so only the per-batch work is timed."""
 
     def __init__(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
-        def tensor(array):
-            return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype, device=device)
-
-        self.dtype = dtype
-        self.slaney = tensor(reference.slaney_mel_filterbank(SAMPLE_RATE, N_FFT, N_MELS).T)  # (513, 128)
-        self.kaldi_bank = tensor(reference.kaldi_mel_filterbank(SAMPLE_RATE, KALDI_PADDED, N_MELS).T)  # (257, 128)
-        self.hann = torch.hann_window(N_FFT, periodic=True, device=device, dtype=dtype)
-        self.povey = torch.hann_window(KALDI_LENGTH, periodic=False, device=device, dtype=dtype).pow(0.85)
-
-    def _stft(self, signals: torch.Tensor) -> torch.Tensor:
-        """(..., samples) -> complex (..., frames, bins), centred zero-padded frames."""
-        lead, n = signals.shape[:-1], signals.shape[-1]
-        spec = torch.stft(signals.reshape(-1, n), n_fft=N_FFT, hop_length=HOP, window=self.hann, center=True,
-                          pad_mode="constant", return_complex=True)
-        return spec.transpose(-1, -2).reshape(*lead, spec.shape[-1], spec.shape[-2])
-
-    def _db(self, power: torch.Tensor) -> torch.Tensor:
-        return 10.0 * torch.log10((power @ self.slaney).clamp(min=DCASE_FLOOR))
+        self.device = torch.device(device)
+        self.float32 = dtype == torch.float32
 
     def logmel(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, L) -> (B, C, frames, 128) dB, as logmel_dcase."""
-        spec = self._stft(x)
-        return self._db(spec.real.square() + spec.imag.square())
+        return torch_kernels.logmel_dcase(x, SAMPLE_RATE, N_FFT, HOP, N_MELS, 0.0, SAMPLE_RATE / 2, self.float32)
 
     def kaldi(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, L) -> (B, C, frames, 128) natural log, as kaldi_fbank (snip_edges, no dither)."""
-        frames = (x * 32768.0).unfold(-1, KALDI_LENGTH, KALDI_SHIFT)  # (B, C, frames, 400)
-        frames = frames - frames.mean(dim=-1, keepdim=True)
-        previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
-        spec = torch.fft.rfft((frames - 0.97 * previous) * self.povey, n=KALDI_PADDED)
-        power = spec.real.square() + spec.imag.square()
-        return torch.log((power @ self.kaldi_bank).clamp(min=KALDI_FLOOR))
-
-    @staticmethod
-    def _phasor(re: torch.Tensor, im: torch.Tensor, floor: float = 1e-20):
-        magnitude = torch.hypot(re, im)
-        ok = magnitude > floor
-        return torch.where(ok, re / magnitude, 1.0), torch.where(ok, im / magnitude, 0.0)
+        return torch_kernels.kaldi_fbank(x, SAMPLE_RATE, KALDI_LENGTH, KALDI_SHIFT, N_MELS, 20.0, 0.0, 0.97, False,
+                                         self.float32)
 
     def stereo(self, x: torch.Tensor):
         """(B, 2, L) -> (bands, ipd, gcc) in the layouts of asdx.features.stereo_features."""
-        spec = self._stft(x)  # (B, 2, frames, 513)
-        near, far = spec[:, 0], spec[:, 1]
-        both = torch.stack([near, far, near + far, near - far], dim=1)
-        power = both.real.square() + both.imag.square()
-        power[:, 2:] *= 0.5  # mid and side are (near +- far) / sqrt 2
-        mel = power @ self.slaney  # (B, 4, frames, 128)
-        logmel = 10.0 * torch.log10(mel.clamp(min=DCASE_FLOOR))
-        ild = 10.0 * torch.log10((mel[:, 0] + 1e-10) / (mel[:, 1] + 1e-10))
-
-        cross = near * far.conj()
-        band_cos, band_sin = self._phasor(cross.real @ self.slaney, cross.imag @ self.slaney)
-        bin_cos, bin_sin = self._phasor(cross.real, cross.imag)
-        bands = torch.stack([logmel[:, 0], logmel[:, 1], ild, band_cos, band_sin, logmel[:, 2], logmel[:, 3]], dim=1)
-        ipd = torch.stack([bin_cos, bin_sin], dim=1)
-
-        phat = cross.conj() / (cross.abs() + 1e-20)
-        correlation = torch.fft.irfft(phat, n=N_FFT)  # (B, frames, 1024), lag k at index k mod 1024
-        window = torch.cat([correlation[..., -MAX_LAG:], correlation[..., : MAX_LAG + 1]], dim=-1)
-        height, index = window.max(dim=-1)
-        gcc = torch.stack([(index - MAX_LAG).to(height.dtype), height], dim=-1)
-        return bands, ipd, gcc
+        return torch_kernels.stereo_features(x, SAMPLE_RATE, N_FFT, HOP, N_MELS, 0.0, SAMPLE_RATE / 2, MAX_LAG,
+                                             self.float32)
 
     def for_kernel(self, kernel: str) -> Callable:
         return {"logmel_dcase": self.logmel, "kaldi_fbank": self.kaldi, "stereo_features": self.stereo}[kernel]
@@ -644,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
         "an rfft of the near and of the far frame plus a 1024-point irfft (GCC-PHAT) per frame. The float32 ratios "
         "use the faster of NumPy's float32 and float64 transforms as the floor (NumPy ≥ 2 computes float32 in "
         "float32, not always faster).",
-        "² torch equivalents written in benchmarks/bench_frontend.py in the row's dtype (torch.stft or unfold + "
+        "² torch equivalents: asdx.torch_kernels (asdx's torch fallback) computing in the row's dtype (unfold + "
         "rfft, matmul with the same filterbanks, log; GCC-PHAT via irfft), checked against asdx of the same "
         "precision before timing; the float64 rows get float64 input (conversion not timed).",
         "³ torchaudio: MelSpectrogram(norm/mel_scale 'slaney') + 10·log10 for logmel_dcase; one "

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import asdx
 from asdx.data import generate
 from asdx.runner import RunOptions, run
 from asdx.scoring.threshold import GammaThreshold
@@ -35,6 +36,9 @@ def test_in_sample_reproduces_the_scores_of_the_code_before_runner_v2(tmp_path):
     and three epochs of float32 training amplify those ulps (0.25 % at most when the log changed).
     A real change of the path (another feature, crop, model or score) moves scores by far more.
     """
+    if asdx.get_kernels() == "torch":
+        pytest.skip("pins scores written with the native frontend: the torch log-mel's last-bit differences "
+                    "(docs/kernels.md), amplified by three epochs of training, exceed the 0.5 % tolerance")
     torch.set_num_threads(2)  # conftest restores one thread; the file was written with torch's default on a 2-core machine; float32 GEMM sums by thread
     data = generate(tmp_path / "data", machines="fan,Sander", seconds=2.0, n_source=20, n_target=4, n_test=6, seed=0,
                     progress=False)

@@ -425,6 +425,9 @@ def test_ragged_batch_is_split_by_work_with_identical_results(big_at):
     # About half of the small sets have no interior likelihood maximum and get the spacings fit.
     import asdx
 
+    if asdx.get_kernels() == "torch":
+        pytest.skip("pins how the native CPU kernel splits sets over threads (bit-identical for any count); the "
+                    "torch implementation's sums follow torch's reduction order, and 501 sets take it minutes")
     rng = np.random.default_rng(21)
     small = [rng.gamma(2.0, 1.0, 20) + 3.0 for _ in range(500)]
     big = rng.gamma(3.0, 2.0, 100_000) - 1.0

@@ -81,12 +81,14 @@ def test_kernel_threads_follow_torch_and_set_num_threads_sets_both():
         assert asdx.get_num_threads() == 1
         asdx.set_num_threads(2)
         assert torch.get_num_threads() == 2 and _C.num_threads() == 2
-        torch.set_num_threads(1)  # a training loop changes torch's pool: the next kernel call follows
+        torch.set_num_threads(1)  # a training loop changes torch's pool: the next native kernel call follows
+        asdx.set_kernels("native")  # (a torch kernel runs in torch's pool and leaves the native one alone)
         asdx.features.logmel_dcase(np.zeros((1, 1, 4096), dtype=np.float32) + 0.01)
         assert _C.num_threads() == 1
         with pytest.raises(ValueError, match="threads"):
             asdx.set_num_threads(0)
     finally:
+        asdx.set_kernels(None)
         asdx.set_num_threads(before)
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import asdx
 
-PUBLIC = {"__version__", "get_num_threads", "info", "load_detector", "set_num_threads"}
+PUBLIC = {"__version__", "get_kernels", "get_num_threads", "info", "load_detector", "set_kernels",
+          "set_num_threads"}
 
 
 def test_all_lists_the_public_names_and_every_subpackage():

@@ -60,6 +60,9 @@ def _assert_same(actual: list[np.ndarray], expected: list[np.ndarray]) -> None:
 
 @pytest.fixture
 def pool_threads():
+    if asdx.get_kernels() == "torch":
+        pytest.skip("tests the native CPU kernels' thread pool (csrc/cpu/parallel.cpp), which ASDX_KERNELS=torch "
+                    "does not use")
     before = asdx.get_num_threads()
     asdx.set_num_threads(THREADS)
     yield THREADS

@@ -12,6 +12,7 @@ except PackageNotFoundError:  # pragma: no cover - running from an uninstalled t
 
 from asdx._native import get_num_threads, set_num_threads
 from asdx.info import info
+from asdx.kernels import get_kernels, set_kernels
 
 # Subpackages load on first use (`asdx.scoring.KNNScorer` works after a bare `import asdx`), so importing
 # asdx stays cheap for a DataLoader worker or a CLI call that needs one kernel.
@@ -38,7 +39,8 @@ def __getattr__(name: str):
 
 
 # The public names: the functions above, the version and the subpackages (loaded lazily by __getattr__).
-__all__ = ["__version__", "get_num_threads", "info", "load_detector", "set_num_threads", *SUBMODULES]
+__all__ = ["__version__", "get_kernels", "get_num_threads", "info", "load_detector", "set_kernels",
+           "set_num_threads", *SUBMODULES]
 
 
 def __dir__():

@@ -80,8 +80,14 @@ def info() -> dict:
     import asdx
     from asdx._native import _C, get_num_threads
     from asdx._threads import wait_policy
+    from asdx.kernels import build_facts, device_report, get_kernels, version_text
 
     build = dict(_C.build_info())
+    facts = build_facts()
+    try:
+        kernels = get_kernels()
+    except ValueError as error:  # shown, not raised: `asdx info` is where a user looks for what is wrong
+        kernels = f"invalid ({error})"
     report = {
         "asdx": asdx.__version__,
         "python": platform.python_version(),
@@ -91,18 +97,26 @@ def info() -> dict:
         **_faiss_status(torch.version.cuda),
         "cuda_kernels_compiled": build["cuda_compiled"],
         "cuda_architectures": build["cuda_architectures"],
-        "cuda_build_version": build["cuda_runtime_version"],
+        "cuda_build_version": build.get("cuda_runtime_version", ""),
+        "kernels": kernels,
+        "cuda_toolkit": version_text(facts.toolkit_version) if facts.cuda_compiled else "none (no CUDA kernels)",
+        "cuda_driver": version_text(facts.driver_version),
         "compiler": build["compiler"],
         "gpu_visible_to_asdx": _C.cuda_device_count(),
         "gpu_visible_to_torch": torch.cuda.device_count() if torch.cuda.is_available() else 0,
         "cpu_threads": get_num_threads(),
         "cpu_cores_available": _C.available_cores(),
         "omp_wait_policy": wait_policy(),
+        # per visible CUDA device: can the native kernels run there, and if not, why (asdx.kernels)
+        "cuda_devices": device_report(),
     }
     return report
 
 
 def format_info(report: dict) -> str:
-    lines = [f"{key:24s} {value}" for key, value in report.items() if key != "faiss_problems"]
+    lines = [f"{key:24s} {value}" for key, value in report.items() if key not in ("faiss_problems", "cuda_devices")]
+    for device in report.get("cuda_devices", []):
+        verdict = "native kernels run" if device["native_kernels"] else f"torch kernels: {device['why_not']}"
+        lines.append(f"{device['device']:24s} {device['name']} (compute capability {device['capability']}): {verdict}")
     lines += [f"WARNING: {problem}" for problem in report.get("faiss_problems", [])]
     return "\n".join(lines)

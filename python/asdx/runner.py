@@ -27,6 +27,7 @@ from asdx.data import machine_clips, resolve_machines
 from asdx.data.dataset import MachineDir, list_machines, split_dir
 from asdx.data.loader import ClipSet, check_headers
 from asdx.evaluation import evaluate, result_csv_text, result_json
+from asdx.kernels import fallback_notes
 from asdx.options import RunOptions
 from asdx.rundir import GLOBAL, RunDir, run_config
 from asdx.scoring.gamma import GammaFitWarning
@@ -319,7 +320,7 @@ def _run_logged(options: RunOptions, system, plan: _Plan, run_dir: RunDir, resol
             system.context.stage_printer = lambda text: stage(f"global stage: {text}")
             resolved["global_stage"] = _run_global_stage(system, plan, options, run_dir, stage)
             run_dir.write_config(resolved)
-        run_dir.save_notes(system.context.notes)
+        _save_notes(run_dir, system)
         for k, machine in enumerate(plan.machines, start=1):
             prefix = f"machine {k}/{len(plan.machines)}: "
             if run_dir.is_finished(machine.name):
@@ -329,7 +330,7 @@ def _run_logged(options: RunOptions, system, plan: _Plan, run_dir: RunDir, resol
             if system.distributed_stage == "machine":
                 distributed.broadcast_object(machine.name)  # torchrun: the other ranks join this machine's training
             run_machine(system, machine, plan, options, run_dir, lambda text: stage(prefix + text))
-            run_dir.save_notes(system.context.notes)
+            _save_notes(run_dir, system)
         if system.distributed_stage == "machine":
             distributed.broadcast_object(None)
         evaluation = evaluate_run(run_dir)
@@ -338,10 +339,18 @@ def _run_logged(options: RunOptions, system, plan: _Plan, run_dir: RunDir, resol
         log.error("run failed: %s: %s", type(error).__name__, error)
         raise
     finally:
-        run_dir.save_notes(system.context.notes)
+        _save_notes(run_dir, system)
     _print_notes(run_dir)
     log.info("run finished")
     return run_dir.path, evaluation
+
+
+def _save_notes(run_dir: RunDir, system) -> None:
+    """The system's notes and the kernel fallbacks of this process (asdx.kernels: native CUDA kernels that could
+    not run, each said once) into the run folder."""
+    for note in fallback_notes():
+        system.context.note(note)
+    run_dir.save_notes(system.context.notes)
 
 
 def _print_notes(run_dir: RunDir) -> None:

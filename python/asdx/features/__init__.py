@@ -1,7 +1,8 @@
 """Feature frontends backed by asdx's C++/CUDA kernels.
 
 Each takes (batch, channels, samples) audio as a numpy array or a torch
-tensor; a CUDA tensor runs the CUDA kernel, anything else the CPU kernel,
+tensor; a CUDA tensor runs the CUDA kernel, anything else the CPU kernel
+(or their torch implementations: ASDX_KERNELS, asdx.kernels, docs/kernels.md),
 and the result comes back in the input's kind and on its device.
 
 The kernels have no backward: the features are constants for autograd. A

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from asdx._arrays import prepare_waveform
+from asdx import torch_kernels
 from asdx._native import _C
 from asdx.features._launch import check_precision, run_frontend
 
@@ -47,5 +48,6 @@ def kaldi_fbank(waveform, *, normalise: bool = False, sample_rate: int = 16000, 
         lambda src, dst, tables, offsets, stream: _C.kaldi_fbank_cuda(src, batch * channels, n_samples, dst, tables,
                                                                       offsets, stream, *params),
         ("kaldi", params),
+        lambda x: [torch_kernels.kaldi_fbank(x, *params)],
     )
     return out

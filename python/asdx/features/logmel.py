@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from asdx._arrays import prepare_waveform
+from asdx import torch_kernels
 from asdx._native import _C
 from asdx.features._launch import check_precision, run_frontend
 
@@ -46,6 +47,7 @@ def logmel_dcase(waveform, *, sample_rate: int = 16000, n_fft: int = 1024, hop_l
         lambda src, dst, tables, offsets, stream: _C.logmel_dcase_cuda(src, batch * channels, n_samples, dst, tables,
                                                                        offsets, stream, *params),
         ("logmel", params),
+        lambda x: [torch_kernels.logmel_dcase(x, *params)],
     )
     return out
 

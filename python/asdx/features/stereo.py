@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from asdx._arrays import prepare_waveform
+from asdx import torch_kernels
 from asdx._native import _C
 from asdx.features._launch import check_precision, run_frontend
 
@@ -61,5 +62,6 @@ def stereo_features(waveform, *, sample_rate: int = 16000, n_fft: int = 1024, ho
         lambda src, b, i, g, tables, offsets, stream: _C.stereo_features_cuda(src, batch, n_samples, b, i, g, tables,
                                                                               offsets, stream, *params),
         ("logmel", (sample_rate, n_fft, hop_length, n_mels, float(fmin), fmax, float32)),
+        lambda x: torch_kernels.stereo_features(x, *params),
     )
     return StereoFeatures(bands, ipd, gcc)

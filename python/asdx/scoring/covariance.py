@@ -65,7 +65,8 @@ def _upper_cholesky(cov: np.ndarray) -> np.ndarray:
     return lower_of_reversed[::-1, ::-1]
 
 
-def _check_square_symmetric(m: np.ndarray, name: str) -> None:
+def check_square_symmetric(m: np.ndarray, name: str) -> None:
+    """ValueError naming `name` unless m is a non-empty square matrix, symmetric to 1e-8 of its largest entry."""
     if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] == 0:
         raise ValueError(f"{name}: expected a non-empty square matrix, got shape {m.shape}.")
     scale = max(float(np.abs(m).max()), np.finfo(np.float64).tiny)
@@ -93,7 +94,7 @@ def stable_precision(cov, ridge: bool = True) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(ridge, (bool, np.bool_)):
         raise ValueError(f"ridge: must be True or False, got {ridge!r}.")
     c = prepare(cov, "cov", ndim=2, dtype=np.float64).numpy()
-    _check_square_symmetric(c, "cov")
+    check_square_symmetric(c, "cov")
     c = 0.5 * (c + c.T)
     try:
         upper = _upper_cholesky(c)

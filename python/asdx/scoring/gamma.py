@@ -7,7 +7,8 @@ The DCASE baseline fits ``scipy.stats.gamma.fit(scores)`` (shape, loc, scale all
 free) to the training scores and declares a test score anomalous when it is
 strictly above ``gamma.ppf(0.9, shape, loc, scale)``. This module does the same
 maximum-likelihood fit and quantile in asdx's own C++/CUDA kernels, one set or
-many sets (e.g. every machine) per call.
+many sets (e.g. every machine) per call, or in their torch implementation where asdx.kernels
+chooses it (ASDX_KERNELS; docs/kernels.md).
 
 Free location (``loc=None``), method="auto" (the default):
 
@@ -58,8 +59,10 @@ import numpy as np
 import torch
 
 from asdx._cuda import launch_on
-from asdx._native import _C, follow_torch_threads
+from asdx import torch_kernels
 from asdx._arrays import like_input, prepare
+from asdx._native import _C, follow_torch_threads
+from asdx.kernels import dispatch
 
 STATUS = {0: "ok", 1: "too few scores (< 3)", 2: "constant scores", 3: "non-finite scores",
           4: "scores at or below the fixed loc",
@@ -124,7 +127,9 @@ class GammaFitBatch:
                         float(self.loglik[index]), int(self.status[index]), METHODS[int(self.method[index])])
 
 
-def _loc_arguments(loc) -> tuple[bool, float]:
+def check_loc(loc) -> tuple[bool, float]:
+    """(fixed, value) of a loc argument: (False, 0.0) for None (free), (True, loc) for a finite number;
+    ValueError naming loc otherwise."""
     if loc is None:
         return False, 0.0
     try:
@@ -157,10 +162,10 @@ def fit_gamma(scores, loc: float | None = None, method: str = "auto") -> GammaFi
     GammaFit with status 1 or 2 and NaN parameters (GammaThreshold then uses the conformal
     quantile).
     """
-    fixed, loc_value = _loc_arguments(loc)
+    fixed, loc_value = check_loc(loc)
     _method_argument(method, fixed)
     data = prepare(scores, "scores", ndim=1, dtype=np.float64, allow_empty=False).numpy()
-    result = _fit_cpu(data, np.array([0, data.size], dtype=np.int64), fixed, loc_value, method)[0]
+    result = fit_sets(data, np.array([0, data.size], dtype=np.int64), fixed, loc_value, method)[0]
     if result.status == 4:
         raise ValueError(f"scores: with loc fixed at {loc_value!r} every score must be > loc; "
                          f"the minimum is {float(data.min())!r}.")
@@ -177,12 +182,12 @@ def fit_gamma_batch(score_sets, loc: float | None = None, method: str = "auto") 
     numpy arrays. A bad set does not fail the batch: its status says why (STATUS) and its
     parameters are NaN. Raises ValueError for input that is not a set of numbers at all.
     """
-    fixed, loc_value = _loc_arguments(loc)
+    fixed, loc_value = check_loc(loc)
     _method_argument(method, fixed)
     values, offsets, reference = _flatten(score_sets)
+    batch = fit_sets(values, offsets, fixed, loc_value, method)
     if isinstance(values, torch.Tensor) and values.is_cuda:
-        return _fit_cuda(values, offsets, fixed, loc_value, method)
-    batch = _fit_cpu(values, offsets, fixed, loc_value, method)
+        return batch
     if reference is not None and reference.is_torch:
         batch = GammaFitBatch(*[torch.from_numpy(getattr(batch, f.name)) for f in fields(batch)])
     return batch
@@ -217,9 +222,24 @@ def _flatten(score_sets):
     return np.ascontiguousarray(values, dtype=np.float64), offsets, parts[0] if parts else None
 
 
+def fit_sets(values, offsets, fixed: bool, loc: float, method: str = "auto") -> GammaFitBatch:
+    """Fits the sets values[offsets[s]:offsets[s + 1]]: the one entry of fit_gamma, fit_gamma_batch and
+    GammaThreshold, so they agree. values: float64 1-D, host numpy (numpy results) or a CUDA tensor (with
+    offsets on its device; tensor results there); fixed, loc: from check_loc; method: FIT_METHODS.
+    Native CPU / CUDA kernel or the torch implementation, as asdx.kernels chooses."""
+    on_cuda = isinstance(values, torch.Tensor) and values.is_cuda
+
+    def torch_path():
+        data = values if isinstance(values, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(values))
+        results = torch_kernels.fit_sets(data, offsets, fixed, loc, method, MIN_MLE_SCORES)
+        return GammaFitBatch(*(results if on_cuda else [r.cpu().numpy() for r in results]))
+
+    return dispatch("gamma", values.device if on_cuda else None, lambda: _fit_cpu(values, offsets, fixed, loc, method),
+                    lambda: _fit_cuda(values, offsets, fixed, loc, method), torch_path)
+
+
 def _fit_cpu(values: np.ndarray, offsets: np.ndarray, fixed: bool, loc: float, method: str = "auto") -> GammaFitBatch:
-    """The C++ fit, spacings fits included (fit_gamma, fit_gamma_batch and GammaThreshold all come
-    here or to _fit_cuda, so they agree)."""
+    """The native C++ fit, spacings fits included."""
     follow_torch_threads()
     return GammaFitBatch(*_C.gamma_fit_cpu(values, offsets, fixed, loc, FIT_METHODS.index(method), MIN_MLE_SCORES))
 
@@ -289,16 +309,27 @@ def gamma_ppf(q, shape, loc, scale):
         raise ValueError(f"q, shape, loc, scale: shapes do not broadcast ({error}).") from error
     out_shape = arrays[0].shape
     flat = [np.ascontiguousarray(a, dtype=np.float64).reshape(-1) for a in arrays]
-    if torch_inputs and torch_inputs[0].on_cuda:
-        device = torch_inputs[0].data.device
+    device = torch_inputs[0].data.device if torch_inputs and torch_inputs[0].on_cuda else None
+
+    def native_cuda():
         with launch_on(device, "gamma_ppf") as stream:
             tensors = [torch.from_numpy(a).to(device) for a in flat]
             out = torch.empty(flat[0].size, dtype=torch.float64, device=device)
             if out.numel() > 0:
                 _C.gamma_ppf_cuda(*[t.data_ptr() for t in tensors], out.numel(), out.data_ptr(), stream)
         return out.reshape(out_shape)
-    follow_torch_threads()
-    result = _C.gamma_ppf_cpu(*flat).reshape(out_shape)
+
+    def native_cpu():
+        follow_torch_threads()
+        return _C.gamma_ppf_cpu(*flat).reshape(out_shape)
+
+    def torch_path():
+        out = torch_kernels.gamma_ppf(*[torch.from_numpy(a).to(device or "cpu") for a in flat]).reshape(out_shape)
+        return out if device is not None else out.numpy()
+
+    result = dispatch("gamma", device, native_cpu, native_cuda, torch_path)
+    if device is not None:
+        return result
     if torch_inputs:
         return like_input(result, torch_inputs[0])
     return float(result) if result.ndim == 0 else result

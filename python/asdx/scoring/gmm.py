@@ -3,7 +3,7 @@
 The kernel (csrc/cpu/gmm.cpp, csrc/cuda/gmm.cu) reads each query once, forms
 the quadratic terms in the direct form (x − μ)² / σ² (stable for tiny
 variances, unlike the expanded form sklearn uses) and combines the components
-with a max-shifted log-sum-exp in float64. Fitting uses
+with a max-shifted log-sum-exp in float64 (asdx.torch_kernels.gmm where asdx.kernels chooses torch). Fitting uses
 `sklearn.mixture.GaussianMixture(covariance_type="diag")`.
 """
 
@@ -15,6 +15,8 @@ from sklearn.base import BaseEstimator
 
 from asdx import _cuda
 from asdx._native import _C, follow_torch_threads, require_cuda_kernels
+from asdx.kernels import dispatch
+from asdx.torch_kernels import gmm_diag_loglik as torch_gmm_diag_loglik
 from asdx.scoring._domains import domain_codes
 from asdx.scoring._estimator import check_int, check_n_features, check_X, is_int, is_real, require_fitted
 from asdx.splits import stratified_folds
@@ -57,9 +59,10 @@ def gmm_diag_loglik(queries, weights, means, variances):
     with np.errstate(divide="ignore"):
         log_weights = np.log(w)
     n, d = q.shape
-    if q.on_cuda:
+    device = q.data.device if q.is_torch else None
+
+    def native_cuda():
         require_cuda_kernels("gmm_diag_loglik")
-        device = q.data.device
         out = torch.empty((n,), dtype=torch.float64, device=device)
         if n > 0:
             lw = torch.from_numpy(log_weights).to(device)
@@ -71,8 +74,18 @@ def gmm_diag_loglik(queries, weights, means, variances):
                 _C.gmm_diag_loglik_cuda(q.data.data_ptr(), n, d, lw.data_ptr(), m_dev.data_ptr(), v_dev.data_ptr(),
                                         k, out.data_ptr(), work.data_ptr(), stream, float32)
         return out
-    follow_torch_threads()
-    return like_input(_C.gmm_diag_loglik_cpu(q.numpy(), log_weights, m.numpy(), v.numpy()), q)
+
+    def native_cpu():
+        follow_torch_threads()
+        return like_input(_C.gmm_diag_loglik_cpu(q.numpy(), log_weights, m.numpy(), v.numpy()), q)
+
+    def torch_path():
+        queries = q.data if q.is_torch else torch.from_numpy(q.data)
+        out = torch_gmm_diag_loglik(queries, torch.from_numpy(log_weights), torch.as_tensor(m.data),
+                                    torch.as_tensor(v.data))
+        return like_input(out, q)
+
+    return dispatch("gmm", device, native_cpu, native_cuda, torch_path)
 
 
 class DiagGMMScorer(BaseEstimator):

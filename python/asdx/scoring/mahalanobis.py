@@ -7,7 +7,8 @@ triangular; the kernel (csrc/cpu/mahalanobis.cpp, csrc/cuda/mahalanobis.cu)
 then computes d(q) = ||Lᵀ (q − μ)||², a triangular product with half the flops
 of the dense quadratic form, reading each block of queries once for all
 components. The computation runs in the queries' precision (float32 or
-float64); the sum of squares is accumulated in float64.
+float64); the sum of squares is accumulated in float64. Where asdx.kernels chooses torch
+(ASDX_KERNELS; docs/kernels.md), asdx.torch_kernels.mahalanobis_factored computes the same.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from asdx._cuda import launch_on
 from asdx._native import _C, follow_torch_threads
 from asdx.scoring._domains import domain_codes
 from asdx.scoring._estimator import check_bool, check_n_features, check_X, require_fitted
-from asdx.scoring.covariance import _check_square_symmetric, check_shrinkage, covariance, stable_precision
+from asdx.kernels import dispatch
+from asdx.scoring.covariance import check_shrinkage, check_square_symmetric, covariance, stable_precision
+from asdx.torch_kernels import mahalanobis_factored
 
 __all__ = ["MahalanobisScorer", "ae_mahalanobis_scores", "mahalanobis"]
 
@@ -33,7 +36,7 @@ def _factor_precisions(precisions: np.ndarray, name: str) -> np.ndarray:
     factors = np.empty_like(precisions)
     for k, p in enumerate(precisions):
         label = f"{name}[{k}]"
-        _check_square_symmetric(p, label)
+        check_square_symmetric(p, label)
         try:
             factors[k] = np.linalg.cholesky(0.5 * (p + p.T))
         except np.linalg.LinAlgError:
@@ -48,14 +51,16 @@ def _factor_precisions(precisions: np.ndarray, name: str) -> np.ndarray:
 
 
 def _run_kernel(q: Prepared, means: np.ndarray | torch.Tensor, factors: np.ndarray) -> np.ndarray | torch.Tensor:
-    """(N, K) squared distances in q's dtype and on q's device; factors (K, D, D) float64."""
+    """(N, K) squared distances in q's dtype and on q's device (numpy for host numpy queries); factors
+    (K, D, D) float64. Native CPU / CUDA kernel or the torch implementation (asdx.kernels.dispatch)."""
     dtype = q.numpy_dtype
     k = int(factors.shape[0])
     m = prepare(means, "means", ndim=2, dtype=dtype)
     f = Prepared(np.ascontiguousarray(factors, dtype=dtype), "factors")
     n, d = q.shape
-    if q.on_cuda:
-        device = q.data.device
+    device = q.data.device if q.is_torch else None
+
+    def native_cuda():
         with launch_on(device, "mahalanobis") as stream:
             out = torch.empty((n, k), dtype=q.data.dtype, device=device)
             if n > 0:
@@ -63,8 +68,17 @@ def _run_kernel(q: Prepared, means: np.ndarray | torch.Tensor, factors: np.ndarr
                 _C.mahalanobis_cuda(q.data.data_ptr(), n, d, m_dev.data_ptr(), f_dev.data_ptr(), k,
                                     out.data_ptr(), stream, dtype == np.float32)
         return out
-    follow_torch_threads()
-    return _C.mahalanobis_cpu(q.numpy(), m.numpy(), f.data)
+
+    def native_cpu():
+        follow_torch_threads()
+        return _C.mahalanobis_cpu(q.numpy(), m.numpy(), f.data)
+
+    def torch_path():
+        queries = q.data if q.is_torch else torch.from_numpy(q.data)
+        out = mahalanobis_factored(queries, torch.as_tensor(m.data), torch.from_numpy(f.data))
+        return out if q.is_torch else out.numpy()
+
+    return dispatch("mahalanobis", device, native_cpu, native_cuda, torch_path)
 
 
 def _ndim(x) -> int:

@@ -25,7 +25,7 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
 from asdx._arrays import prepare
-from asdx.scoring.gamma import MIN_MLE_SCORES, STATUS, GammaFitWarning, _fit_cpu, _loc_arguments, gamma_ppf
+from asdx.scoring.gamma import MIN_MLE_SCORES, STATUS, GammaFitWarning, check_loc, fit_sets, gamma_ppf
 
 __all__ = ["GammaThreshold", "conformal_quantile"]
 
@@ -62,14 +62,14 @@ class GammaThreshold(BaseEstimator):
     def _check_params(self) -> None:
         if not (isinstance(self.q, (int, float)) and 0.0 < float(self.q) < 1.0):
             raise ValueError(f"q: must be a probability in (0, 1), got {self.q!r}.")
-        _loc_arguments(self.loc)
+        check_loc(self.loc)
 
     def fit(self, train_scores, y=None) -> "GammaThreshold":
         """Fits on 1-D train_scores; y is ignored (scikit-learn's signature)."""
         self._check_params()
         scores = prepare(train_scores, "train_scores", ndim=1, dtype=np.float64, allow_empty=False).numpy()
-        fixed, loc_value = _loc_arguments(self.loc)
-        fit = _fit_cpu(scores, np.array([0, scores.size], dtype=np.int64), fixed, loc_value)[0]
+        fixed, loc_value = check_loc(self.loc)
+        fit = fit_sets(scores, np.array([0, scores.size], dtype=np.int64), fixed, loc_value)[0]
         if fit.status == 4:
             raise ValueError(f"train_scores: with loc fixed at {loc_value!r} every score must be > loc; "
                              f"the minimum is {float(scores.min())!r}.")
