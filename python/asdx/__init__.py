@@ -17,8 +17,8 @@ from asdx.kernels import get_kernels, set_kernels
 # Subpackages load on first use (`asdx.scoring.KNNScorer` works after a bare `import asdx`), so importing
 # asdx stays cheap for a DataLoader worker or a CLI call that needs one kernel.
 SUBMODULES = ("compare", "config", "data", "detector", "device", "distributed", "evaluation", "features", "index",
-              "metrics", "models", "options", "reference", "report", "rundir", "runner", "scoring", "seeds", "splits",
-              "submission", "systems", "watch")
+              "kernels", "metrics", "models", "options", "reference", "report", "rundir", "runner", "scoring", "seeds",
+              "splits", "submission", "systems", "torch_kernels", "watch")
 
 
 def load_detector(run_dir, machine: str, **options):
