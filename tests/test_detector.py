@@ -24,6 +24,7 @@ FAST = {
     "sera": ["--beats", "random-tiny", "--epochs", "2", "--lr", "1e-3"],
     "fusion": ["--beats", "random-tiny", "--epochs", "1"],
     "proto": ["--beats", "random-tiny", "--size", "tiny", "--epochs", "2", "--batch-size", "8"],
+    "beam": ["--beats", "random-tiny"],
 }
 
 
