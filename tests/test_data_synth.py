@@ -14,6 +14,7 @@ from asdx.data import generate, list_machines, load_clips, machine_clips, parse_
 from asdx.data.dataset import ground_truth_file, ground_truth_dir
 from asdx.data.sounds import SOUNDS
 from asdx.features import logmel_dcase
+from asdx.reference.stereo_view import w1_residual
 
 HIDDEN = {"bearingEmu", "sliderEmu", "ToothBrush", "BlowerDustCollector"}
 SMALL = dict(seconds=0.25, n_source=3, n_target=2, n_test=2, progress=False)
@@ -178,9 +179,15 @@ def _ild(x):
     return (logmel_dcase(x[:, :1])[:, 0] - logmel_dcase(x[:, 1:])[:, 0]).mean(axis=1)
 
 
+def _w1_logmel(x):
+    return logmel_dcase(w1_residual(x)[:, None])[:, 0].mean(axis=1)
+
+
 def test_neither_trivial_nor_impossible(synth_root):
-    """An energy detector is near chance; Mahalanobis on mean log-mel (channel 0) beats it."""
-    rms_auc, maha_auc, spatial_near, spatial_ild = {}, {}, [], []
+    """An energy detector is near chance; Mahalanobis on mean log-mel of the residual beats it; the hall is
+    noise that the near/far residual (view w1) removes: the same detector on the residual beats channel 0
+    (seed 3: mean AUC 0.66 vs 0.57, 9 vs 7 machines above 0.55; on the far channel alone 0.51)."""
+    rms_auc, maha_auc, w1_auc, spatial_near, spatial_ild = {}, {}, {}, [], []
     for machine in list_machines(synth_root):
         train, test = machine_clips(machine, "train"), machine_clips(machine, "test")
         x_train, x_test = load_clips(train, seconds=None), load_clips(test, seconds=None)
@@ -189,14 +196,18 @@ def test_neither_trivial_nor_impossible(synth_root):
         auc = roc_auc_score(y, rms)
         rms_auc[machine.name] = max(auc, 1.0 - auc)  # either orientation
         maha_auc[machine.name] = roc_auc_score(y, _mahalanobis_scores(x_train, x_test, _near_logmel))
+        w1_auc[machine.name] = roc_auc_score(y, _mahalanobis_scores(x_train, x_test, _w1_logmel))
         if machine.dataset == "dev":  # dev names carry the index that fixes the anomaly kind
             spatial = np.array([(not c.is_anomaly) or c.index % 4 == 3 for c in test])
             spatial_near.append(roc_auc_score(y[spatial], _mahalanobis_scores(x_train, x_test[spatial], _near_logmel)))
             spatial_ild.append(roc_auc_score(y[spatial], _mahalanobis_scores(x_train, x_test[spatial], _ild)))
     assert sum(a >= 0.99 for a in rms_auc.values()) <= 2, rms_auc
-    assert sum(a > 0.55 for a in maha_auc.values()) >= 9, maha_auc
+    assert sum(a > 0.55 for a in maha_auc.values()) >= 6, maha_auc
+    assert sum(a > 0.55 for a in w1_auc.values()) >= 8, w1_auc
+    assert np.mean(list(w1_auc.values())) > np.mean(list(maha_auc.values())) + 0.05, (w1_auc, maha_auc)
     assert sum(a >= 0.99 for a in maha_auc.values()) < 6, maha_auc
-    assert np.mean(list(maha_auc.values())) > np.mean(list(rms_auc.values()))
+    # channel 0 alone is now about as good as the energy (0.569 vs 0.570, either orientation); the residual beats it
+    assert np.mean(list(w1_auc.values())) > np.mean(list(rms_auc.values())) + 0.05
     # spatial anomalies mostly change the inter-channel cues, not channel 0
     # (seed 3, 1 s: 0.57 vs 0.53 in the noisy hall, 0.1 more than near before it: the far channel is now mostly
     # the hall's noise, which the mean log-mel ILD does not remove)

@@ -30,7 +30,7 @@ INTERFERER_KINDS = ("machine", "impacts", "fan", "voice")
 # Mix of kinds per domain (Dirichlet means) and the hall level at the far microphone,
 # relative to the machine's unit RMS at the near one.
 _HALL_MIX = {"source": (0.40, 0.15, 0.35, 0.10), "target": (0.15, 0.30, 0.15, 0.40)}
-_HALL_LEVEL = {"source": 1.5, "target": 2.0}
+_HALL_LEVEL = {"source": 2.5, "target": 3.0}
 NEAR_LOSS_DB = (3.0, 8.0)  # an interferer at the near microphone, below its level at the far one
 CREST = 4.0  # largest peak / RMS of an interferer at its source
 _HALL_COUNT = {"source": 2.0, "target": 3.0}  # mean interferers per clip (1 + Poisson(mean - 1))

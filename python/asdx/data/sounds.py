@@ -198,6 +198,7 @@ DIFFUSE_FLOOR = {"diffuse": 1.0, "scene": 0.5}  # the diffuse noise level, relat
 # The machine's level at the far microphone, relative to the diffuse-only set: in a hall the far
 # microphone is near the noise and far from the machine, which it hears 15-19 dB below the near one.
 FAR_MACHINE = {"diffuse": 1.0, "scene": 0.35}
+HEADROOM = {"diffuse": 1.0, "scene": 0.6}  # the hall is loud: the clip's gain leaves room for its peaks
 
 
 def render(machine: str, attributes: dict[str, str], domain: str, anomaly: str | None,
@@ -295,4 +296,5 @@ def render(machine: str, attributes: dict[str, str], domain: str, anomaly: str |
 
         for interferer in interferers(machine, domain, n_samples, seed, rng):
             near, far = near + interferer.audio[0], far + interferer.audio[1]
+        gain *= HEADROOM[background]
     return np.clip(gain * np.stack([near, far]), -1.0, 1.0 - 2.0**-15)
