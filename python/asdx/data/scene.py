@@ -122,7 +122,8 @@ def _other_machine(rng: np.random.Generator, n: int, site: Hall) -> np.ndarray:
     f0 = rng.choice(site.machine_f0) * (1.0 + 0.02 * rng.standard_normal())
     k = np.arange(1, int(rng.integers(4, 9)) + 1)
     grid = np.linspace(0.0, 2 * np.pi, 1025)  # one period as a wavetable, as asdx.data.sounds does
-    table = np.sin(np.outer(grid, k) + rng.uniform(0, 2 * np.pi, k.size)) @ (k ** -rng.uniform(0.5, 1.5) * (k * f0 < 7000))
+    offsets = rng.uniform(0, 2 * np.pi, k.size)
+    table = np.sin(np.outer(grid, k) + offsets) @ (k ** -rng.uniform(0.5, 1.5) * (k * f0 < 7000))
     tone = np.interp(np.mod(2 * np.pi * f0 * np.arange(n) / SAMPLE_RATE, 2 * np.pi), grid, table)
     low = rng.uniform(300.0, 1500.0)
     noise = sosfilt(_band(low, low * rng.uniform(2.0, 4.0)), rng.standard_normal(n))

@@ -270,7 +270,8 @@ def render(machine: str, attributes: dict[str, str], domain: str, anomaly: str |
 
     place = placement(machine, seed)
     near = source.copy()
-    far = FAR_MACHINE[background] * place.far_gain * far_scale * oaconvolve(_delay(source, place.far_delay), place.far_ir)[:n_samples]
+    far = place.far_gain * far_scale * oaconvolve(_delay(source, place.far_delay), place.far_ir)[:n_samples]
+    far = FAR_MACHINE[background] * far
     if anomaly == "spatial":
         # A loose part radiating from a second position next to the far microphone.
         part = _delay(source, int(rng.integers(40, 121)))
@@ -282,7 +283,7 @@ def render(machine: str, attributes: dict[str, str], domain: str, anomaly: str |
     # and level are what the target domain changes besides the attributes.
     env_rng = np.random.default_rng([seed, name_code(machine), 6, domain == "target"])
     slope = env_rng.uniform(0.8, 1.4) if domain == "source" else env_rng.uniform(0.0, 0.5)
-    level = DIFFUSE_FLOOR[background] * (0.12 if domain == "source" else 0.25) * 10 ** (rng.uniform(-1.5, 1.5) / 20)
+    level = (0.12 if domain == "source" else 0.25) * 10 ** (rng.uniform(-1.5, 1.5) / 20) * DIFFUSE_FLOOR[background]
     near = near + level * coloured_noise(rng, n_samples, slope)
     far = far + 2.5 * level * coloured_noise(rng, n_samples, slope)
     if domain == "target":
