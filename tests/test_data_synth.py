@@ -42,7 +42,6 @@ def test_layout_and_formats(synth_root):
         assert sorted(p.index for p in parsed if p.domain == "target") == list(range(n_tgt))
         assert all(p.hidden_attributes == (machine.name in HIDDEN) for p in parsed)
         assert (machine.path / "attributes_00.csv").is_file()
-        assert (synth_root / "preview" / f"{machine.name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         if machine.dataset == "dev":
             assert {parse_name(p).form for p in test} == {"labelled"}
             continue
@@ -248,3 +247,11 @@ def test_domains_differ_in_their_interferers():
     assert voices["target"] > voices["source"] + 0.2, kinds
     assert scene.hall("ToyCar", "target", 0).level > scene.hall("ToyCar", "source", 0).level
 
+
+
+def test_preview_pictures_only_when_asked(tmp_path):
+    quiet = generate(tmp_path / "quiet", machines="fan", **SMALL)
+    assert not (quiet / "preview").exists()
+    shown = generate(tmp_path / "shown", machines="fan,Sander", preview=True, **SMALL)
+    for machine in ("fan", "Sander"):
+        assert (shown / "preview" / f"{machine}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

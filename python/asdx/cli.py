@@ -42,7 +42,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
     root = generate(args.out, machines=_machine_names(args.machines, "--machines"), seconds=args.seconds,
                     n_source=args.n_source, n_target=args.n_target, n_test=args.n_test, seed=args.seed,
-                    full=args.full, progress=not args.quiet, background=args.background)
+                    full=args.full, progress=not args.quiet, background=args.background,
+                    preview=args.preview)
     print(f"synthetic DCASE 2026 Task 2 data in {root}")
     return 0
 
@@ -379,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="scene (default): point-like interferers (other machines, impacts, a fan, voices) "
                               "reach both microphones coherently, louder at the far one, over a diffuse floor; "
                               "diffuse: the earlier set, noise drawn independently per microphone")
+    p_synth.add_argument("--no-preview", dest="preview", action="store_false",
+                         help="skip the preview pictures (preview/<machine>.png)")
     p_synth.add_argument("--quiet", action="store_true", help="no progress bar")
     p_synth.set_defaults(handler=_cmd_synth)
 

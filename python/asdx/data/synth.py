@@ -199,13 +199,15 @@ def _check_manifest(out: Path, settings: dict, machines: list[str]) -> None:
 
 def generate(out: str | Path, machines=None, seconds: float | None = None, n_source: int | None = None,
              n_target: int | None = None, n_test: int | None = None, seed: int = 0, full: bool = False,
-             progress: bool = True, background: str = "scene") -> Path:
+             progress: bool = True, background: str = "scene", preview: bool = False) -> Path:
     """Writes (or completes) a synthetic DCASE 2026 Task 2 dataset under `out`; returns the root.
 
     machines: "dev", "eval", "all" (default) or names/aliases (list or comma-separated).
     Sizes default to a small set (2 s, 30 source + 6 target train clips, 12 test clips per
     domain x label cell); ``full=True`` switches the defaults to DCASE sizes (10 s, 990/10, 50).
     Explicit sizes win over both. background: "scene" (interferers, the default) or "diffuse".
+    preview: also write preview/<machine>.png (`asdx synth` and the demo do; off by default because drawing
+    takes longer than rendering a small set).
     """
     sizes = dict(FULL_SIZES if full else DEFAULT_SIZES)
     for key, value in (("seconds", seconds), ("n_source", n_source), ("n_target", n_target), ("n_test", n_test)):
@@ -251,6 +253,6 @@ def generate(out: str | Path, machines=None, seconds: float | None = None, n_sou
                           _attributes_csv(machine, plans[machine.name]))
         if machine.dataset == "eval":
             _write_ground_truth(out, machine, plans[machine.name])
-        if not (out / PREVIEW / f"{machine.name}.png").is_file():  # deterministic: a finished one stays
+        if preview and not (out / PREVIEW / f"{machine.name}.png").is_file():  # deterministic: a finished one stays
             _write_preview(out, machine.name, plans[machine.name])
     return out
