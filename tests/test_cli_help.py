@@ -45,15 +45,15 @@ def test_every_command_has_a_description(capsys):
         assert sub.description and len(sub.description) > 40, name
 
 
-def test_the_demo_help_says_it_runs_all_four_systems(capsys):
+def test_the_demo_help_says_it_runs_all_five_systems(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     top = " ".join(capsys.readouterr().out.split())
-    assert "run all four systems" in top and "run ae," not in top
+    assert "run all five systems" in top and "run ae," not in top
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
     text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")   # argparse wraps after hyphens
-    assert "ae, sera, fusion and proto" in text and "random-tiny" in text
+    assert "ae, sera, fusion, proto and beam" in text and "random-tiny" in text
 
 
 def test_cache_help_names_its_real_default(capsys):

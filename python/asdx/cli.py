@@ -271,11 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "asdx may use; idle threads sleep rather than spin, see OMP_WAIT_POLICY in the README)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p_demo = sub.add_parser("demo", help="the main job on a built-in default: synthesise data, run all four "
+    p_demo = sub.add_parser("demo", help="the main job on a built-in default: synthesise data, run all five "
                                          "systems, evaluate, report",
                             description="Synthesises a small stereo dataset (fan, valveEmu, ToyDrone, Sander), runs "
-                                        "ae, sera, fusion and proto on it (the BEATs systems with the small random "
-                                        "random-tiny BEATs, few epochs), evaluates each with the official metric "
+                                        "ae, sera, fusion, proto and beam on it (the BEATs systems with the small "
+                                        "random random-tiny BEATs, few epochs), evaluates each with the official metric "
                                         "and writes its HTML report. Re-running resumes. The scores show that "
                                         "everything runs end to end, not how the systems compare on DCASE data.")
     p_demo.add_argument("--out", default=None, help="folder for the data and runs (default: ~/.cache/asdx/demo)")
