@@ -14,6 +14,7 @@ from asdx.data import generate, list_machines, load_clips, machine_clips, parse_
 from asdx.data.dataset import ground_truth_file, ground_truth_dir
 from asdx.data.sounds import SOUNDS
 from asdx.features import logmel_dcase
+from asdx.reference.stereo_view import w1_residual
 
 HIDDEN = {"bearingEmu", "sliderEmu", "ToothBrush", "BlowerDustCollector"}
 SMALL = dict(seconds=0.25, n_source=3, n_target=2, n_test=2, progress=False)
@@ -70,9 +71,12 @@ def test_target_domain_uses_shifted_attribute_values(synth_root):
                 assert clip.attributes[attribute.key] in allowed
 
 
-def test_far_channel_is_the_delayed_near_source(synth_root):
-    """GCC-PHAT of near and far peaks at a positive lag of 1-3 ms (the far microphone)."""
-    for machine in resolve_machines(synth_root, "dev"):
+def test_far_channel_is_the_delayed_near_source(tmp_path):
+    """The machine's placement: GCC-PHAT of near and far peaks at a positive lag of 1-3 ms (the far
+    microphone). Checked without the hall (background="diffuse"), whose interferers dominate the far channel."""
+    root = generate(tmp_path / "d", machines="dev", seed=3, seconds=1.0, n_source=1, n_target=1, n_test=1,
+                    progress=False, background="diffuse")
+    for machine in resolve_machines(root, "dev"):
         clip = [c for c in machine_clips(machine, "train") if c.domain == "source"][0]
         near, far = load_clips([clip], seconds=None)[0].astype(np.float64)
         cross = np.fft.rfft(far, 2 * near.size) * np.conj(np.fft.rfft(near, 2 * near.size))
@@ -174,9 +178,15 @@ def _ild(x):
     return (logmel_dcase(x[:, :1])[:, 0] - logmel_dcase(x[:, 1:])[:, 0]).mean(axis=1)
 
 
+def _w1_logmel(x):
+    return logmel_dcase(w1_residual(x)[:, None])[:, 0].mean(axis=1)
+
+
 def test_neither_trivial_nor_impossible(synth_root):
-    """An energy detector is near chance; Mahalanobis on mean log-mel (channel 0) beats it."""
-    rms_auc, maha_auc, spatial_near, spatial_ild = {}, {}, [], []
+    """An energy detector is near chance; Mahalanobis on mean log-mel of the residual beats it; the hall is
+    noise that the near/far residual (view w1) removes: the same detector on the residual beats channel 0
+    (seed 3: mean AUC 0.66 vs 0.57, 9 vs 7 machines above 0.55; on the far channel alone 0.51)."""
+    rms_auc, maha_auc, w1_auc, spatial_near, spatial_ild = {}, {}, {}, [], []
     for machine in list_machines(synth_root):
         train, test = machine_clips(machine, "train"), machine_clips(machine, "test")
         x_train, x_test = load_clips(train, seconds=None), load_clips(test, seconds=None)
@@ -185,13 +195,63 @@ def test_neither_trivial_nor_impossible(synth_root):
         auc = roc_auc_score(y, rms)
         rms_auc[machine.name] = max(auc, 1.0 - auc)  # either orientation
         maha_auc[machine.name] = roc_auc_score(y, _mahalanobis_scores(x_train, x_test, _near_logmel))
+        w1_auc[machine.name] = roc_auc_score(y, _mahalanobis_scores(x_train, x_test, _w1_logmel))
         if machine.dataset == "dev":  # dev names carry the index that fixes the anomaly kind
             spatial = np.array([(not c.is_anomaly) or c.index % 4 == 3 for c in test])
             spatial_near.append(roc_auc_score(y[spatial], _mahalanobis_scores(x_train, x_test[spatial], _near_logmel)))
             spatial_ild.append(roc_auc_score(y[spatial], _mahalanobis_scores(x_train, x_test[spatial], _ild)))
     assert sum(a >= 0.99 for a in rms_auc.values()) <= 2, rms_auc
-    assert sum(a > 0.55 for a in maha_auc.values()) >= 9, maha_auc
+    assert sum(a > 0.55 for a in maha_auc.values()) >= 6, maha_auc
+    assert sum(a > 0.55 for a in w1_auc.values()) >= 8, w1_auc
+    assert np.mean(list(w1_auc.values())) > np.mean(list(maha_auc.values())) + 0.05, (w1_auc, maha_auc)
     assert sum(a >= 0.99 for a in maha_auc.values()) < 6, maha_auc
-    assert np.mean(list(maha_auc.values())) > np.mean(list(rms_auc.values()))
+    # channel 0 alone is now about as good as the energy (0.569 vs 0.570, either orientation); the residual beats it
+    assert np.mean(list(w1_auc.values())) > np.mean(list(rms_auc.values())) + 0.05
     # spatial anomalies mostly change the inter-channel cues, not channel 0
-    assert np.mean(spatial_ild) > np.mean(spatial_near) + 0.1, (spatial_ild, spatial_near)
+    # (seed 3, 1 s: 0.57 vs 0.53 in the noisy hall, 0.1 more than near before it: the far channel is now mostly
+    # the hall's noise, which the mean log-mel ILD does not remove)
+    assert np.mean(spatial_ild) > np.mean(spatial_near), (spatial_ild, spatial_near)
+
+
+def test_interferers_are_coherent_and_louder_at_the_far_microphone():
+    """Each interferer is one source: the near/far cross-correlation peaks at its route's delay difference
+    (far first), and it is louder at the far microphone."""
+    from asdx.data import scene
+
+    seen = set()
+    for i in range(12):
+        for item in scene.interferers("fan", ("source", "target")[i % 2], 32000, 0, np.random.default_rng(i)):
+            near, far = item.audio
+            if not np.any(near):
+                continue  # gated off for the whole clip
+            seen.add(item.kind)
+            cross = np.fft.rfft(near, 65536) * np.conj(np.fft.rfft(far, 65536))
+            gcc = np.fft.irfft(cross / (np.abs(cross) + 1e-12))  # GCC-PHAT: the direct paths, not the resonances
+            lag = int(np.argmax(np.concatenate([gcc[-200:], gcc[:200]]))) - 200
+            assert lag == item.route.delays[0] - item.route.delays[1] and 16 <= lag <= 48, (item.kind, lag)
+            # 3-8 dB, give or take what the reflections add at each microphone (1.3 at least, measured)
+            assert np.sqrt(np.mean(far**2)) > 1.1 * np.sqrt(np.mean(near**2)), item.kind
+    assert seen == set(scene.INTERFERER_KINDS)
+
+
+def test_domains_differ_in_their_interferers():
+    """The target hall is another mix: more voices and impacts, fewer machines and fans, and louder."""
+    from asdx.data import scene
+
+    kinds = {}
+    for domain in ("source", "target"):
+        drawn = [item.kind for i in range(40)
+                 for item in scene.interferers("ToyCar", domain, 4000, 0, np.random.default_rng(i))]
+        kinds[domain] = {k: drawn.count(k) / len(drawn) for k in scene.INTERFERER_KINDS}
+    voices = {d: kinds[d]["voice"] + kinds[d]["impacts"] for d in kinds}
+    assert voices["target"] > voices["source"] + 0.2, kinds
+    assert scene.hall("ToyCar", "target", 0).level > scene.hall("ToyCar", "source", 0).level
+
+
+
+def test_preview_pictures_only_when_asked(tmp_path):
+    quiet = generate(tmp_path / "quiet", machines="fan", **SMALL)
+    assert not (quiet / "preview").exists()
+    shown = generate(tmp_path / "shown", machines="fan,Sander", preview=True, **SMALL)
+    for machine in ("fan", "Sander"):
+        assert (shown / "preview" / f"{machine}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

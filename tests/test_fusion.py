@@ -192,8 +192,9 @@ def test_spec_augment_recomputes_the_trunk_every_epoch(data, tmp_path):
                for n in augmented.context.notes)
     assert len(augmented.trunk_per_epoch) == 2 and all(n > 0 for n in augmented.trunk_per_epoch)
     # the masks change what the top block sees: another first-epoch loss than the same run unmasked
-    # (measured 27.4 vs 25.2; without the masks the two are equal)
-    assert augmented.history[0]["train_loss"] != pytest.approx(plain.history[0]["train_loss"], rel=1e-2)
+    # (measured 30.49 vs 30.74 on the noisy-hall set, 27.4 vs 25.2 on the diffuse one; without the masks the two
+    # are equal to float precision)
+    assert augmented.history[0]["train_loss"] != pytest.approx(plain.history[0]["train_loss"], rel=1e-3)
 
 
 # ----------------------------------------------------------------------------- per-machine scoring against NumPy

@@ -42,7 +42,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
     root = generate(args.out, machines=_machine_names(args.machines, "--machines"), seconds=args.seconds,
                     n_source=args.n_source, n_target=args.n_target, n_test=args.n_test, seed=args.seed,
-                    full=args.full, progress=not args.quiet)
+                    full=args.full, progress=not args.quiet, background=args.background,
+                    preview=args.preview)
     print(f"synthetic DCASE 2026 Task 2 data in {root}")
     return 0
 
@@ -361,7 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_synth = sub.add_parser("synth", help="write a synthetic DCASE 2026 Task 2 stereo dataset (resumable)",
                              description="Writes a synthetic stand-in for DCASE 2026 Task 2 (not real recordings) "
                                          "in the DCASE layout: parametric machine sounds per machine type, source and "
-                                         "target domains, a near and a far channel, four kinds of anomaly. Small by "
+                                         "target domains, a near and a far channel, four kinds of anomaly, a noisy hall around them, and "
+                                         "a preview picture per machine (preview/<machine>.png). Small by "
                                          "default, DCASE sizes with --full; deterministic per seed; re-running "
                                          "completes an interrupted set.")
     p_synth.add_argument("--out", required=True, help="dataset root to create (or to complete)")
@@ -374,6 +376,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="test clips per domain x label cell (default 12, --full: 50)")
     p_synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p_synth.add_argument("--full", action="store_true", help="DCASE sizes: 10 s, 990/10 train, 50 per test cell")
+    p_synth.add_argument("--background", choices=("scene", "diffuse"), default="scene",
+                         help="scene (default): point-like interferers (other machines, impacts, a fan, voices) "
+                              "reach both microphones coherently, louder at the far one, over a diffuse floor; "
+                              "diffuse: the earlier set, noise drawn independently per microphone")
+    p_synth.add_argument("--no-preview", dest="preview", action="store_false",
+                         help="skip the preview pictures (preview/<machine>.png)")
     p_synth.add_argument("--quiet", action="store_true", help="no progress bar")
     p_synth.set_defaults(handler=_cmd_synth)
 

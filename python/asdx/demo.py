@@ -33,7 +33,8 @@ def default_demo_dir() -> Path:
 def demo(out=None, progress: bool = True, systems: tuple[str, ...] = ("ae", "sera", "fusion", "proto")):
     """Runs the demo under `out` (default: the user's cache folder); returns {system: (run_dir, evaluation)}."""
     base = Path(out) if out is not None else default_demo_dir()
-    data = generate(base / "data", machines=",".join(DEMO_MACHINES), seed=0, progress=progress, **DEMO_SIZES)
+    data = generate(base / "data", machines=",".join(DEMO_MACHINES), seed=0, progress=progress, preview=True,
+                    **DEMO_SIZES)
     configs = {"ae": (AEConfig(), "official AE baseline, MAHALA"),
                "sera": (SeraConfig(beats="random-tiny"), "sera_ft1 with the random-tiny BEATs"),
                "fusion": (FusionConfig(beats="random-tiny", epochs=5), "T_fusion with the random-tiny BEATs, "

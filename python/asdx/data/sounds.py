@@ -10,6 +10,10 @@ attenuated and lightly reverberated, plus more noise, like the real far micropho
 Anomalies: "spectral" (a boosted band), "rattle" (random impacts), "drift" (the
 fundamental wanders) and "spatial" (part of the sound radiates from a second
 position close to the far microphone: mostly the inter-channel cues change).
+
+Background: a diffuse floor drawn independently per microphone (and a hum on the target
+domain) and, by default, point-like interferers that reach both microphones coherently
+(asdx.data.scene).
 """
 
 from __future__ import annotations
@@ -189,9 +193,24 @@ def _resonant_impulses(times: np.ndarray, amplitudes: np.ndarray, freq: np.ndarr
     return out[:n]
 
 
+BACKGROUNDS = ("scene", "diffuse")
+DIFFUSE_FLOOR = {"diffuse": 1.0, "scene": 0.5}  # the diffuse noise level, relative to the diffuse-only set
+# The machine's level at the far microphone, relative to the diffuse-only set: in a hall the far
+# microphone is near the noise and far from the machine, which it hears 15-19 dB below the near one.
+FAR_MACHINE = {"diffuse": 1.0, "scene": 0.35}
+HEADROOM = {"diffuse": 1.0, "scene": 0.6}  # the hall is loud: the clip's gain leaves room for its peaks
+
+
 def render(machine: str, attributes: dict[str, str], domain: str, anomaly: str | None,
-           n_samples: int, seed: int, rng: np.random.Generator) -> np.ndarray:
-    """One stereo clip (2, n_samples) float64 in [-1, 1]: near (channel 0) and far (channel 1)."""
+           n_samples: int, seed: int, rng: np.random.Generator, background: str = "scene") -> np.ndarray:
+    """One stereo clip (2, n_samples) float64 in [-1, 1]: near (channel 0) and far (channel 1).
+
+    background: "scene" (default) adds point-like interferers (asdx.data.scene) over a diffuse
+    floor at half the level; "diffuse" is the earlier set: diffuse noise (and a hum on target) only.
+    The scene is drawn after everything else, so "diffuse" clips are the earlier ones bit for bit.
+    """
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background: {background!r} is not one of {BACKGROUNDS}.")
     spec = SOUNDS[machine]
     t = np.arange(n_samples) / SAMPLE_RATE
     speed, far_scale = 1.0, 1.0
@@ -252,6 +271,7 @@ def render(machine: str, attributes: dict[str, str], domain: str, anomaly: str |
     place = placement(machine, seed)
     near = source.copy()
     far = place.far_gain * far_scale * oaconvolve(_delay(source, place.far_delay), place.far_ir)[:n_samples]
+    far = FAR_MACHINE[background] * far
     if anomaly == "spatial":
         # A loose part radiating from a second position next to the far microphone.
         part = _delay(source, int(rng.integers(40, 121)))
@@ -263,7 +283,7 @@ def render(machine: str, attributes: dict[str, str], domain: str, anomaly: str |
     # and level are what the target domain changes besides the attributes.
     env_rng = np.random.default_rng([seed, name_code(machine), 6, domain == "target"])
     slope = env_rng.uniform(0.8, 1.4) if domain == "source" else env_rng.uniform(0.0, 0.5)
-    level = (0.12 if domain == "source" else 0.25) * 10 ** (rng.uniform(-1.5, 1.5) / 20)
+    level = (0.12 if domain == "source" else 0.25) * 10 ** (rng.uniform(-1.5, 1.5) / 20) * DIFFUSE_FLOOR[background]
     near = near + level * coloured_noise(rng, n_samples, slope)
     far = far + 2.5 * level * coloured_noise(rng, n_samples, slope)
     if domain == "target":
@@ -272,4 +292,10 @@ def render(machine: str, attributes: dict[str, str], domain: str, anomaly: str |
         near, far = near + 0.1 * hum, far + 0.2 * hum
 
     gain = SOURCE_RMS * 10 ** (rng.uniform(-3.0, 3.0) / 20)
+    if background == "scene":
+        from asdx.data.scene import interferers  # scene builds on this module's primitives
+
+        for interferer in interferers(machine, domain, n_samples, seed, rng):
+            near, far = near + interferer.audio[0], far + interferer.audio[1]
+        gain *= HEADROOM[background]
     return np.clip(gain * np.stack([near, far]), -1.0, 1.0 - 2.0**-15)
