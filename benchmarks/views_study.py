@@ -15,8 +15,8 @@ epochs: they run on a CPU in seconds, and their numbers say nothing about a real
 initialised encoder is close to a fixed random filterbank).
 
 The default sizes fit about 10 minutes on 2 busy CPU cores; bigger runs:
-    python benchmarks/views_study.py [--quick] [--seeds 2] [--machines fan,ToyDrone] [--seconds 1]
-        [--n-source 12] [--n-test 8] [--epochs 3] [--ae-epochs 30] [--systems ae,sera,fusion,proto] [--no-record]
+    python benchmarks/views_study.py [--quick] [--seeds 4] [--machines fan,ToyDrone] [--seconds 1]
+        [--n-source 12] [--n-test 12] [--epochs 3] [--ae-epochs 30] [--systems ae,sera,fusion,proto] [--no-record]
 e.g. --seeds 5 --n-source 30 --n-test 32 --ae-epochs 100 for the official AE's epochs and tighter AUCs.
 """
 
@@ -48,7 +48,7 @@ from asdx.metrics import auc
 
 SYSTEMS = ("ae", "sera", "fusion", "proto")
 KINDS = ("all", *ANOMALY_KINDS)
-DEFAULTS = {"seeds": 2, "machines": "fan,ToyDrone", "seconds": 1.0, "n_source": 12, "n_target": 3, "n_test": 8,
+DEFAULTS = {"seeds": 4, "machines": "fan,ToyDrone", "seconds": 1.0, "n_source": 12, "n_target": 3, "n_test": 12,
             "epochs": 3, "ae_epochs": 30}
 QUICK = {"seeds": 1, "machines": "fan", "seconds": 1.0, "n_source": 8, "n_target": 2, "n_test": 4, "epochs": 1,
          "ae_epochs": 2}
