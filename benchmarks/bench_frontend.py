@@ -13,7 +13,11 @@ For each frontend (logmel_dcase: n_fft 1024, hop 512, 128 mels; kaldi_fbank: 400
   - torchaudio, when it is installed (MelSpectrogram; compliance.kaldi.fbank per clip),
     else a 'torchaudio not installed' row,
   - the NumPy float64 reference (asdx.reference.frontend), on a subset scaled to the batch,
-and, when torch sees a GPU and asdx was built with CUDA, asdx CUDA against the torch
+The w1 stereo view (asdx.features.stereo_view, float32 as its recipe) gets its own table: asdx CPU against
+the FFT floor (a bare float32 rfft of the near and far frames plus an irfft of one residual frame per frame),
+torch (asdx.torch_kernels: torch.stft/istft) and the NumPy reference; on a GPU, asdx CUDA against torch and
+cuFFT. --only stereo_view times that table alone.
+And, when torch sees a GPU and asdx was built with CUDA, asdx CUDA against the torch
 equivalents and torch.fft.rfft (cuFFT) on the GPU, in both precisions. A second table
 answers "would a header-only pocketfft inside the fused frontend pay?": the most that
 replacing asdx's own FFT by a perfect one could save is asdx's time minus the floor.
@@ -47,6 +51,7 @@ import torch
 import asdx
 import asdx.features as features
 import asdx.reference as reference
+import asdx.reference.stereo_view  # noqa: F401 - reference.stereo_view
 import asdx.torch_kernels as torch_kernels
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
@@ -447,6 +452,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="CPU threads for asdx, torch and the FFT floor (default 2)")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs after one warm-up; best is kept (default 5)")
     parser.add_argument("--no-record", action="store_true", help="do not append to benchmarks/RESULTS.md")
+    parser.add_argument("--only", choices=("all", "stereo_view"), default="all",
+                        help="all frontends (default) or the w1 stereo view's table alone")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: 2 clips x 1 s, 1 repeat; implies --no-record")
     args = parser.parse_args(argv)
@@ -549,6 +556,61 @@ def run_gpu(stereo: np.ndarray, args, label: dict[str, str], warnings: list[str]
     return rows
 
 
+# --------------------------------------------------------------------------- the w1 stereo view
+
+
+def _reflect_frames(signals: np.ndarray) -> np.ndarray:
+    """(..., frames, N_FFT) float32 periodic-Hann frames, centred with reflect padding (the w1 recipe)."""
+    padded = np.pad(signals, [(0, 0)] * (signals.ndim - 1) + [(N_FFT // 2, N_FFT // 2)], mode="reflect")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, N_FFT, axis=-1)[..., ::HOP, :]
+    return (windows * (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(N_FFT) / N_FFT))).astype(np.float32)
+
+
+def run_stereo_view(stereo: np.ndarray, args, pool: ThreadPoolExecutor, warnings: list[str]) -> list[str]:
+    """The w1 view's table: asdx CPU vs its FFT floor, torch and the reference; asdx CUDA vs torch and cuFFT."""
+    near, far = _reflect_frames(stereo[:, 0]), _reflect_frames(stereo[:, 1])
+    residual = np.fft.rfft(near).astype(np.complex64)  # any spectrum of the right shape: only the time counts
+    jobs = [("rfft", near.reshape(-1, N_FFT)), ("rfft", far.reshape(-1, N_FFT)),
+            ("irfft", residual.reshape(-1, residual.shape[-1]))]
+    floor_ms = timeit_best(FftFloor(jobs, args.threads, pool), args.repeat)
+    n_ref = min(args.clips, REF_CLIPS)
+    expected = reference.stereo_view.w1_residual(stereo[:n_ref])
+    x_torch = torch.from_numpy(stereo)
+    peak = float(np.abs(stereo[:n_ref]).max())
+    for name, out in (("asdx CPU", features.stereo_view(stereo[:n_ref])),
+                      ("torch CPU", torch_kernels.stereo_view_w1(x_torch[:n_ref]).numpy())):
+        error = float(np.abs(out[:, :-64] - expected[:, :-64]).max()) / peak
+        if error > 1e-5:
+            warnings.append(f"WARNING: stereo_view w1 {name} differs from the reference by {error:.2g} of the peak")
+    rows = [("FFT floor: numpy.fft rfft (near, far) + irfft, float32¹", floor_ms),
+            ("asdx CPU (float32)", timeit_best(lambda: features.stereo_view(stereo), args.repeat)),
+            ("torch CPU: torch.stft/istft (asdx.torch_kernels)", timeit_best(
+                lambda: torch_kernels.stereo_view_w1(x_torch), args.repeat)),
+            ("NumPy reference (float64)⁵", timeit_best(lambda: reference.stereo_view.w1_residual(stereo[:n_ref]),
+                                                       args.repeat) * args.clips / n_ref)]
+    if torch.cuda.is_available() and asdx.info()["cuda_kernels_compiled"]:
+        x_gpu = x_torch.cuda()
+        sync = torch.cuda.synchronize
+        gpu_jobs = [(kind, torch.from_numpy(np.ascontiguousarray(a)).cuda()) for kind, a in jobs]
+
+        def cufft():
+            for kind, a in gpu_jobs:
+                torch.fft.rfft(a, dim=-1) if kind == "rfft" else torch.fft.irfft(a, n=N_FFT, dim=-1)
+
+        rows += [("cuFFT floor: torch.fft rfft (near, far) + irfft, float32⁴", timeit_best(cufft, args.repeat, sync)),
+                 ("asdx CUDA (float32)", timeit_best(lambda: features.stereo_view(x_gpu), args.repeat, sync)),
+                 ("torch CUDA: torch.stft/istft", timeit_best(lambda: torch_kernels.stereo_view_w1(x_gpu),
+                                                             args.repeat, sync))]
+    gpu_floor = next((ms for what, ms in rows if what.startswith("cuFFT")), None)
+    lines = [f"stereo_view (w1), {args.clips} × {args.seconds:g} s stereo → one channel:", "",
+             "| implementation | ms | ÷ floor |", "|---|---:|---:|"]
+    for what, ms in rows:
+        base = gpu_floor if ("CUDA" in what or "cuFFT" in what) else floor_ms
+        lines.append(f"| {what} | {ms:.1f} | {ms / base:.2f} |")
+    print("\n".join(lines), flush=True)
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -558,8 +620,24 @@ def main(argv: list[str] | None = None) -> int:
     label = {"logmel_dcase": f"{size} mono", "kaldi_fbank": f"{size} mono", "stereo_features": f"{size} stereo"}
     warnings: list[str] = []
 
+    if args.only == "stereo_view":
+        with torch.inference_mode(), ThreadPoolExecutor(args.threads) as pool:
+            table = run_stereo_view(stereo, args, pool, warnings)
+        gpu_name = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+        section = [f"## bench_frontend --only stereo_view — {datetime.now().astimezone().isoformat(timespec='seconds')}",
+                   "", *machine_lines(args.threads, gpu_name), "", *table, "",
+                   f"Best of {args.repeat} after one warm-up call, the same seeded noise as bench_frontend. "
+                   "¹ the floor: only the transforms of the w1 recipe (two 1024-point rffts and one irfft per "
+                   f"frame), frames prepared before timing, over {args.threads} Python threads. ⁴ the same on the "
+                   f"GPU. ⁵ timed on {min(args.clips, REF_CLIPS)} clips, scaled to {args.clips}. asdx CPU runs one "
+                   "clip per thread (H needs the whole clip).", *[w for w in warnings if w]]
+        print()
+        publish(section, record_it=not args.no_record)
+        return 0
     with torch.inference_mode():
         groups = run_cpu(stereo, args, label, warnings)
+        with ThreadPoolExecutor(args.threads) as pool:
+            view_table = run_stereo_view(stereo, args, pool, warnings)
         gpu_rows, gpu_name = [], None
         if not torch.cuda.is_available():
             gpu_note = "GPU rows skipped: torch sees no CUDA device."
@@ -578,6 +656,7 @@ def main(argv: list[str] | None = None) -> int:
                *machine_lines(args.threads, gpu_name), "", *cpu_table(groups), ""]
     if gpu_rows:
         section += [*gpu_table(gpu_rows), ""]
+    section += [*view_table, ""]
     section += [
         "Would a header-only pocketfft inside the fused frontend pay? Replacing asdx's own FFT by a perfect one "
         "saves at most asdx's time minus the floor (the bound assumes the FFT were all of asdx's time; the mel "

@@ -137,7 +137,7 @@ def test_precedence_defaults_then_file_then_command_line(tmp_path):
     ("epochs = 1.5\n", "my.toml: epochs: expected an integer >= 1, got 1.5"),     # never truncated to 1
     ("epochs = true\n", "my.toml: epochs: expected an integer >= 1, got True"),   # never read as 1
     ("[ae]\nvalidation_split = 1\n", "my.toml: validation_split: must be >= 0 and < 1, got 1"),
-    ("channel = 2\n", "my.toml: channel: expected one of 0, 1, got 2"),
+    ("channel = 2\n", "my.toml: channel: expected one of 0, 1 (or none), got 2"),
     ("score = 'mse'\n", "my.toml: score: expected one of 'MSE', 'MAHALA', got 'mse'"),
 ])
 def test_bad_file_values_name_the_file_and_the_key(tmp_path, monkeypatch, text, message):
@@ -197,7 +197,7 @@ def test_tables_of_the_other_known_systems_are_skipped(tmp_path):
 
 def test_aeconfig_stays_a_plain_dataclass_that_checks_itself():
     assert AEConfig(epochs=2).epochs == 2 and AEConfig().device == "auto"
-    assert dataclasses.asdict(AEConfig(channel=1))["channel"] == 1
+    assert dataclasses.asdict(AEConfig(channel=1))["view"] == "far"  # channel is view's alias
     for kwargs, message in [({"epochs": 0}, "epochs: must be >= 1, got 0"),
                             ({"batch_size": 0}, "batch_size: must be >= 1"),
                             ({"lr": 0.0}, "lr: must be > 0"),
@@ -212,9 +212,9 @@ def test_aeconfig_stays_a_plain_dataclass_that_checks_itself():
 
 def test_help_shows_choices_ranges_and_defaults():
     text = _parser(AEConfig).format_help()
-    assert "--score {MSE,MAHALA}" in text and "--channel {0,1}" in text
+    assert "--score {MSE,MAHALA}" in text and "--channel {0,1}" in text and "--view {near,far,mid,w1}" in text
     flat = " ".join(text.split())
-    assert "0 = near microphone, 1 = far (noisier) (default: 0)" in flat
+    assert "alias of view, kept for old commands and configs: 0 = near, 1 = far (default: none)" in flat
     assert "--epochs N training epochs; >= 1 (default: 100)" in flat
     assert "(default: auto)" in flat
     toy = " ".join(_parser().format_help().split())

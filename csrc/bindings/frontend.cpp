@@ -1,4 +1,4 @@
-// Frontends (DCASE log-mel, Kaldi fbank, stereo cues): each CPU entry point with
+// Frontends (DCASE log-mel, Kaldi fbank, stereo cues, the near/far residual view): each CPU entry point with
 // its CUDA twin beside it, and the constant tables the CUDA kernels read.
 #include <algorithm>
 #include <utility>
@@ -7,6 +7,7 @@
 #include "asdx/fft.h"
 #include "asdx/frontend.h"
 #include "asdx/frontend_tables.h"
+#include "asdx/stereo_view.h"
 #include "bindings/common.h"
 
 namespace asdx::bindings {
@@ -210,6 +211,45 @@ void bind_frontend(py::module_& m) {
       py::arg("gcc_ptr"), py::arg("tables_ptr"), py::arg("table_offsets"), py::arg("stream"), py::arg("sample_rate"),
       py::arg("n_fft"), py::arg("hop_length"), py::arg("n_mels"), py::arg("fmin"), py::arg("fmax"), py::arg("max_lag"),
       py::arg("float32"));
+#endif
+
+  // ---- The near/far residual (view "w1"): (batch, 2, samples) -> (batch, samples)
+  auto stereo_view_cpu = [](const FloatArray& x, void (*kernel)(const float*, int64_t, int64_t, float*)) {
+    require(x.ndim() == 3 && x.shape(1) == 2, "stereo input must be (batch, 2, samples)");
+    require(x.shape(2) >= stereo_view::kMinSamples, "stereo_view: clips need more than n_fft / 2 = 512 samples");
+    const int64_t batch = x.shape(0);
+    const int64_t n_samples = x.shape(2);
+    FloatArray out({batch, n_samples});
+    const float* in = x.data();
+    float* o = out.mutable_data();
+    {
+      py::gil_scoped_release release;
+      kernel(in, batch, n_samples, o);
+    }
+    return out;
+  };
+  m.def(
+      "stereo_view_w1_cpu", [stereo_view_cpu](const FloatArray& x) { return stereo_view_cpu(x, stereo_view_w1_cpu); },
+      py::arg("stereo"));
+  // test-only: the CUDA kernels' schedule run on the host (csrc/cpu/stereo_view.cpp); not API
+  m.def(
+      "_stereo_view_w1_radix2_host",
+      [stereo_view_cpu](const FloatArray& x) { return stereo_view_cpu(x, stereo_view_w1_radix2_host); },
+      py::arg("stereo"));
+  m.def("stereo_view_scratch_bytes", &stereo_view_scratch_bytes, py::arg("batch"), py::arg("n_samples"));
+#ifdef ASDX_WITH_CUDA
+  m.def(
+      "stereo_view_w1_cuda",
+      [](uintptr_t in, int64_t batch, int64_t n_samples, uintptr_t out, uintptr_t scratch, uintptr_t tables,
+         const std::vector<int64_t>& offsets, uintptr_t stream) {
+        require(n_samples >= stereo_view::kMinSamples, "stereo_view: clips need more than n_fft / 2 = 512 samples");
+        const int64_t* o = table_offsets(offsets);
+        py::gil_scoped_release release;
+        stereo_view_w1_cuda(device<const float>(in), batch, n_samples, device<const unsigned char>(tables), o,
+                            device<unsigned char>(scratch), device<float>(out), device<void>(stream));
+      },
+      py::arg("stereo_ptr"), py::arg("batch"), py::arg("n_samples"), py::arg("out_ptr"), py::arg("scratch_ptr"),
+      py::arg("tables_ptr"), py::arg("table_offsets"), py::arg("stream"));
 #endif
 
   // ---- Constant tables of the CUDA frontends: (uint8 blob, offsets), uploaded once per

@@ -1,6 +1,6 @@
 """Which implementation runs asdx's kernels: the native C++/CUDA ones, or their torch twins.
 
-Every kernel family (frontends, mahalanobis, gmm, gamma) has a native implementation
+Every kernel family (frontends, stereo_view, mahalanobis, gmm, gamma) has a native implementation
 (asdx._C, CPU and CUDA) and a torch one (asdx.torch_kernels) that gives the same results
 within the tolerances of docs/kernels.md and runs on any torch device. The choice:
 
@@ -35,7 +35,7 @@ __all__ = ["CHOICES", "BuildFacts", "build_facts", "dispatch", "fallback_notes",
 
 CHOICES = ("native", "torch", "auto")
 ENVIRONMENT = "ASDX_KERNELS"
-FAMILIES = ("frontend", "mahalanobis", "gmm", "gamma")
+FAMILIES = ("frontend", "stereo_view", "mahalanobis", "gmm", "gamma")
 
 log = logging.getLogger("asdx.kernels")
 Result = TypeVar("Result")

@@ -13,5 +13,7 @@ rather than silently cut off from the graph; pass ``.detach()``.
 from asdx.features.fbank import kaldi_fbank
 from asdx.features.logmel import logmel_dcase, stack_frames
 from asdx.features.stereo import BAND_CHANNELS, StereoFeatures, stereo_features
+from asdx.features.stereo_view import VIEWS, stereo_view
 
-__all__ = ["BAND_CHANNELS", "StereoFeatures", "kaldi_fbank", "logmel_dcase", "stack_frames", "stereo_features"]
+__all__ = ["BAND_CHANNELS", "StereoFeatures", "VIEWS", "kaldi_fbank", "logmel_dcase", "stack_frames", "stereo_features",
+           "stereo_view"]

@@ -39,6 +39,7 @@ def run_frontend(
     cuda_call: Callable[..., None],
     tables: tuple[str, tuple],
     torch_call: Callable[[torch.Tensor], Sequence[torch.Tensor]],
+    family: str = "frontend",
 ):
     """Runs the frontend's native CPU or CUDA kernel, or its torch implementation (asdx.kernels.dispatch);
     returns outputs in the input's kind and on its device.
@@ -47,7 +48,7 @@ def run_frontend(
     cuda_call(input_ptr, *output_ptrs, tables_ptr, table_offsets, stream) writes into outputs
     allocated here; tables = (kind, builder parameters) names the constant tables, which are
     uploaded once per (configuration, device) and then reused. torch_call(tensor) returns
-    float32 tensors in out_shapes on the tensor's device.
+    float32 tensors in out_shapes on the tensor's device. family: the asdx.kernels family that dispatches.
     """
     device = wave.data.device if wave.is_torch else None
 
@@ -70,7 +71,7 @@ def run_frontend(
         data = wave.data if wave.is_torch else torch.from_numpy(wave.data)
         return [out.reshape(shape) for out, shape in zip(torch_call(data), out_shapes)]
 
-    outputs = dispatch("frontend", device, native_cpu, native_cuda, torch_path)
+    outputs = dispatch(family, device, native_cpu, native_cuda, torch_path)
     if wave.finite_mask is not None:
         for out in outputs:
             # the device-side finiteness check: a non-finite clip's features become NaN, in stream order

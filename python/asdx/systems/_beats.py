@@ -1,7 +1,8 @@
 """The BEATs of the BEATs systems (sera, fusion, proto, beam): one checkpoint, loaded once, its layer states cached per clip.
 
-Each system reads one layer's states of the near channel per clip (sera, proto and beam: the
-tokens of `layer`; fusion: the states below its fine-tuned blocks). They are computed
+Each system reads one layer's states per clip of its view of the clip (near by default; far, mid or the
+w1 residual: asdx.systems._stereo.view_audio) (sera, proto and beam: the tokens of `layer`; fusion: the
+states below its fine-tuned blocks). The view is part of the cache key, so views never mix. They are computed
 once, under bf16 autocast on CUDA (float32 on the CPU; beam asks for float32 everywhere), stored float16 in the
 FeatureCache keyed by the checkpoint's content hash, the layer, the crop and that
 precision, and read back every epoch (asdx.systems._features). Under torchrun each
@@ -21,6 +22,7 @@ from asdx.data.loader import ClipSet
 from asdx.models.beats_checkpoint import is_random_tiny, load_beats
 from asdx.models.cache import FeatureCache, beats_preprocessing
 from asdx.systems._features import FeatureStore, fill_feature_store
+from asdx.systems._stereo import view_audio, view_channels
 from asdx.systems._training import CpuEstimate
 from asdx.systems.base import SystemContext
 
@@ -36,8 +38,9 @@ class Backbone:
     forward_batches counts the batches run through the model (0 when every state came from the cache).
     """
 
-    def __init__(self, model, device: torch.device, float32: bool = False):
+    def __init__(self, model, device: torch.device, float32: bool = False, view: str = "near"):
         self.model, self.device = model, torch.device(device)
+        self.view = view  # the signal BEATs sees (view_audio)
         self.use_autocast = self.device.type == "cuda" and not float32  # float32: no bf16 autocast on CUDA either
         self.fingerprint = model.fingerprint()  # of the loaded weights: keys the cache
         self.variant = "fine-tuned" if model.cfg.finetuned_model else "pre-trained"
@@ -47,7 +50,8 @@ class Backbone:
 
     @classmethod
     def load(cls, checkpoint: str | None, device: torch.device, context: SystemContext, expected: str,
-             system: str, wanted: str | None = None, name: str = "", float32: bool = False) -> "Backbone":
+             system: str, wanted: str | None = None, name: str = "", float32: bool = False,
+             view: str = "near") -> "Backbone":
         """load_beats(checkpoint), frozen, in eval mode; its notes go to context, and a note when its kind is not
         the `wanted` one ("fine-tuned" or "pre-trained" checkpoint `name`, the report's). expected: what the
         system uses, in words, for the error when no checkpoint is given. float32: no bf16 autocast on CUDA."""
@@ -55,7 +59,7 @@ class Backbone:
         model.freeze().eval()
         for note in getattr(model, "notes", ()):
             context.note(note)
-        backbone = cls(model, device, float32=float32)
+        backbone = cls(model, device, float32=float32, view=view)
         backbone.context = context
         if wanted is not None and backbone.kind != "random-tiny" and backbone.variant != wanted:
             context.note(f"{system}: BEATs {model.source} is {ARTICLES[backbone.variant]} checkpoint (cfg "
@@ -98,10 +102,11 @@ class Backbone:
 
     def states(self, audio: torch.Tensor, layer: int,
                augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-        """(B, C, samples) audio -> float32 states after `layer` (B, N, D) of the near channel, no gradient;
+        """(B, C, samples) audio -> float32 states after `layer` (B, N, D) of the view's signal, no gradient;
         augment (fusion's SpecAugment) changes the normalised fbank first."""
+        signal = view_audio(audio.to(self.device), self.view)
         with torch.no_grad(), self.autocast():
-            fbank = self.model.preprocess(audio[:, 0].to(self.device))
+            fbank = self.model.preprocess(signal)
             if augment is not None:
                 fbank = augment(fbank)
             states = self.model.encode(fbank, layers=[layer], upto=layer).hidden[layer]
@@ -116,6 +121,11 @@ class Backbone:
             raise ValueError(f"BEATs layer {layer} states: non-finite values (float16 overflow or a broken "
                              "checkpoint).")
         return tokens
+
+    @property
+    def input_channels(self) -> int:
+        """Channels the runner must decode for this view."""
+        return view_channels(self.view)
 
     @property
     def frequency_patches(self) -> int:
@@ -133,7 +143,9 @@ class Backbone:
 
     def cache(self, root: Path, layer: int, seconds: float | None) -> FeatureCache:
         precision = "bf16-autocast" if self.use_autocast else "float32"
-        preprocessing = beats_preprocessing(seconds=seconds, channel=0, precision=precision, stored="float16")
+        # near keeps the key it had before views existed (channel 0), so existing caches stay valid
+        signal = {"channel": 0} if self.view == "near" else {"view": self.view, "view_recipe": "asdx.stereo_view/1"}
+        preprocessing = beats_preprocessing(seconds=seconds, precision=precision, stored="float16", **signal)
         return FeatureCache(root, self.fingerprint, layer, preprocessing, kind="tokens")
 
     def token_bytes(self, clips: ClipSet) -> int:
@@ -153,7 +165,7 @@ class Backbone:
             forward = CpuEstimate(self.context, f"BEATs embedding ({desc})", batches,
                                   f"batch of {batch_size} clips").wrap(forward)
         return fill_feature_store(cache, clips, forward, memory_bytes, batch_size, self.token_bytes(clips), stage,
-                                  desc)
+                                  desc, channels=self.input_channels)
 
 
 def cache_root(context: SystemContext, folder: Path, fallback: str) -> Path:

@@ -1,4 +1,8 @@
-"""The stereo features of the near/far microphone pair, cached per clip like the BEATs tokens (proto's stereo view).
+"""The near/far microphone pair: the one-signal view a system reads (view_audio, view_channels), and the stereo
+features, cached per clip like the BEATs tokens (proto's stereo branch).
+
+view_audio is the one place a system turns its decoded clips into the signal it reads: near, far, mid or the
+w1 residual (asdx.features.stereo_view), on the clips' device (the CUDA kernel for a GPU run).
 
 asdx.features.stereo_features on the model's device (the CUDA kernel for a GPU run) gives seven
 log-mel planes (near, far, ILD, IPD cos/sin, mid, side) and the per-frame GCC-PHAT lag and peak
@@ -19,6 +23,20 @@ import torch
 from asdx.data.loader import ClipSet
 from asdx.models.cache import FeatureCache
 from asdx.systems._features import FeatureStore, fill_feature_store
+
+def view_channels(view: str) -> int:
+    """Channels the runner must decode for `view`: 1 for near, 2 for the others."""
+    return 1 if view == "near" else 2
+
+
+def view_audio(audio, view: str):
+    """(B, C, samples) decoded clips (numpy or torch, C = view_channels(view) or more) -> (B, samples) float32."""
+    if view == "near":
+        return audio[:, 0]
+    from asdx.features import stereo_view
+
+    return stereo_view(audio[:, :2], view)
+
 
 STEREO = {"sample_rate": 16000, "n_fft": 1024, "hop_length": 512, "n_mels": 128, "max_lag": 320}
 PLANES = 7
@@ -62,4 +80,4 @@ class StereoFeatures:
                                   channels=2)
 
 
-__all__ = ["STEREO", "StereoFeatures"]
+__all__ = ["STEREO", "StereoFeatures", "view_audio", "view_channels"]

@@ -73,6 +73,7 @@ from asdx.models.ae import AENet
 from asdx.scoring.covariance import stable_precision
 from asdx.scoring.mahalanobis import ae_mahalanobis_scores
 from asdx.splits import holdout
+from asdx.systems._stereo import view_audio, view_channels
 from asdx.systems._threshold_scores import balance_domains, cross_fit
 from asdx.systems.base import MachineScores, System, SystemContext
 from asdx.systems.configs import AEConfig
@@ -84,7 +85,7 @@ MIN_THRESHOLD_SCORES = 3  # a three-parameter gamma fit needs at least 3 scores 
 
 def clip_vectors(waveforms: np.ndarray, config: AEConfig) -> torch.Tensor:
     """(clips, channels, samples) audio -> (clips, vectors, n_frames * n_mels) float32 on the CPU."""
-    logmel = logmel_dcase(np.ascontiguousarray(waveforms[:, config.channel : config.channel + 1]),
+    logmel = logmel_dcase(np.ascontiguousarray(view_audio(waveforms, config.view)[:, None]),
                           n_fft=config.n_fft, hop_length=config.hop_length, n_mels=config.n_mels)
     return torch.from_numpy(stack_frames(logmel[:, 0], config.n_frames))
 
@@ -121,8 +122,8 @@ class AESystem(System):
 
     @property
     def input_channels(self) -> int:
-        """Channels the runner must load: the near mic only, unless the far one is used."""
-        return self.config.channel + 1
+        """Channels the runner must load: the near mic only, unless the view needs both."""
+        return view_channels(self.config.view)
 
     def __init__(self, config: AEConfig | None = None, context: SystemContext | None = None):
         super().__init__(config or AEConfig(), context)

@@ -26,6 +26,7 @@ from asdx.scoring.band_memory import BandMemoryScorer
 from asdx.systems._beats import Backbone, cache_root
 from asdx.systems._features import length_batches, store_batches
 from asdx.systems._files import load_state, save_state
+from asdx.systems._stereo import view_channels
 from asdx.systems.base import MachineScores, System, SystemContext
 from asdx.systems.configs import BEAM_CHECKPOINT_NAME, BeamConfig
 
@@ -87,16 +88,20 @@ class BeamSystem(System):
             raise ValueError(f"{machine}: {len(clips)} train clip(s); beam's leave-one-out train scores need at "
                              "least 2.")
 
+    @property
+    def input_channels(self) -> int:
+        return view_channels(self.config.view)
+
     def load_backbone(self) -> Backbone:
         if self.backbone is None:
             backbone = Backbone.load(self.config.beats, self.device, self.context,
                                      f"beam uses {BEAM_CHECKPOINT_NAME} (pre-trained BEATs iter3, no AS2M "
                                      "fine-tuning)", "beam", wanted="pre-trained", name=BEAM_CHECKPOINT_NAME,
-                                     float32=True)
+                                     float32=True, view=self.config.view)
             self.layer = backbone.resolve_layer(self.config.layer)
             self.backbone = backbone
             self.context.note(f"beam: BEATs {backbone.described()}, layer {self.layer}, frozen, float32, "
-                              f"{backbone.frequency_patches} frequency bands, near channel (the w1 view is to come).")
+                              f"{backbone.frequency_patches} frequency bands, {self.config.view} view.")
         return self.backbone
 
     @torch.no_grad()

@@ -32,6 +32,29 @@ def seed_field(default: int, seeds: str):
     return field(default=default, metadata={"help": f"random seed of the {seeds}"})
 
 
+View = Literal["near", "far", "mid", "w1"]  # asdx.features.VIEWS, which tests/test_views.py checks against
+CHANNEL_VIEWS = {0: "near", 1: "far"}  # the AE's former --channel, kept as an alias
+
+
+def view_field(default: str, reads: str = "reads"):
+    """view: View; `reads` says what the system does with the view's audio."""
+    return field(default=default, metadata={
+        "help": f"the audio the system {reads}: near (microphone near the machine), far (the noisier one), mid "
+                "((near + far) / 2) or w1 (near minus what far predicts linearly per frequency bin: "
+                "asdx.features.stereo_view)"})
+
+
+def resolve_channel_alias(config) -> None:
+    """AEConfig.channel (0 near, 1 far), the former name of `view`: moved into view and cleared, so that view is
+    the one field recorded. A channel that disagrees with a view other than the default is an error."""
+    if config.channel is None:
+        return
+    wanted = CHANNEL_VIEWS[config.channel]
+    if config.view not in ("near", wanted):
+        raise ValueError(f"channel: {config.channel} means view {wanted}, but view is {config.view!r}; give one.")
+    config.view, config.channel = wanted, None
+
+
 def device_field():
     """device: Device."""
     return field(default="auto", metadata={"help": "torch device: auto (CUDA when torch sees a GPU), cpu, cuda, "
@@ -94,7 +117,9 @@ class AEConfig:
         default=0.1, metadata={"help": "fraction of the training vectors held out for the validation loss "
                                        "(with threshold_scores=holdout: of each domain's clips)"})
     seed: int = seed_field(13711, "initialisation, split and shuffles")
-    channel: Literal[0, 1] = field(default=0, metadata={"help": "0 = near microphone, 1 = far (noisier)"})
+    view: View = view_field("near", "turns into log-mel vectors")
+    channel: Literal[0, 1] | None = field(default=None, metadata={
+        "help": "alias of view, kept for old commands and configs: 0 = near, 1 = far"})
     score: Literal["MSE", "MAHALA"] = field(
         default="MAHALA", metadata={"help": "MSE = mean squared reconstruction error, MAHALA = selective "
                                             "Mahalanobis distance (min over source/target covariances)"})
@@ -120,6 +145,7 @@ class AEConfig:
     def __post_init__(self):
         # The same checks as `asdx run` (types, ranges, choices) for Python callers: AEConfig(epochs=0) raises.
         validate_fields(self)
+        resolve_channel_alias(self)
 
 
 @dataclass
@@ -133,6 +159,7 @@ class SeraConfig:
 
     beats: str | None = beats_field(f"the report uses {SERA_CHECKPOINT_NAME}")
     layer: Annotated[int, Field(ge=0)] | None = layer_field("are pooled")
+    view: View = view_field("near", "feeds BEATs")
     embedding_dim: Annotated[int, Field(ge=1)] = field(default=256, metadata={"help": "clip embedding size"})
     attention_dim: Annotated[int, Field(ge=1)] = field(default=128, metadata={
         "help": "hidden size of the ASP attention"})
@@ -176,6 +203,7 @@ class FusionConfig:
     """T_fusion settings (the report §2.3); every field is a CLI flag / config key."""
 
     beats: str | None = beats_field(f"the report uses {FUSION_CHECKPOINT_NAME}")
+    view: View = view_field("near", "feeds BEATs")
     finetune_blocks: Annotated[int, Field(ge=0)] = field(default=4, metadata={
         "help": "top BEATs transformer blocks fine-tuned (the rest is frozen and its output cached)"})
     gem_p: Annotated[float, Field(ge=1)] = field(default=3.0, metadata={"help": "GeM pooling exponent p"})
@@ -228,6 +256,7 @@ class ProtoConfig:
 
     beats: str | None = beats_field(PROTO_CHECKPOINT_NAME)
     layer: Annotated[int, Field(ge=0)] | None = layer_field("feed the network")
+    view: View = view_field("near", "feeds the BEATs branch (the stereo branch always reads both channels)")
     size: Literal["full", "tiny"] = field(default="full", metadata={
         "help": "network size: full (~70 M parameters, the report's) or tiny (tests and the demo)"})
     use_spatial: bool = field(default=True, metadata={
@@ -273,8 +302,7 @@ class BeamConfig:
 
     beats: str | None = beats_field(f"beam uses the pre-trained {BEAM_CHECKPOINT_NAME}, no AS2M fine-tuning")
     layer: Annotated[int, Field(ge=0)] | None = layer_field("are pooled per frequency band")
-    view: Literal["near"] = field(default="near", metadata={
-        "help": "the audio BEATs sees: near (the near microphone; the noise-aware w1 view comes with its issue)"})
+    view: View = view_field("w1", "feeds BEATs")
     gamma: Annotated[float, Field(ge=0)] = field(default=4.0, metadata={
         "help": "RDP exponent: frames weighted by (1 + relative deviation)^gamma over time (0: the plain mean)"})
     n_density_neighbors: Annotated[int, Field(ge=1)] = field(default=4, metadata={
@@ -291,6 +319,7 @@ class BeamConfig:
         validate_fields(self)
 
 
-__all__ = ["AEConfig", "BEAM_CHECKPOINT_NAME", "BeamConfig",
+__all__ = ["AEConfig", "BEAM_CHECKPOINT_NAME", "BeamConfig", "CHANNEL_VIEWS", "View",
            "DISTANCE_NORMS", "EMBEDDING_NORMS", "FUSION_CHECKPOINT_NAME", "FusionConfig",
-           "PROTO_CHECKPOINT_NAME", "ProtoConfig", "SERA_CHECKPOINT_NAME", "SeraConfig"]
+           "PROTO_CHECKPOINT_NAME", "ProtoConfig", "SERA_CHECKPOINT_NAME", "SeraConfig",
+           "resolve_channel_alias", "view_field"]

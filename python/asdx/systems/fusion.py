@@ -36,6 +36,7 @@ from asdx.scoring.knn import KNNScorer
 from asdx.systems._beats import REPORT, Backbone, cache_root, filled_per_node
 from asdx.systems._features import length_batches, split_validation, store_batches
 from asdx.systems._files import check_same_config, load_model_file, load_state, save_model_file, save_state
+from asdx.systems._stereo import view_channels
 from asdx.systems._training import Epoch, Training, distributed_model, rank_batches, summed_over_ranks
 from asdx.systems.base import MachineScores, System, SystemContext
 from asdx.systems.configs import FUSION_CHECKPOINT_NAME, FusionConfig
@@ -298,12 +299,16 @@ class FusionSystem(System):
         check_domains(machine, np.array([str(clip.domain) for clip in clips]), self.config.knn_k)
 
     # ------------------------------------------------------------------ backbone and trunk cache
+    @property
+    def input_channels(self) -> int:
+        return view_channels(self.config.view)
+
     def load_backbone(self) -> Backbone:
         """Loads BEATs once; freezes all but the top finetune_blocks blocks."""
         if self.backbone is None:
             backbone = Backbone.load(self.config.beats, self.device, self.context,
                                      f"T_fusion uses {FUSION_CHECKPOINT_NAME}, § 2.3 of {REPORT}", "fusion",
-                                     wanted="pre-trained", name=FUSION_CHECKPOINT_NAME)
+                                     wanted="pre-trained", name=FUSION_CHECKPOINT_NAME, view=self.config.view)
             depth, k = backbone.cfg.encoder_layers, int(self.config.finetune_blocks)
             if k > depth:
                 self.context.note(f"fusion: finetune_blocks={k}, but this BEATs has {depth} blocks; all {depth} are "
@@ -317,7 +322,7 @@ class FusionSystem(System):
                     layer.self_attn.k_proj.bias.requires_grad_(False)
             self.backbone, self.start = backbone, depth - k
             self.context.note(f"fusion: BEATs {backbone.source}, top {k} of {depth} blocks fine-tuned, trunk = output "
-                              f"of block {self.start}, near channel.")
+                              f"of block {self.start}, {self.config.view} view.")
         return self.backbone
 
     def trunk_store(self, clips: ClipSet, desc: str = "BEATs trunk"):
@@ -345,7 +350,8 @@ class FusionSystem(System):
             for indices, tokens in store_batches(store, batches, self.context.workers):
                 yield indices, tokens.to(self.device, non_blocking=True).float()
             return
-        for indices, audio in clips.batches(1, plan=[b.tolist() for b in batches], desc="fusion: audio"):
+        channels = view_channels(self.config.view)
+        for indices, audio in clips.batches(channels, plan=[b.tolist() for b in batches], desc="fusion: audio"):
             yield indices, self.backbone.states(audio, self.start, augment)
 
     def _epoch(self, model, optimizer, clips: ClipSet, store, batches: list[np.ndarray], targets: np.ndarray,

@@ -180,11 +180,11 @@ class ProtoSystem(System):
         if self.backbone is None:
             backbone = Backbone.load(self.config.beats, self.device, self.context,
                                      f"P_proto uses {PROTO_CHECKPOINT_NAME} (asdx's choice; the report names none)",
-                                     "proto")
+                                     "proto", view=self.config.view)
             self.layer = backbone.resolve_layer(self.config.layer)
             self.backbone = backbone
             cues = "on" if self.config.use_spatial else "OFF"
-            self.context.note(f"proto: BEATs {backbone.source}, layer {self.layer}, frozen, near channel; stereo CNN "
+            self.context.note(f"proto: BEATs {backbone.source}, layer {self.layer}, frozen, {self.config.view} view; stereo CNN "
                               f"({self.config.size} config, spatial cues {cues}).")
         return self.backbone
 

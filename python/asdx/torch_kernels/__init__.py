@@ -12,6 +12,7 @@ from asdx.torch_kernels.frontend import kaldi_fbank, logmel_dcase, stereo_featur
 from asdx.torch_kernels.gamma import fit_sets, gamma_ppf
 from asdx.torch_kernels.gmm import gmm_diag_loglik
 from asdx.torch_kernels.mahalanobis import mahalanobis_factored
+from asdx.torch_kernels.stereo_view import stereo_view_w1
 
 __all__ = ["fit_sets", "gamma_ppf", "gmm_diag_loglik", "kaldi_fbank", "logmel_dcase", "mahalanobis_factored",
-           "stereo_features"]
+           "stereo_features", "stereo_view_w1"]
