@@ -22,8 +22,9 @@ def ae_data(tmp_path_factory):
     """Two dev and two eval machines, large enough for the AE to learn something (~5 s to write)."""
     from asdx.data import generate
 
+    # diffuse background: the AUC floor checks that the near-channel AE learns (the noisy hall is for the views)
     return generate(tmp_path_factory.mktemp("ae") / "data", machines=MACHINES, seconds=2.0, n_source=40, n_target=6,
-                    n_test=12, seed=0, progress=False)
+                    n_test=12, seed=0, progress=False, background="diffuse")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 sera_ft1 is § 2.4 of the report
 "Four systems for noise-aware unsupervised anomalous sound detection in DCASE 2026 Task 2".
-Runs on the random-tiny BEATs and the 1 s synthetic set of conftest.synth_root.
+Runs on the random-tiny BEATs and the 1 s synthetic sets of conftest (synth_root, diffuse_root).
 """
 
 from __future__ import annotations
@@ -43,10 +43,11 @@ def machine_named(root, name: str):
 
 
 @pytest.fixture(scope="module")
-def trained(synth_root, tmp_path_factory):
-    """One global stage over the 12 synthetic machines, shared by the tests that only read it."""
+def trained(diffuse_root, tmp_path_factory):
+    """One global stage over the 12 synthetic machines (conftest.diffuse_root: the AUC floor below is about the
+    near channel), shared by the tests that only read it."""
     base = tmp_path_factory.mktemp("sera")
-    machines = list_machines(synth_root)
+    machines = list_machines(diffuse_root)
     train = ClipSet.from_clips([c for m in machines for c in machine_clips(m, "train")], channels=1, seconds=10.0)
     config = SeraConfig(**FAST)
     system = SeraSystem(config, context(base / "cache"))

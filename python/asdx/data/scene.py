@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import sosfilt
 
-from asdx.data.sounds import SAMPLE_RATE, _bandpass, _resonant_impulses, _rms, name_code
+from asdx.data.sounds import SAMPLE_RATE, bandpass, resonant_impulses, rms, name_code
 
 INTERFERER_KINDS = ("machine", "impacts", "fan", "voice")
 # Mix of kinds per domain (Dirichlet means) and the hall level at the far microphone,
@@ -99,7 +99,7 @@ def _band(low: float, high: float) -> np.ndarray:
     """A band-pass on a 1/6-octave grid: the filter designs stay few and cached (designing one costs
     as much as filtering a clip)."""
     snap = lambda f: float(2 ** (np.round(np.log2(f) * 6) / 6))  # noqa: E731
-    return _bandpass(snap(low), snap(high))
+    return bandpass(snap(low), snap(high))
 
 
 def _envelope(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -127,15 +127,15 @@ def _other_machine(rng: np.random.Generator, n: int, site: Hall) -> np.ndarray:
     tone = np.interp(np.mod(2 * np.pi * f0 * np.arange(n) / SAMPLE_RATE, 2 * np.pi), grid, table)
     low = rng.uniform(300.0, 1500.0)
     noise = sosfilt(_band(low, low * rng.uniform(2.0, 4.0)), rng.standard_normal(n))
-    return tone / _rms(tone) + rng.uniform(0.2, 0.6) * noise / _rms(noise)
+    return tone / rms(tone) + rng.uniform(0.2, 0.6) * noise / rms(noise)
 
 
 def _impacts(rng: np.random.Generator, n: int) -> np.ndarray:
     count = rng.poisson(rng.uniform(1.0, 4.0) * n / SAMPLE_RATE) + 1
     starts = rng.integers(0, n, count)
-    x = sum(_resonant_impulses(starts, rng.uniform(0.3, 1.0, count), rng.uniform(f, 2 * f, count),
+    x = sum(resonant_impulses(starts, rng.uniform(0.3, 1.0, count), rng.uniform(f, 2 * f, count),
                                rng.uniform(0.005, 0.03), n) for f in (300.0, 1200.0))
-    return x / _rms(x) if np.any(x) else x
+    return x / rms(x) if np.any(x) else x
 
 
 def _fan(rng: np.random.Generator, n: int, site: Hall) -> np.ndarray:
@@ -145,7 +145,7 @@ def _fan(rng: np.random.Generator, n: int, site: Hall) -> np.ndarray:
     air = sosfilt(_band(100.0, rng.uniform(2000.0, 5000.0)), rng.standard_normal(n))
     air = air * (1.0 + 0.3 * np.sin(2 * np.pi * blade * t))
     tone = np.sin(2 * np.pi * blade * t) + 0.4 * np.sin(4 * np.pi * blade * t + 1.0)
-    return air / _rms(air) + rng.uniform(0.3, 0.8) * tone / _rms(tone)
+    return air / rms(air) + rng.uniform(0.3, 0.8) * tone / rms(tone)
 
 
 def _voice(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -167,7 +167,7 @@ def _voice(rng: np.random.Generator, n: int) -> np.ndarray:
         gate = np.sin(np.pi * np.arange(stop - start) / length) ** 2 if rng.random() < 0.85 else 0.0
         out[start:stop] = segment * gate
         start = stop
-    return out / _rms(out) if np.any(out) else out
+    return out / rms(out) if np.any(out) else out
 
 
 def source_signal(kind: str, rng: np.random.Generator, n: int, site: Hall) -> np.ndarray:
@@ -178,7 +178,7 @@ def source_signal(kind: str, rng: np.random.Generator, n: int, site: Hall) -> np
     if kind not in makers:
         raise ValueError(f"interferer kind: {kind!r} is not one of {INTERFERER_KINDS}.")
     x = makers[kind]()
-    return x / max(_rms(x), float(np.max(np.abs(x))) / CREST)
+    return x / max(rms(x), float(np.max(np.abs(x))) / CREST)
 
 
 @dataclass(frozen=True)

@@ -158,12 +158,12 @@ def _number(value: str) -> float:
 
 
 @lru_cache(maxsize=256)
-def _bandpass(low: float, high: float) -> np.ndarray:
+def bandpass(low: float, high: float) -> np.ndarray:
     high = min(high, 0.45 * SAMPLE_RATE)
     return butter(2, [low, high], btype="band", fs=SAMPLE_RATE, output="sos")
 
 
-def _rms(x: np.ndarray) -> float:
+def rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(x**2)) + 1e-12)
 
 
@@ -172,7 +172,7 @@ def coloured_noise(rng: np.random.Generator, n: int, slope: float) -> np.ndarray
     spectrum = scipy.fft.rfft(rng.standard_normal(n))
     freqs = np.maximum(scipy.fft.rfftfreq(n, 1.0 / SAMPLE_RATE), 20.0)
     noise = scipy.fft.irfft(spectrum * freqs ** (-slope / 2.0), n)
-    return noise / _rms(noise)
+    return noise / rms(noise)
 
 
 def _delay(x: np.ndarray, samples: int) -> np.ndarray:
@@ -181,7 +181,7 @@ def _delay(x: np.ndarray, samples: int) -> np.ndarray:
     return out
 
 
-def _resonant_impulses(times: np.ndarray, amplitudes: np.ndarray, freq: np.ndarray | float,
+def resonant_impulses(times: np.ndarray, amplitudes: np.ndarray, freq: np.ndarray | float,
                        tau: float, n: int) -> np.ndarray:
     """Damped sinusoids (decay tau seconds) starting at the given sample positions."""
     length = int(5 * tau * SAMPLE_RATE)
@@ -242,30 +242,30 @@ def render(machine: str, attributes: dict[str, str], domain: str, anomaly: str |
     grid = np.linspace(0.0, 2 * np.pi, _TABLE_SIZE + 1)
     table = np.sin(np.outer(grid, k) + offsets) @ amps
     harmonic = np.interp(np.mod(phase, 2 * np.pi), grid, table)
-    harmonic /= _rms(harmonic)
+    harmonic /= rms(harmonic)
     envelope = 1.0 + spec.am_depth * np.sin(2 * np.pi * spec.am_hz * speed * t + rng.uniform(0, 2 * np.pi))
 
-    noise = sosfilt(_bandpass(*spec.noise_band), rng.standard_normal(n_samples))
-    source = harmonic * envelope + spec.noise_level * (noise / _rms(noise)) * np.sqrt(envelope)
+    noise = sosfilt(bandpass(*spec.noise_band), rng.standard_normal(n_samples))
+    source = harmonic * envelope + spec.noise_level * (noise / rms(noise)) * np.sqrt(envelope)
     if spec.click_hz > 0:
         rate = spec.click_hz * speed
         period = SAMPLE_RATE / rate
         starts = np.arange(rng.uniform(0, period), n_samples, period)
         starts = np.clip(starts + rng.normal(0, 0.02 * period, starts.size), 0, n_samples - 1).astype(int)
-        clicks = _resonant_impulses(starts, 1.0 + 0.2 * rng.standard_normal(starts.size),
+        clicks = resonant_impulses(starts, 1.0 + 0.2 * rng.standard_normal(starts.size),
                                     spec.click_resonance * (1 + 0.02 * rng.standard_normal()), 0.004, n_samples)
-        source = source + spec.click_level * clicks / _rms(clicks) if clicks.any() else source
-    source /= _rms(source)
+        source = source + spec.click_level * clicks / rms(clicks) if clicks.any() else source
+    source /= rms(source)
 
     if anomaly == "spectral":
         centre = float(np.exp(rng.uniform(np.log(400.0), np.log(6000.0))))
-        band = sosfilt(_bandpass(centre / 1.26, centre * 1.26), source)
-        extra = sosfilt(_bandpass(centre / 1.12, centre * 1.12), rng.standard_normal(n_samples))
-        source = source + rng.uniform(0.4, 1.2) * band + rng.uniform(0.02, 0.08) * extra / _rms(extra)
+        band = sosfilt(bandpass(centre / 1.26, centre * 1.26), source)
+        extra = sosfilt(bandpass(centre / 1.12, centre * 1.12), rng.standard_normal(n_samples))
+        source = source + rng.uniform(0.4, 1.2) * band + rng.uniform(0.02, 0.08) * extra / rms(extra)
     elif anomaly == "rattle":
         count = rng.poisson(rng.uniform(4.0, 12.0) * n_samples / SAMPLE_RATE) + 1
         starts = rng.integers(0, n_samples, count)
-        source = source + _resonant_impulses(starts, rng.uniform(1.5, 4.0, count),
+        source = source + resonant_impulses(starts, rng.uniform(1.5, 4.0, count),
                                              rng.uniform(1500, 6000, count), 0.003, n_samples)
 
     place = placement(machine, seed)
