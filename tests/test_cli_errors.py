@@ -43,7 +43,7 @@ def _run(synth_root, *flags):
     (["--batch-size", "0"], "asdx run: error: batch_size: must be >= 1, got 0 (from --batch-size)"),
     (["--epochs", "0"], "asdx run: error: epochs: must be >= 1, got 0 (from --epochs)"),
     (["--epochs", "ten"], "asdx run: error: epochs: expected an integer >= 1, got ten (from --epochs)"),
-    (["--channel", "2"], "asdx run: error: channel: expected one of 0, 1, got 2 (from --channel)"),
+    (["--channel", "2"], "asdx run: error: channel: expected one of 0, 1 (or none), got 2 (from --channel)"),
     (["--score", "mse"], "score: expected one of 'MSE', 'MAHALA', got mse"),
     (["--threshold-q", "1"], "asdx run: error: threshold_q: must be > 0 and < 1, got 1 (from --threshold-q)"),
     (["--threshold-q", "0"], "threshold_q: must be > 0 and < 1, got 0"),
@@ -120,7 +120,7 @@ def test_run_help_lists_every_system_and_the_choices(capsys):
     with pytest.raises(SystemExit):
         main(["run", "ae", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--score {MSE,MAHALA}" in text and "--channel {0,1} 0 = near microphone, 1 = far (noisier)" in text
+    assert "--score {MSE,MAHALA}" in text and "--view {near,far,mid,w1}" in text and "--channel {0,1} alias of view" in text
     assert "--threshold-q X" in text and "--workers N" in text and "--seconds X" in text
 
 

@@ -27,11 +27,15 @@ def ae_data(tmp_path_factory):
                     n_test=12, seed=0, progress=False, background="diffuse")
 
 
+# holdout: one model per machine (the kfold default trains 3 more; tests/test_ae_threshold_scores.py covers it)
+E2E_CONFIG = AEConfig(epochs=40, threshold_scores="holdout")
+
+
 @pytest.fixture(scope="module")
 def ae_run(ae_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     options = RunOptions(system="ae", machines=MACHINES, data=ae_data, out=out, name="e2e", progress=False)
-    return run(options, AEConfig(epochs=40))
+    return run(options, E2E_CONFIG)
 
 
 def test_every_output_file_exists(ae_run):
@@ -88,10 +92,10 @@ def test_resume_skips_finished_machines_and_refuses_a_silent_overwrite(ae_run, a
     options = RunOptions(system="ae", machines=MACHINES, data=ae_data, out=run_dir.parents[1], name="e2e",
                          progress=False)
     with pytest.raises(FileExistsError, match="--resume"):
-        run(options, AEConfig(epochs=40))
+        run(options, E2E_CONFIG)
     before = {p: p.stat().st_mtime_ns for p in run_dir.glob("machines/*/checkpoint.pt")}
     options.resume = True
-    _, again = run(options, AEConfig(epochs=40))
+    _, again = run(options, E2E_CONFIG)
     assert {p: p.stat().st_mtime_ns for p in run_dir.glob("machines/*/checkpoint.pt")} == before
     assert again.summary.official_score == evaluation.summary.official_score
 
