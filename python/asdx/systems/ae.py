@@ -73,7 +73,7 @@ from asdx.models.ae import AENet
 from asdx.scoring.covariance import stable_precision
 from asdx.scoring.mahalanobis import ae_mahalanobis_scores
 from asdx.splits import holdout
-from asdx.systems._stereo import view_audio, view_channels
+from asdx.systems._stereo import view_audio
 from asdx.systems._threshold_scores import balance_domains, cross_fit
 from asdx.systems.base import MachineScores, System, SystemContext
 from asdx.systems.configs import AEConfig
@@ -119,11 +119,6 @@ class AESystem(System):
     """
 
     name = "ae"
-
-    @property
-    def input_channels(self) -> int:
-        """Channels the runner must load: the near mic only, unless the view needs both."""
-        return view_channels(self.config.view)
 
     def __init__(self, config: AEConfig | None = None, context: SystemContext | None = None):
         super().__init__(config or AEConfig(), context)

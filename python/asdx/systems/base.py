@@ -19,6 +19,7 @@ import torch
 from asdx.data.dataset import MachineDir
 from asdx.data.loader import ClipSet
 from asdx.device import Device
+from asdx.systems._stereo import view_channels
 
 SCORE = "score"
 
@@ -130,8 +131,9 @@ class System(abc.ABC):
 
     @property
     def input_channels(self) -> int:
-        """How many channels the runner must decode: 1 (near) or 2 (near, far)."""
-        return 1
+        """How many channels the runner must decode: 1 (near) or 2 (near, far); a config with a `view` field
+        (--view) needs both unless the view is near."""
+        return view_channels(getattr(self.config, "view", "near"))
 
     # ------------------------------------------------------------------ checks before any folder
     def prepare(self) -> None:

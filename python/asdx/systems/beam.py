@@ -26,7 +26,6 @@ from asdx.scoring.band_memory import BandMemoryScorer
 from asdx.systems._beats import Backbone, cache_root
 from asdx.systems._features import length_batches, store_batches
 from asdx.systems._files import load_state, save_state
-from asdx.systems._stereo import view_channels
 from asdx.systems.base import MachineScores, System, SystemContext
 from asdx.systems.configs import BEAM_CHECKPOINT_NAME, BeamConfig
 
@@ -87,10 +86,6 @@ class BeamSystem(System):
         if len(clips) < 2:
             raise ValueError(f"{machine}: {len(clips)} train clip(s); beam's leave-one-out train scores need at "
                              "least 2.")
-
-    @property
-    def input_channels(self) -> int:
-        return view_channels(self.config.view)
 
     def load_backbone(self) -> Backbone:
         if self.backbone is None:

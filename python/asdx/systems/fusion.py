@@ -299,10 +299,6 @@ class FusionSystem(System):
         check_domains(machine, np.array([str(clip.domain) for clip in clips]), self.config.knn_k)
 
     # ------------------------------------------------------------------ backbone and trunk cache
-    @property
-    def input_channels(self) -> int:
-        return view_channels(self.config.view)
-
     def load_backbone(self) -> Backbone:
         """Loads BEATs once; freezes all but the top finetune_blocks blocks."""
         if self.backbone is None:

@@ -33,7 +33,6 @@ from asdx.scoring.knn import KNNScorer
 from asdx.systems._beats import REPORT, Backbone, cache_root
 from asdx.systems._features import FeatureStore, length_batches, split_validation, store_batches
 from asdx.systems._files import check_same_config, load_model_file, load_state, save_model_file, save_state
-from asdx.systems._stereo import view_channels
 from asdx.systems._training import Epoch, Training
 from asdx.systems.base import MachineScores, System, SystemContext
 from asdx.systems.configs import DISTANCE_NORMS, EMBEDDING_NORMS, SERA_CHECKPOINT_NAME, SeraConfig
@@ -272,10 +271,6 @@ class SeraSystem(System):
         check_domains(machine, np.array([str(clip.domain) for clip in clips]))
 
     # ------------------------------------------------------------------ backbone and tokens
-    @property
-    def input_channels(self) -> int:
-        return view_channels(self.config.view)
-
     def load_backbone(self) -> Backbone:
         """Loads the frozen BEATs once and notes what it is."""
         if self.backbone is None:
