@@ -1,4 +1,4 @@
-"""The systems of the DCASE 2026 Task 2 report, one module each, and their registry.
+"""The systems, one module each, and their registry: the four of the DCASE 2026 Task 2 report and beam.
 
 The system protocol (asdx.systems.base.System; asdx.runner drives it)
 ---------------------------------------------------------------------
