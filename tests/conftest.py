@@ -1,8 +1,9 @@
-"""Shared test helpers: the golden fixtures folder, GPU availability, and one thread for the whole suite."""
+"""Shared test helpers: the golden fixtures folder, GPU availability, the CPU ISA paths, one thread for the suite."""
 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import asdx  # first, before torch: its OpenMP threads then sleep while they wait (asdx._threads)
@@ -109,3 +110,36 @@ def chance_auc_floor(n_normal: int, n_anomaly: int, n_aucs: int = 1, z: float = 
     that share clips are not independent: count them as one."""
     sd = np.sqrt((n_normal + n_anomaly + 1) / (12.0 * n_normal * n_anomaly))
     return 0.5 + z * sd / np.sqrt(n_aucs)
+
+
+# ------------------------------------------------------------------ ISA paths of the native CPU kernels
+
+ISA_PATHS = ("avx512", "avx2", "baseline")
+
+
+def isa_params() -> list:
+    """ISA_PATHS as pytest parameters, each skipped (with the reason) where this CPU lacks it."""
+    from asdx.kernels import cpu_isa_supported
+
+    supported = cpu_isa_supported()
+    return [pytest.param(path, id=path, marks=pytest.mark.skipif(path not in supported,
+                                                                 reason=f"this CPU lacks the {path} path"))
+            for path in ISA_PATHS]
+
+
+@contextmanager
+def native_isa(path: str):
+    """Inside the block the public kernels run natively on the CPU ISA path `path` (ASDX_ISA, which the
+    kernels read at each call, and asdx.set_kernels("native"), also under ASDX_KERNELS=torch); both are
+    restored after. A context manager rather than monkeypatch, so that hypothesis tests can use it."""
+    before = os.environ.get("ASDX_ISA")
+    os.environ["ASDX_ISA"] = path
+    asdx.set_kernels("native")
+    try:
+        yield
+    finally:
+        asdx.set_kernels(None)
+        if before is None:
+            os.environ.pop("ASDX_ISA", None)
+        else:
+            os.environ["ASDX_ISA"] = before

@@ -12,7 +12,7 @@ from asdx.reference import gmm as ref
 from asdx.scoring.gmm import DiagGMMScorer, gmm_diag_loglik
 from sklearn.exceptions import NotFittedError
 
-from conftest import fixture_path, requires_cuda
+from conftest import fixture_path, isa_params, native_isa, requires_cuda
 
 
 def relative_error(actual, expected) -> float:
@@ -78,6 +78,72 @@ def test_kernel_matches_reference(n, d, k, scale, tiny, dtype, seed):
     tolerance = 1e-10 if dtype == np.float64 else 1e-5
     if n:
         assert np.max(np.abs(out - expected) / scale_of_terms) < tolerance
+
+
+# ------------------------------------------------------------ every ISA path of the CPU kernel
+# Each path (csrc/cpu/isa.h) has its own vector width (avx512 16 float32 / 8 float64 lanes, avx2 8 / 4,
+# baseline 4 / 2) and tile (avx512 8 queries x 2 components, the others 4 x 2); rows are padded to a
+# 64-byte line. The shapes below are not multiples of any of them: dims 1, 5, 15, 17, 33, 768, 769;
+# n below, at and past one tile; k odd. Tolerances: docs/kernels.md.
+
+
+def gmm_error(out, expected, variances, scale: float = 1.0) -> float:
+    """Error relative to the size of the terms summed (see test_kernel_matches_reference)."""
+    d = variances.shape[1]
+    scale_of_terms = np.abs(expected) + d * np.log(np.maximum(1.0, 1.0 / variances.min() * scale**2)) + d
+    return float(np.max(np.abs(out - expected) / scale_of_terms)) if len(out) else 0.0
+
+
+@pytest.mark.parametrize("path", isa_params())
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(0, 40),
+    d=st.one_of(st.sampled_from([1, 5, 15, 17, 33]), st.integers(1, 40)),
+    k=st.integers(1, 5),
+    scale=st.sampled_from([1e-3, 1.0, 1e6]),
+    tiny=st.booleans(),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_every_isa_path_matches_reference(path, n, d, k, scale, tiny, dtype, seed):
+    rng = np.random.default_rng(seed)
+    weights, means, variances = random_mixture(rng, k, d, scale, tiny)
+    queries = (means[rng.integers(0, k, n)] + scale * rng.standard_normal((n, d))).astype(dtype)
+    with native_isa(path):
+        out = gmm_diag_loglik(queries, weights, means, variances)
+    assert out.shape == (n,) and out.dtype == np.float64
+    expected = ref.gmm_diag_loglik(queries, weights, means.astype(dtype), variances.astype(dtype))
+    assert gmm_error(out, expected, variances, scale) < (1e-10 if dtype == np.float64 else 1e-5)
+
+
+@pytest.mark.parametrize("path", isa_params())
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_isa_path_on_adversarial_shapes(path, dtype):
+    rng = np.random.default_rng(13)
+    for d in (1, 5, 15, 17, 33, 768, 769):
+        weights, means, variances = random_mixture(rng, 3, d, tiny=True)
+        means += 1e4  # far from the origin: x - mu is formed first, exactly for nearby queries
+        for n in (1, 3, 7, 9, 17):
+            queries = (means[rng.integers(0, 3, n)] + rng.standard_normal((n, d))).astype(dtype)
+            with native_isa(path):
+                out = gmm_diag_loglik(queries, weights, means, variances)
+            expected = ref.gmm_diag_loglik(queries, weights, means.astype(dtype), variances.astype(dtype))
+            assert gmm_error(out, expected, variances) < (1e-10 if dtype == np.float64 else 1e-5), (d, n)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_isa_paths_agree_with_each_other(dtype):
+    from asdx.kernels import cpu_isa_supported
+
+    rng = np.random.default_rng(14)
+    weights, means, variances = random_mixture(rng, 7, 101)
+    queries = (means[rng.integers(0, 7, 300)] + rng.standard_normal((300, 101))).astype(dtype)
+    results = {}
+    for path in cpu_isa_supported():
+        with native_isa(path):
+            results[path] = gmm_diag_loglik(queries, weights, means, variances)
+    for path, out in results.items():
+        assert gmm_error(out, results["baseline"], variances) < (1e-10 if dtype == np.float64 else 1e-5), path
 
 
 def test_tiny_variances_keep_the_direct_form_accurate():

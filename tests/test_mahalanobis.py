@@ -14,7 +14,7 @@ from asdx.scoring.covariance import covariance, stable_precision
 from asdx.scoring.mahalanobis import MahalanobisScorer, ae_mahalanobis_scores, mahalanobis
 from sklearn.exceptions import NotFittedError
 
-from conftest import fixture_path, requires_cuda
+from conftest import fixture_path, isa_params, native_isa, requires_cuda
 
 
 def random_spd(rng, d: int, condition: float = 10.0) -> np.ndarray:
@@ -84,6 +84,74 @@ def test_large_dims_exercise_every_tile_edge():
         expected = ref.mahalanobis(queries, means, precisions)
         assert relative_error(mahalanobis(queries, means, precisions), expected) < 1e-10
         assert relative_error(mahalanobis(queries.astype(np.float32), means, precisions), expected) < 1e-4
+
+
+# ------------------------------------------------------------ every ISA path of the CPU kernel
+# Each path (csrc/cpu/isa.h) has its own register tile: avx512 32 float32 (16 float64) queries x 12
+# columns, avx2 16 (8) x 6, baseline 8 (4) x 6, and packs the queries in squares of one vector's
+# lanes. The shapes below are not multiples of any tile: dims 1, 5, 15, 17, 33, 640, 641 against
+# panels of 6 or 12 columns and packing squares of 2 to 16 lanes; n below, at and past one tile.
+# Tolerances: docs/kernels.md (relative 1e-9 float64, 1e-4 float32; 2e-3 in float32 when the
+# queries lie 1e6 from the origin, where rounding the queries to float32 dominates).
+
+
+def mahalanobis_tolerance(dtype, scale: float = 1.0) -> float:
+    return 1e-9 if dtype == np.float64 else 2e-3 if scale >= 1e6 else 1e-4
+
+
+@pytest.mark.parametrize("path", isa_params())
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(0, 70),
+    d=st.one_of(st.sampled_from([1, 5, 15, 17, 33]), st.integers(1, 48)),
+    k=st.integers(1, 3),
+    scale=st.sampled_from([1e-3, 1.0, 1e6]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_every_isa_path_matches_reference(path, n, d, k, scale, dtype, seed):
+    rng = np.random.default_rng(seed)
+    means = scale * rng.standard_normal((k, d))
+    precisions = np.stack([random_spd(rng, d) / scale**2 for _ in range(k)])
+    queries = (means[rng.integers(0, k, n)] + scale * rng.standard_normal((n, d))).astype(dtype)
+    with native_isa(path):
+        out = mahalanobis(queries, means, precisions)
+    assert out.shape == (n, k) and out.dtype == dtype
+    expected = ref.mahalanobis(queries, means.astype(dtype), precisions)
+    assert relative_error(out, expected) < mahalanobis_tolerance(dtype, scale)
+
+
+@pytest.mark.parametrize("path", isa_params())
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_isa_path_on_adversarial_shapes(path, dtype):
+    rng = np.random.default_rng(11)
+    for d in (1, 5, 15, 17, 33, 640, 641):
+        means = 1e4 + rng.standard_normal((2, d))  # far from the origin: the centring must come first
+        precisions = np.stack([random_spd(rng, d, 100.0) for _ in range(2)])
+        for n in (1, 3, 31, 33, 70):
+            queries = (means[rng.integers(0, 2, n)] + rng.standard_normal((n, d))).astype(dtype)
+            with native_isa(path):
+                out = mahalanobis(queries, means, precisions)
+            # The reference gets the same rounded queries and means: the tolerance is the kernel's own.
+            expected = ref.mahalanobis(queries, means.astype(dtype), precisions)
+            assert relative_error(out, expected) < mahalanobis_tolerance(dtype), (d, n)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_isa_paths_agree_with_each_other(dtype):
+    from asdx.kernels import cpu_isa_supported
+
+    rng = np.random.default_rng(12)
+    d = 97
+    means = rng.standard_normal((3, d))
+    precisions = np.stack([random_spd(rng, d, 1e3) for _ in range(3)])
+    queries = (means[rng.integers(0, 3, 300)] + rng.standard_normal((300, d))).astype(dtype)
+    results = {}
+    for path in cpu_isa_supported():
+        with native_isa(path):
+            results[path] = mahalanobis(queries, means, precisions)
+    for path, out in results.items():
+        assert relative_error(out, results["baseline"]) < mahalanobis_tolerance(dtype), path
 
 
 def test_thread_count_does_not_change_results():

@@ -1,6 +1,7 @@
 // The module _C: build facts, CPU threads, CUDA device and driver queries, and
 // one bind_* call per kernel family (csrc/bindings/<family>.cpp).
 #include "bindings/common.h"
+#include "cpu/isa.h"
 #include "cpu/parallel.h"
 
 #ifdef ASDX_WITH_CUDA
@@ -48,6 +49,14 @@ PYBIND11_MODULE(_C, m) {
   m.def("num_threads", &asdx::cpu::num_threads);
   m.def("set_num_threads", &asdx::cpu::set_num_threads, py::arg("threads"));
   m.def("available_cores", &asdx::cpu::available_cores);
+  // The ISA path the CPU kernels run now: ASDX_ISA, or the best this CPU supports (csrc/cpu/isa.h).
+  // ValueError naming ASDX_ISA for an unknown value or a path this CPU lacks.
+  m.def("cpu_isa", []() { return std::string(asdx::cpu::isa_name(asdx::cpu::active_isa())); });
+  m.def("cpu_isa_supported", []() {
+    std::vector<std::string> names;
+    for (const asdx::cpu::Isa isa : asdx::cpu::supported_isas()) names.emplace_back(asdx::cpu::isa_name(isa));
+    return names;
+  });
   m.def("cuda_device_count", []() {
 #ifdef ASDX_WITH_CUDA
     return asdx::cuda::device_count();

@@ -2,13 +2,17 @@
 // device code on the host so that CPU-only tests check it (tests/test_cuda_fft_host.py):
 // the CUDA frontends' FFT (asdx/fft.h) with the twiddle and bit-reversal tables
 // packed as the kernels read them (asdx/frontend_tables.h), in double or float,
-// by one thread instead of one block's threads.
+// by one thread instead of one block's threads. And the ASDX_ISA resolution for a pretended CPU
+// (resolve_isa), so that a host with every path still tests the error for a path the CPU lacks.
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "asdx/fft.h"
 #include "asdx/frontend_tables.h"
 #include "asdx/mel.h"
 #include "bindings/common.h"
+#include "cpu/isa.h"
 
 namespace asdx::bindings {
 namespace {
@@ -67,10 +71,18 @@ py::tuple packed_powers_typed(const DoubleArray& a, const DoubleArray& b) {
   return py::make_tuple(power_a, power_b);
 }
 
+asdx::cpu::Isa isa_from_name(const std::string& name) {
+  for (const auto isa : {asdx::cpu::Isa::baseline, asdx::cpu::Isa::avx2, asdx::cpu::Isa::avx512}) {
+    if (name == asdx::cpu::isa_name(isa)) return isa;
+  }
+  throw std::invalid_argument("best: must be 'baseline', 'avx2' or 'avx512', got '" + name + "'");
+}
+
 }  // namespace
 
 void bind_testing(py::module_& m) {
-  py::module_ t = m.def_submodule("testing", "Test-only entry points (CUDA device code run on the host); not API.");
+  py::module_ t = m.def_submodule(
+      "testing", "Test-only entry points (CUDA device code run on the host, ASDX_ISA for a pretended CPU); not API.");
   t.def(
       "fft_forward",
       [](const DoubleArray& re, const DoubleArray& im, bool float32) {
@@ -83,6 +95,14 @@ void bind_testing(py::module_& m) {
         return float32 ? packed_powers_typed<float>(a, b) : packed_powers_typed<double>(a, b);
       },
       py::arg("a"), py::arg("b"), py::arg("float32"));
+  t.def(
+      "resolve_isa",
+      [](const std::optional<std::string>& value, const std::string& best) {
+        return std::string(asdx::cpu::isa_name(
+            asdx::cpu::resolve_isa(value ? value->c_str() : nullptr, isa_from_name(best))));
+      },
+      py::arg("value"), py::arg("best"),
+      "The path ASDX_ISA=value selects on a CPU whose best path is `best` (value None: unset).");
 }
 
 }  // namespace asdx::bindings

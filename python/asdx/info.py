@@ -73,14 +73,15 @@ def _faiss_status(torch_cuda: str | None) -> dict:
 
 
 def info() -> dict:
-    """Versions of asdx, torch, numpy and faiss; the compiled kernels; visible GPUs; CPU threads; wait policy."""
+    """Versions of asdx, torch, numpy and faiss; the compiled kernels; visible GPUs; the CPU kernels' ISA path
+    and the paths this CPU supports; CPU threads; wait policy."""
     import numpy
     import torch
 
     import asdx
     from asdx._native import _C, get_num_threads
     from asdx._threads import wait_policy
-    from asdx.kernels import build_facts, device_report, get_kernels, version_text
+    from asdx.kernels import build_facts, cpu_isa, cpu_isa_supported, device_report, get_kernels, version_text
 
     build = dict(_C.build_info())
     facts = build_facts()
@@ -88,6 +89,10 @@ def info() -> dict:
         kernels = get_kernels()
     except ValueError as error:  # shown, not raised: `asdx info` is where a user looks for what is wrong
         kernels = f"invalid ({error})"
+    try:
+        isa = cpu_isa()
+    except ValueError as error:  # shown, not raised, as for ASDX_KERNELS
+        isa = f"invalid ({error})"
     report = {
         "asdx": asdx.__version__,
         "python": platform.python_version(),
@@ -104,6 +109,8 @@ def info() -> dict:
         "compiler": build["compiler"],
         "gpu_visible_to_asdx": _C.cuda_device_count(),
         "gpu_visible_to_torch": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+        "cpu_isa": isa,  # the path of the native CPU kernels (ASDX_ISA, else the best supported)
+        "cpu_isa_supported": ", ".join(cpu_isa_supported()),
         "cpu_threads": get_num_threads(),
         "cpu_cores_available": _C.available_cores(),
         "omp_wait_policy": wait_policy(),

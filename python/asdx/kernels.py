@@ -17,6 +17,10 @@ within the tolerances of docs/kernels.md and runs on any torch device. The choic
 Set it with the environment variable ASDX_KERNELS or with `set_kernels` (which wins).
 Why: a CUDA build that has never run on the user's GPU (another architecture, an older
 driver) must not stand between the user and a working run.
+
+On the CPU the native kernels also choose an instruction-set path at every call (`cpu_isa`):
+the environment variable ASDX_ISA (auto, avx512, avx2 or baseline; unset = auto = the best this
+CPU supports). docs/kernels.md says more.
 """
 
 from __future__ import annotations
@@ -30,11 +34,13 @@ from typing import Callable, TypeVar
 
 from asdx._native import _C
 
-__all__ = ["CHOICES", "BuildFacts", "build_facts", "dispatch", "fallback_notes", "get_kernels",
-           "native_cuda_problem", "runs_on_capability", "set_kernels"]
+__all__ = ["CHOICES", "ISA_CHOICES", "BuildFacts", "build_facts", "cpu_isa", "cpu_isa_supported", "dispatch",
+           "fallback_notes", "get_kernels", "native_cuda_problem", "runs_on_capability", "set_kernels"]
 
 CHOICES = ("native", "torch", "auto")
 ENVIRONMENT = "ASDX_KERNELS"
+ISA_CHOICES = ("auto", "avx512", "avx2", "baseline")
+ISA_ENVIRONMENT = "ASDX_ISA"
 FAMILIES = ("frontend", "stereo_view", "mahalanobis", "gmm", "gamma")
 
 log = logging.getLogger("asdx.kernels")
@@ -69,6 +75,23 @@ def get_kernels() -> str:
     if not value:
         return "auto"
     return _check_choice(value.lower(), f"{ENVIRONMENT} (environment variable)")
+
+
+# ---------------------------------------------------------------------- the CPU kernels' ISA path
+
+
+def cpu_isa() -> str:
+    """The instruction-set path the native CPU kernels (Mahalanobis, GMM) run now: "avx512" (x86-64-v4),
+    "avx2" (x86-64-v3) or "baseline" (x86-64). ASDX_ISA picks it, read at every kernel call; unset, empty
+    or "auto" = the best this CPU (and its OS) supports. ValueError naming ASDX_ISA for a value other
+    than auto, avx512, avx2 or baseline, or for a path this CPU lacks (the kernels raise the same)."""
+    return str(_C.cpu_isa())
+
+
+def cpu_isa_supported() -> list[str]:
+    """The paths this CPU can run, best first (["avx512", "avx2", "baseline"] on an x86-64-v4 CPU); only
+    ["baseline"] where asdx was not built by GCC for x86-64."""
+    return [str(name) for name in _C.cpu_isa_supported()]
 
 
 # ---------------------------------------------------------------------- what the build can run
