@@ -1,15 +1,18 @@
 """Scoring benchmark: asdx's scoring kernels and FAISS banks against the best reference form.
 
 Rows (each timed best-of-N after a warm-up, reference measured in the same run):
-  - Mahalanobis (100k x 640, K = 2) vs the NumPy matmul form ((Q - mu) @ P * (Q - mu)).sum(1)
-  - diagonal-GMM log-likelihood (100k x 768, K = 16) vs sklearn GaussianMixture.score_samples
+  - Mahalanobis (100k x 640, K = 2) vs the NumPy matmul form ((Q - mu) @ P * (Q - mu)).sum(1), one row per
+    CPU ISA path (--isa; ASDX_ISA, docs/kernels.md), with the share of numpy's GEMM peak measured in the same
+    run, and the best path against BLAS per L2-sized block (benchmarks/_scoring_maha_gmm.py)
+  - diagonal-GMM log-likelihood (100k x 768, K = 16) vs sklearn GaussianMixture.score_samples, per ISA path
   - gamma MLE + ppf (1 set and 100 sets of 1000 scores) vs scipy.stats.gamma.fit
   - kNN bank search (2k queries, 10k x 768 bank) vs sklearn NearestNeighbors(algorithm="brute")
 and, when a GPU and faiss-gpu are present, the GPU bank vs torch brute force (cdist + topk) on
 the same GPU. The float32 GMM row times asdx in float32 against sklearn in float64: it is labelled
 so and has no goal (not like for like).
 
-    python benchmarks/bench_scoring.py [--threads 2] [--repeat 3] [--quick] [--no-record]
+    python benchmarks/bench_scoring.py [--threads 2] [--repeat 3] [--isa all|auto|avx512|avx2|baseline]
+                                       [--quick] [--no-record]
     python -m benchmarks scoring [same options]
 """
 
@@ -74,16 +77,18 @@ def knn_gpu_row(bank: np.ndarray, queries: np.ndarray, repeat: int) -> dict:
                      f"same neighbour for {agree:.1%} of queries")
 
 
-def collect(repeat: int, quick: bool) -> tuple[list[dict], list[str]]:
-    """All rows; a family whose benchmark module is missing or fails is reported, not fatal."""
+def collect(repeat: int, quick: bool, isa: str = "all", threads: int | None = None) -> tuple[list[dict], list[str]]:
+    """All rows; a family whose benchmark module is missing or fails is reported, not fatal. isa: the CPU ISA
+    paths of the Mahalanobis and GMM rows (all = every path this CPU supports)."""
     rows, problems = [], []
     knn_size = (500, 100, 64) if quick else (10_000, 2_000, 768)
     families = [("knn", lambda: knn_rows(repeat, *knn_size))]
     try:
         from benchmarks import _scoring_maha_gmm as maha_gmm
 
-        families += [("mahalanobis", lambda: maha_gmm.mahalanobis_rows(repeat)),
-                     ("gmm_diag", lambda: maha_gmm.gmm_rows(repeat))]
+        paths = maha_gmm.isa_paths(isa)
+        families += [("mahalanobis", lambda: maha_gmm.mahalanobis_rows(repeat, paths=paths, threads=threads)),
+                     ("gmm_diag", lambda: maha_gmm.gmm_rows(repeat, paths=paths, threads=threads))]
     except ImportError as error:
         problems.append(f"mahalanobis/gmm rows unavailable: {error}")
     try:
@@ -98,6 +103,15 @@ def collect(repeat: int, quick: bool) -> tuple[list[dict], list[str]]:
         except Exception as error:  # keep the other families' numbers
             problems.append(f"{name} benchmark failed: {type(error).__name__}: {error}")
     return [label_precision(r) for r in rows], problems
+
+
+def host_lines() -> list[str]:
+    """The CPU as lscpu names it, with asdx's CPU ISA paths and the load now."""
+    try:
+        from benchmarks._scoring_maha_gmm import host_line
+    except ImportError:
+        return []
+    return [host_line()]
 
 
 def label_precision(row: dict) -> dict:
@@ -124,16 +138,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--isa", default="all", choices=("all", "auto", "avx512", "avx2", "baseline"),
+                        help="CPU ISA paths of the Mahalanobis and GMM rows (default: every path this CPU supports)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat, nothing recorded")
     parser.add_argument("--no-record", action="store_true", help="do not append to benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
     repeat = 1 if args.quick else args.repeat
     asdx.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
-    rows, problems = collect(repeat, args.quick)
+    rows, problems = collect(repeat, args.quick, args.isa, args.threads)
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     section = [f"## bench_scoring — {datetime.now().astimezone().isoformat(timespec='seconds')}", "",
-               *machine_lines(args.threads, gpu), "", *table(rows), ""]
+               *machine_lines(args.threads, gpu), *host_lines(), "", *table(rows), ""]
     section += [f"- {p}" for p in problems]
     if not gpu:
         section.append("GPU rows skipped: torch sees no CUDA device.")
