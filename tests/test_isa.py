@@ -60,8 +60,9 @@ def test_an_unknown_value_is_an_error_naming_asdx_isa(monkeypatch, value):
 @pytest.mark.parametrize("value, best", [("avx512", "avx2"), ("avx512", "baseline"), ("avx2", "baseline")])
 def test_a_path_the_cpu_lacks_is_a_clear_error(value, best):
     # A CPU with only `best` (resolve_isa is what every kernel call runs, with the real best path).
-    with pytest.raises(ValueError, match=rf"ASDX_ISA={value}: this CPU \(or its operating system\) does not support "
-                                         rf".*the paths available here are: {best}"):
+    # (A build without the avx2/avx512 paths, not by GCC >= 12 for x86-64, says so instead.)
+    lacks = r"(this CPU \(or its operating system\) does not support|this build of asdx has no such path)"
+    with pytest.raises(ValueError, match=rf"ASDX_ISA={value}: {lacks}.*the paths available here are: {best}"):
         _C.testing.resolve_isa(value, best)
 
 
@@ -82,13 +83,14 @@ LACKING = [path for path in ISA_PATHS if path not in cpu_isa_supported()]
 @pytest.mark.parametrize("path", LACKING or ["avx512"])
 def test_forcing_a_path_this_cpu_lacks_raises_instead_of_crashing(monkeypatch, path):
     monkeypatch.setenv("ASDX_ISA", path)
-    with pytest.raises(ValueError, match=rf"ASDX_ISA={path}: this CPU"):
+    lacks = rf"ASDX_ISA={path}: (this CPU|this build of asdx has no such path)"
+    with pytest.raises(ValueError, match=lacks):
         cpu_isa()
-    with pytest.raises(ValueError, match=rf"ASDX_ISA={path}: this CPU"):
+    with pytest.raises(ValueError, match=lacks):
         _C.mahalanobis_cpu(np.ones((40, 3)), np.zeros((1, 3)), np.eye(3)[None])
-    with pytest.raises(ValueError, match=rf"ASDX_ISA={path}: this CPU"):
+    with pytest.raises(ValueError, match=lacks):
         _C.gmm_diag_loglik_cpu(np.ones((40, 3)), np.zeros(1), np.zeros((1, 3)), np.ones((1, 3)))
-    with native_isa(path), pytest.raises(ValueError, match=rf"ASDX_ISA={path}: this CPU"):
+    with native_isa(path), pytest.raises(ValueError, match=lacks):
         gmm_diag_loglik(np.ones((40, 3)), np.ones(1), np.zeros((1, 3)), np.ones((1, 3)))
 
 

@@ -91,7 +91,7 @@ Isa resolve_isa(const char* value, Isa best) {
     const std::string why = ASDX_HAVE_ISA_PATHS ? std::string("this CPU (or its operating system) does not support ") +
                                                       level_name(wanted)
                                                 : std::string("this build of asdx has no such path (built without "
-                                                              "GCC for x86-64)");
+                                                              "GCC >= 12 for x86-64)");
     throw std::invalid_argument("ASDX_ISA=" + text + ": " + why + "; the paths available here are: " +
                                 supported_list(best) + " (unset ASDX_ISA or set it to auto for the best).");
   }

@@ -9,14 +9,15 @@
 // save the AVX/AVX-512 registers) lacks, throws std::invalid_argument (ValueError in Python) naming
 // ASDX_ISA: a kernel never runs instructions the CPU lacks (no SIGILL).
 //
-// The targets are GCC's function attributes: only GCC on x86-64 gets the avx2/avx512 paths. Other
-// compilers and architectures build the baseline path only; ASDX_ISA=avx2/avx512 then errors.
+// The targets are GCC's function attributes: only GCC >= 12 (the first whose __builtin_cpu_supports
+// knows "x86-64-v3"/"x86-64-v4") on x86-64 gets the avx2/avx512 paths. Other compilers and
+// architectures build the baseline path only; ASDX_ISA=avx2/avx512 then errors.
 #pragma once
 
 #include <string>
 #include <vector>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__)
 #define ASDX_HAVE_ISA_PATHS 1
 #define ASDX_TARGET_V3 __attribute__((target("arch=x86-64-v3")))
 #define ASDX_TARGET_V4 __attribute__((target("arch=x86-64-v4")))
