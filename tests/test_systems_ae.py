@@ -115,3 +115,85 @@ def test_config_validation():
         AEConfig(score="L1")
     with pytest.raises(ValueError, match="channel"):
         AEConfig(channel=2)
+
+
+def _randomised_batchnorms(net: AENet, seed: int = 0) -> AENet:
+    """Running statistics and affine parameters far from their initial 0/1, so that a wrong fold shows."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm1d):
+            n = module.num_features
+            module.running_mean.copy_(torch.randn(n, generator=generator))
+            module.running_var.copy_(torch.rand(n, generator=generator) * 3 + 0.05)
+            module.weight.data.copy_(torch.randn(n, generator=generator))
+            module.bias.data.copy_(torch.randn(n, generator=generator))
+    return net.eval()
+
+
+def test_folded_network_equals_the_eval_mode_forward():
+    torch.manual_seed(0)
+    net = _randomised_batchnorms(AENet())
+    x = torch.randn(300, 640) * 10 - 20  # log-mel-like magnitudes
+    folded = net.folded()
+    assert len(folded) == 10
+    weight_t, bias = folded[-1]
+    with torch.no_grad():
+        expected = net(x)[0]
+        got = torch.addmm(bias, AENet.hidden_codes(x, folded), weight_t)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+
+
+def test_clip_errors_equal_the_reconstruction_errors_for_clips_of_several_lengths():
+    """clip_mean_errors skips the reconstructions (mean of the hidden rows through the output layer) and
+    clip_mse fuses the error: both against the plain eval-mode forward, clip by clip, lengths mixed."""
+    system = AESystem(AEConfig())
+    _randomised_batchnorms(system.model, seed=1)
+    rng = np.random.default_rng(3)
+    clips = [torch.from_numpy((rng.standard_normal((n, 640)) * 8 - 30).astype(np.float32)) for n in (7, 40, 7, 13)]
+    mse, mean_errors = system.clip_errors(clips)
+    assert mse.dtype == mean_errors.dtype == np.float64 and mean_errors.shape == (4, 128)
+    with torch.no_grad():
+        for i, clip in enumerate(clips):
+            errors = (system.model(clip)[0] - clip).double()
+            np.testing.assert_allclose(mse[i], (errors**2).mean().item(), rtol=1e-5)
+            expected = errors.reshape(-1, 128).mean(0).numpy()  # the mean over vectors and their 5 frames
+            np.testing.assert_allclose(mean_errors[i], expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    stacked = torch.stack([clips[0], clips[2]])  # a (clips, vectors, dim) tensor gives the same
+    np.testing.assert_allclose(system.clip_mean_errors(stacked), mean_errors[[0, 2]], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(system.clip_mse(stacked), mse[[0, 2]], rtol=1e-6)
+
+
+def test_scoring_a_loaded_model_makes_no_optimizer(tmp_path):
+    """Scoring never trains: the optimizer (whose construction imports torch._dynamo) is made on first use,
+    with the state the loaded model file holds."""
+    waveforms, domains = small_training_set(4, clips=8)
+    trained = AESystem(AEConfig(epochs=1, threshold_scores="in-sample")).fit(waveforms, domains, progress=False)
+    torch.save(trained.state_dict(), tmp_path / "model.pt")
+    loaded = AESystem(AEConfig(epochs=1, threshold_scores="in-sample"))
+    loaded.load_machine(tmp_path)
+    np.testing.assert_array_equal(loaded.score(waveforms), trained.score(waveforms))
+    assert loaded._optimizer is None
+    torch.testing.assert_close(loaded.state_dict()["optimizer"], trained.optimizer.state_dict())  # saved as loaded
+    assert loaded._optimizer is None
+    torch.testing.assert_close(loaded.optimizer.state_dict(), trained.optimizer.state_dict())  # made with it
+
+
+def test_loading_and_scoring_import_neither_torch_dynamo_nor_scipy_signal(tmp_path):
+    """`asdx score` starts in seconds: building an optimizer imports torch._dynamo (~1.2 s) and the synthetic
+    set's sound models import scipy.signal (~1 s); neither is needed to load clips and score them."""
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    path = tmp_path / "clip.wav"
+    sf.write(str(path), (0.1 * np.random.default_rng(0).standard_normal((24000, 2))), 16000, subtype="PCM_16")
+    code = ("import sys\n"
+            "from asdx.data import load_clips\n"
+            "from asdx.systems.ae import AEConfig, AESystem, clip_vectors\n"
+            "import asdx.detector\n"
+            f"system, vectors = AESystem(AEConfig()), clip_vectors(load_clips([{str(path)!r}], channels=1), AEConfig())\n"
+            "system.clip_errors(vectors)\n"
+            "print(sorted(m for m in ('torch._dynamo', 'scipy.signal') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
