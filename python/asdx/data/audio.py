@@ -103,8 +103,8 @@ def _pcm16_to_float(data: np.ndarray, out: np.ndarray) -> None:
 
     Stereo frames are read as one little-endian int32 each (near in the low half, far in the high half): the
     high half masked is far * 2**16, the frame shifted left 16 bits is near * 2**16, both exact in float32, so
-    * 2**-31 gives libsndfile's values bit for bit. Contiguous integer ops and one contiguous cast each: ~2.5x
-    faster than converting the stride-2 int16 column. data is overwritten.
+    * 2**-31 gives libsndfile's values bit for bit. Contiguous integer ops and contiguous casts: ~1.8x faster
+    than converting the stride-2 int16 column. data is overwritten.
     """
     if data.shape[1] != 2 or sys.byteorder != "little":
         for channel in range(out.shape[0]):
@@ -112,9 +112,10 @@ def _pcm16_to_float(data: np.ndarray, out: np.ndarray) -> None:
         return
     frames = np.ascontiguousarray(data).view(np.int32).reshape(-1)
     if out.shape[0] == 2:
-        np.multiply(np.bitwise_and(frames, np.int32(-65536)), _PCM16_STEREO_SCALE, out=out[1], dtype=np.float32)
+        out[1] = np.bitwise_and(frames, np.int32(-65536))
     np.left_shift(frames, 16, out=frames)
-    np.multiply(frames, _PCM16_STEREO_SCALE, out=out[0], dtype=np.float32)
+    out[0] = frames
+    out *= _PCM16_STEREO_SCALE  # (a cast then a scale: ~20 % faster than one casting multiply)
 
 
 def _all_zero(audio: np.ndarray) -> bool:
