@@ -192,7 +192,8 @@ def test_loading_and_scoring_import_neither_torch_dynamo_nor_scipy_signal(tmp_pa
             "from asdx.data import load_clips\n"
             "from asdx.systems.ae import AEConfig, AESystem, clip_vectors\n"
             "import asdx.detector\n"
-            f"system, vectors = AESystem(AEConfig()), clip_vectors(load_clips([{str(path)!r}], channels=1), AEConfig())\n"
+            f"vectors = clip_vectors(load_clips([{str(path)!r}], channels=1), AEConfig())\n"
+            "system = AESystem(AEConfig())\n"
             "system.clip_errors(vectors)\n"
             "print(sorted(m for m in ('torch._dynamo', 'scipy.signal') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
