@@ -18,7 +18,10 @@ on mini-batch losses (as the official baseline does), so the
 decisions are calibrated to what is thresholded; randomness comes from seeded
 generators instead of global RNG state.
 Speed: features come once from the C++ frontend, and the training matrix is one
-tensor batched by index, not a per-row DataLoader.
+tensor batched by index, not a per-row DataLoader; Adam updates the weights as one
+flat tensor. Scoring runs the eval network with each BatchNorm folded into its Linear,
+and MAHALA's clip-mean error comes from the mean of the last hidden rows through the
+(affine) output layer: the 640-wide reconstructions are never formed (benchmarks/bench_score.py).
 
 Threshold scores (AEConfig.threshold_scores; docs/threshold_scores.md): the train-normal
 scores the runner fits the gamma threshold on (q = 0.9: about 10 % of normal test clips
