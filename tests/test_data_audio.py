@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -158,6 +159,40 @@ def test_pcm16_is_read_bit_identical_to_libsndfile_float(tmp_path):
     samples[:2] = [[-32768, 32767], [0, 1]]  # the extremes and the smallest step
     path = tmp_path / "pcm16.wav"
     sf.write(str(path), samples, 16000, subtype="PCM_16")
+    expected = sf.read(str(path), dtype="float32", always_2d=True)[0].T
+    np.testing.assert_array_equal(load_clip(path, channels=2), expected)
+    np.testing.assert_array_equal(load_clip(path, channels=1), expected[:1])
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "FLOAT", "PCM_24"])
+def test_all_zero_is_judged_on_the_kept_channels(tmp_path, subtype):
+    """A silent near channel warns for a channel-0 load even when the far channel is not silent, and not for a
+    stereo load; a clip with sound in either kept channel never warns (the check runs on the decoded samples)."""
+    frames = _stereo()
+    frames[:, 0] = 0.0
+    path = _write(tmp_path / "near_silent.wav", frames, subtype=subtype)
+    with pytest.warns(AudioWarning, match="near_silent.wav: the clip is all zeros"):
+        load_clip(path, channels=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AudioWarning)
+        load_clip(path, channels=2)
+        frames = np.zeros((16000, 2))
+        frames[15999, 0] = -1 / 32768  # one quiet sample at the very end is sound
+        load_clip(_write(tmp_path / "one_sample.wav", frames, subtype=subtype), channels=1)
+
+
+def test_non_finite_in_the_near_channel_of_a_channel0_load(tmp_path):
+    frames = _stereo().astype(np.float32)
+    frames[123, 0] = np.nan
+    path = _write(tmp_path / "near_nan.wav", frames, subtype="FLOAT")
+    with pytest.raises(ValueError, match=r"near_nan.wav: contains NaN or inf \(first at channel 0, sample 123\)"):
+        load_clip(path, channels=1)
+
+
+@pytest.mark.parametrize("subtype", ["PCM_24", "DOUBLE"])
+def test_other_sample_formats_are_read_as_libsndfile_reads_them(tmp_path, subtype):
+    frames = _stereo(3000, seed=4)
+    path = _write(tmp_path / "other.wav", frames, subtype=subtype)
     expected = sf.read(str(path), dtype="float32", always_2d=True)[0].T
     np.testing.assert_array_equal(load_clip(path, channels=2), expected)
     np.testing.assert_array_equal(load_clip(path, channels=1), expected[:1])

@@ -19,7 +19,17 @@ from asdx.data.dataset import (
 from asdx.data.ground_truth import MachineTruth, ground_truth_dir, ground_truth_file, load_ground_truth
 from asdx.data.machines import MACHINES_2026, MachineType, canonical_name, machine_type, registry_names
 from asdx.data.names import ClipName, anonymised_name, labelled_name, parse_name
-from asdx.data.synth import generate
+
+
+def __getattr__(name: str):
+    """`generate` (the synthetic set) loads on first use: its sound models import scipy.signal (~1 s), which
+    loading and scoring clips never need."""
+    if name == "generate":
+        from asdx.data.synth import generate
+
+        return generate
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AudioWarning", "Clip", "ClipName", "DEFAULT_SECONDS", "MACHINES_2026", "MachineDir", "MachineTruth", "MachineType",

@@ -8,6 +8,7 @@ only. Every error names the file.
 from __future__ import annotations
 
 import struct
+import sys
 import warnings
 from math import gcd
 from pathlib import Path
@@ -15,7 +16,6 @@ from typing import Iterable
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 from asdx.options import DEFAULT_SECONDS  # noqa: F401  the run's crop length, declared once (asdx.data exports it)
 
@@ -69,27 +69,58 @@ PCM16_SCALE = np.float32(1.0 / 32768.0)
 
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """Reads a file as float32 (channels, samples) at its native rate; ValueError if unreadable."""
-    audio, rate, _ = _read(Path(path), None)
+    audio, rate, _, _ = _read(Path(path), None)
     return audio, rate
 
 
-def _read(path: Path, keep_channels: int | None) -> tuple[np.ndarray, int, int]:
-    """(the first keep_channels channels as float32, rate, the file's channel count)."""
+def _read(path: Path, keep_channels: int | None) -> tuple[np.ndarray, int, int, str]:
+    """(the first keep_channels channels as float32 (channels, samples), rate, the file's channel count, its
+    subtype), from one open of the file."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such audio file.")
     check_wav_complete(path)
     try:
-        pcm16 = sf.info(str(path)).subtype == "PCM_16"
-        data, rate = sf.read(str(path), dtype="int16" if pcm16 else "float32", always_2d=True)
+        with sf.SoundFile(str(path)) as handle:
+            subtype, rate = handle.subtype, handle.samplerate
+            data = handle.read(dtype="int16" if subtype == "PCM_16" else "float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError) as error:
         raise ValueError(f"{path}: unreadable audio file ({error}).") from error
     channels = data.shape[1] if keep_channels is None else min(keep_channels, data.shape[1])
     audio = np.empty((channels, data.shape[0]), dtype=np.float32)
-    if pcm16:
-        np.multiply(data[:, :channels].T, PCM16_SCALE, out=audio)
+    if subtype == "PCM_16":
+        _pcm16_to_float(data, audio)
     else:
-        audio[...] = data[:, :channels].T
-    return audio, int(rate), int(data.shape[1])
+        for channel in range(channels):  # one channel at a time: ~2x faster than a strided transpose
+            audio[channel] = data[:, channel]
+    return audio, int(rate), int(data.shape[1]), subtype
+
+
+_PCM16_STEREO_SCALE = np.float32(2.0**-31)  # a channel's int16 held in the high half of an int32: x * 2**16
+
+
+def _pcm16_to_float(data: np.ndarray, out: np.ndarray) -> None:
+    """(frames, channels) int16 -> its first out.shape[0] channels scaled by 2**-15 into out (channels, frames).
+
+    Stereo frames are read as one little-endian int32 each (near in the low half, far in the high half): the
+    high half masked is far * 2**16, the frame shifted left 16 bits is near * 2**16, both exact in float32, so
+    * 2**-31 gives libsndfile's values bit for bit. Contiguous integer ops and contiguous casts: ~1.8x faster
+    than converting the stride-2 int16 column. data is overwritten.
+    """
+    if data.shape[1] != 2 or sys.byteorder != "little":
+        for channel in range(out.shape[0]):
+            np.multiply(data[:, channel], PCM16_SCALE, out=out[channel])
+        return
+    frames = np.ascontiguousarray(data).view(np.int32).reshape(-1)
+    if out.shape[0] == 2:
+        out[1] = np.bitwise_and(frames, np.int32(-65536))
+    np.left_shift(frames, 16, out=frames)
+    out[0] = frames
+    out *= _PCM16_STEREO_SCALE  # (a cast then a scale: ~20 % faster than one casting multiply)
+
+
+def _all_zero(audio: np.ndarray) -> bool:
+    """True if every sample is 0 (audio finite): max and min are vectorised, ~5x faster than any() on float32."""
+    return audio.size == 0 or (audio.max() == 0 and audio.min() == 0)
 
 
 def _check_finite(path: Path, audio: np.ndarray, offset: int = 0) -> None:
@@ -101,7 +132,7 @@ def _check_finite(path: Path, audio: np.ndarray, offset: int = 0) -> None:
 
 
 # Sample formats that can hold NaN or inf. PCM and the other integer formats cannot, so for them (DCASE's
-# 16-bit PCM) the header check needs no read of the samples.
+# 16-bit PCM) the header check needs no read of the samples (nor does the loader for integer PCM).
 FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})
 
 
@@ -133,13 +164,17 @@ def fit_length(audio: np.ndarray, n_samples: int) -> np.ndarray:
 
 def _prepare(path: Path, channels: int, sample_rate: int, resample: bool) -> np.ndarray:
     """Reads and validates one file; returns (channels, native-length samples) at sample_rate."""
-    audio, rate, native_channels = _read(path, keep_channels=channels)
+    audio, rate, native_channels, subtype = _read(path, keep_channels=channels)
     if native_channels > 2:
         raise ValueError(f"{path}: {native_channels} channels, expected 2 (near, far).")
+    if not subtype.startswith("PCM_"):  # integer PCM cannot hold NaN or inf: no pass over its samples for them
+        _check_finite(path, audio)
     if rate != sample_rate:
         if not resample:
             raise ValueError(f"{path}: sample rate {rate} Hz, expected {sample_rate} Hz "
                              f"(pass resample=True to convert).")
+        from scipy.signal import resample_poly  # ~1 s to import: only where a clip needs it
+
         common = gcd(sample_rate, rate)
         audio = resample_poly(audio, sample_rate // common, rate // common, axis=-1).astype(np.float32)
     if native_channels == 1:
@@ -148,10 +183,9 @@ def _prepare(path: Path, channels: int, sample_rate: int, resample: bool) -> np.
                              f"load with channels=1 for a channel-0 system.")
         warnings.warn(f"{path}: mono file used as channel 0 (near); DCASE 2026 clips are stereo.",
                       AudioWarning, stacklevel=3)
-    _check_finite(path, audio)
     if audio.shape[-1] == 0:
         raise ValueError(f"{path}: empty audio (0 samples).")
-    if not audio.any():
+    if _all_zero(audio):
         warnings.warn(f"{path}: the clip is all zeros.", AudioWarning, stacklevel=3)
     return audio
 

@@ -36,3 +36,33 @@ class AENet(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         code = self.encoder(x.reshape(-1, self.input_dim))
         return self.decoder(code), code
+
+    def folded(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The eval-mode network as affine maps [(weight.T, bias)], ReLU after each but the last.
+
+        Each Linear + BatchNorm (running statistics) pair is one affine map, folded in float64:
+        W' = s W, b' = s (b - mean) + beta with s = gamma / sqrt(var + eps). Scoring runs these
+        (hidden_codes) instead of the modules: the BatchNorm passes over the activations are gone.
+        """
+        layers, modules = [], [*self.encoder, *self.decoder]
+        for i, module in enumerate(modules):
+            if not isinstance(module, nn.Linear):
+                continue
+            weight, bias = module.weight.detach().double(), module.bias.detach().double()
+            norm = modules[i + 1] if i + 1 < len(modules) else None
+            if isinstance(norm, nn.BatchNorm1d):
+                scale = norm.weight.detach().double() / torch.sqrt(norm.running_var.double() + norm.eps)
+                weight = weight * scale[:, None]
+                bias = (bias - norm.running_mean.double()) * scale + norm.bias.detach().double()
+            layers.append((weight.T.to(module.weight.dtype).contiguous(), bias.to(module.bias.dtype)))
+        return layers
+
+    @staticmethod
+    def hidden_codes(x: torch.Tensor, folded: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """The last hidden layer's output (rows, hidden) of the eval-mode network (folded()): the input of the
+        output Linear, whose affine map a caller applies itself (e.g. to a mean of these rows)."""
+        h = x
+        for weight_t, bias in folded[:-1]:
+            h = torch.addmm(bias, h, weight_t)
+            h.clamp_min_(0.0)
+        return h

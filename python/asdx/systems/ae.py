@@ -18,7 +18,10 @@ on mini-batch losses (as the official baseline does), so the
 decisions are calibrated to what is thresholded; randomness comes from seeded
 generators instead of global RNG state.
 Speed: features come once from the C++ frontend, and the training matrix is one
-tensor batched by index, not a per-row DataLoader.
+tensor batched by index, not a per-row DataLoader; Adam updates the weights as one
+flat tensor. Scoring runs the eval network with each BatchNorm folded into its Linear,
+and MAHALA's clip-mean error comes from the mean of the last hidden rows through the
+(affine) output layer: the 640-wide reconstructions are never formed (benchmarks/bench_score.py).
 
 Threshold scores (AEConfig.threshold_scores; docs/threshold_scores.md): the train-normal
 scores the runner fits the gamma threshold on (q = 0.9: about 10 % of normal test clips
@@ -83,11 +86,24 @@ THRESHOLD_SCORES = ("in-sample", "holdout", "kfold", "official")
 MIN_THRESHOLD_SCORES = 3  # a three-parameter gamma fit needs at least 3 scores (asdx.scoring.gamma)
 
 
-def clip_vectors(waveforms: np.ndarray, config: AEConfig) -> torch.Tensor:
-    """(clips, channels, samples) audio -> (clips, vectors, n_frames * n_mels) float32 on the CPU."""
+def clip_logmel(waveforms: np.ndarray, config: AEConfig, check_finite: bool | None = None) -> torch.Tensor:
+    """(clips, channels, samples) audio -> the view's log-mel (clips, frames, n_mels) float32 on the CPU.
+
+    check_finite: as logmel_dcase's; False for audio a ClipSet streamed (its loader checked every sample)."""
     logmel = logmel_dcase(np.ascontiguousarray(view_audio(waveforms, config.view)[:, None]),
-                          n_fft=config.n_fft, hop_length=config.hop_length, n_mels=config.n_mels)
-    return torch.from_numpy(stack_frames(logmel[:, 0], config.n_frames))
+                          n_fft=config.n_fft, hop_length=config.hop_length, n_mels=config.n_mels,
+                          check_finite=check_finite)
+    return torch.from_numpy(logmel[:, 0])
+
+
+def logmel_vectors(logmel: torch.Tensor, config: AEConfig) -> torch.Tensor:
+    """(clips, frames, n_mels) log-mel -> (clips, vectors, n_frames * n_mels): n_frames consecutive frames each."""
+    return torch.from_numpy(stack_frames(logmel.numpy(), config.n_frames))
+
+
+def clip_vectors(waveforms: np.ndarray, config: AEConfig, check_finite: bool | None = None) -> torch.Tensor:
+    """(clips, channels, samples) audio -> (clips, vectors, n_frames * n_mels) float32 on the CPU (see clip_logmel)."""
+    return logmel_vectors(clip_logmel(waveforms, config, check_finite), config)
 
 
 def holdout_clips(domains, fraction: float, seed: int) -> np.ndarray:
@@ -107,6 +123,58 @@ def holdout_clips(domains, fraction: float, seed: int) -> np.ndarray:
 def _as_clip_list(vectors) -> list[torch.Tensor]:
     """A (clips, vectors, dim) tensor or a list of (vectors, dim) tensors -> list (clips may differ in length)."""
     return list(vectors.unbind(0)) if isinstance(vectors, torch.Tensor) else list(vectors)
+
+
+def _flat_parameters(model: torch.nn.Module) -> torch.nn.Parameter:
+    """The model's trainable weights moved into one flat Parameter, each weight (and its gradient) a view of
+    it (of its gradient), in parameters() order: an optimizer over the flat one updates the model's weights.
+
+    The gradient views are set before any backward, so autograd accumulates into them in place: zero the
+    flat gradient before each backward (the model's own zero_grad would detach the views).
+    """
+    weights = [w for w in model.parameters() if w.requires_grad]
+    flat = torch.nn.Parameter(torch.cat([w.detach().reshape(-1) for w in weights]))
+    flat.grad = torch.zeros_like(flat)
+    offset = 0
+    for weight in weights:
+        n = weight.numel()
+        weight.data = flat.data[offset : offset + n].view_as(weight)
+        weight.grad = flat.grad[offset : offset + n].view_as(weight)
+        offset += n
+    return flat
+
+
+def _flat_adam_state(state: dict) -> dict:
+    """An Adam state_dict for the flat weights (_flat_parameters): a per-weight one (asdx before the flat
+    weights, over model.parameters()) has its moments concatenated in parameter order, the same numbers; the
+    covariance parameters (no gradient) have no state there. A flat one is returned as is."""
+    params = state["param_groups"][0]["params"]
+    if len(state["param_groups"]) != 1 or len(params) == 1:
+        return state
+    group = {**state["param_groups"][0], "params": [0]}
+    if not state["state"]:
+        return {"state": {}, "param_groups": [group]}
+    per_weight = [state["state"][i] for i in params if i in state["state"]]
+    merged = {"step": per_weight[0]["step"].clone()}
+    for key in ("exp_avg", "exp_avg_sq"):
+        merged[key] = torch.cat([entry[key].reshape(-1) for entry in per_weight])
+    return {"state": {0: merged}, "param_groups": [group]}
+
+
+def _equal_length_chunks(vectors, size: int):
+    """(positions, (clips, vectors, dim) tensor) of up to `size` clips each, from a (clips, vectors, dim) tensor
+    or a list of per-clip (vectors, dim) tensors; a list's clips are grouped by length and stacked a chunk at
+    a time (never all at once: at DCASE size the training vectors are ~0.8 GB)."""
+    if isinstance(vectors, torch.Tensor):
+        for start in range(0, len(vectors), size):
+            yield slice(start, start + size), vectors[start : start + size]
+        return
+    vectors = _as_clip_list(vectors)
+    for length in sorted({len(v) for v in vectors}):
+        members = [i for i, v in enumerate(vectors) if len(v) == length]
+        for start in range(0, len(members), size):
+            chunk = members[start : start + size]
+            yield chunk, torch.stack([vectors[i] for i in chunk])
 
 
 MODEL_FILE = "model.pt"
@@ -131,8 +199,7 @@ class AESystem(System):
             torch.manual_seed(self.config.seed)
             self.model = AENet(self.config.n_frames * self.config.n_mels, n_mels=self.config.n_mels)
         self.model.to(self.device)
-        # fused: one kernel for all parameters, the same Adam update at half the step time on CPU
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.lr, fused=True)
+        self._optimizer, self._optimizer_state, self._flat = None, None, None  # made on first use (optimizer)
         self.epochs_done = 0
         self.history: list[dict] = []
         self.last_epoch_batch_losses_: list[float] = []
@@ -140,12 +207,29 @@ class AESystem(System):
         # run continues the same sequence and ends with the same weights.
         self.generator = torch.Generator().manual_seed(self.config.seed)
 
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """Adam over the model's weights, made when training first needs it (with the state a loaded checkpoint
+        holds): building one imports torch._dynamo (~1.2 s), which scoring a finished run never needs.
+
+        The weights live in one flat tensor (_flat_parameters), so Adam updates one tensor a step: the same
+        elementwise update bit for bit (Adam has no cross-parameter term), without the per-parameter
+        bookkeeping that cost ~0.4 ms of a ~5 ms step. fused: one kernel, half the step time on CPU.
+        """
+        if self._optimizer is None:
+            self._flat = _flat_parameters(self.model)
+            self._optimizer = torch.optim.Adam([self._flat], lr=self.config.lr, fused=True)
+            if self._optimizer_state is not None:
+                self._optimizer.load_state_dict(_flat_adam_state(self._optimizer_state))
+                self._optimizer_state = None
+        return self._optimizer
+
     # ------------------------------------------------------------------ the runner's protocol
     def stream_vectors(self, clips) -> list[torch.Tensor]:
         """Per-clip (vectors, dim) tensors of a ClipSet, computed batch by batch while workers decode."""
         out: list = [None] * len(clips)
         for indices, audio in clips.batches(self.input_channels, batch_size=64):
-            for i, vectors in zip(indices, clip_vectors(audio.numpy(), self.config)):
+            for i, vectors in zip(indices, clip_vectors(audio.numpy(), self.config, check_finite=False)):
                 out[i] = vectors
         return out
 
@@ -184,15 +268,16 @@ class AESystem(System):
         return MachineScores(self.train_scores_)
 
     def score_machine(self, test) -> MachineScores:
-        """Scores batch by batch as they arrive; the DataLoader workers (if any) compute the log-mel
-        vectors while this process runs the AE, so no split's vectors are held at once."""
+        """Scores batch by batch as they arrive; the DataLoader workers (if any) compute the log-mel while
+        this process stacks it into vectors and runs the AE, so no split's vectors are held at once (and the
+        workers pass on the log-mel, 5x smaller than the vectors)."""
         scores = np.zeros(len(test))
-        for indices, vectors in test.batches(self.input_channels, batch_size=64, transform=self._vectors_of):
-            scores[indices] = self.score_vectors(vectors)
+        for indices, logmel in test.batches(self.input_channels, batch_size=64, transform=self._logmel_of):
+            scores[indices] = self.score_vectors(logmel_vectors(logmel, self.config))
         return MachineScores(scores)
 
-    def _vectors_of(self, audio: torch.Tensor) -> torch.Tensor:
-        return clip_vectors(audio.numpy(), self.config)
+    def _logmel_of(self, audio: torch.Tensor) -> torch.Tensor:
+        return clip_logmel(audio.numpy(), self.config, check_finite=False)  # the loader checked the samples
 
     # ------------------------------------------------------------------ training
     def fit(self, waveforms: np.ndarray, domains, checkpoint: Path | None = None, progress: bool = True):
@@ -200,13 +285,15 @@ class AESystem(System):
 
     def fit_vectors(self, vectors, domains, checkpoint: Path | None = None, progress: bool = True):
         """vectors: (clips, vectors, dim) or a list of per-clip (vectors, dim) tensors (clip lengths may differ)."""
+        # the training matrix: a (clips, vectors, dim) tensor's own rows (no copy of ~0.8 GB at DCASE size)
+        flat = vectors.reshape(-1, vectors.shape[-1]) if isinstance(vectors, torch.Tensor) else None
         vectors = _as_clip_list(vectors)
         domains = np.asarray(domains)
         if len(domains) != len(vectors):
             raise ValueError(f"domains: {len(domains)} for {len(vectors)} clips.")
         mode = self.config.threshold_scores
         per_clip = np.array([len(v) for v in vectors])
-        flat = torch.cat(vectors).to(self.device)
+        flat = (torch.cat(vectors) if flat is None else flat).to(self.device)
         is_target = torch.from_numpy(np.repeat(domains == "target", per_clip)).to(self.device)
         if mode == "holdout":  # clip-level validation: whole clips out of training, domain-stratified
             self.held_out_ = holdout_clips(domains, self.config.validation_split, self.config.seed)
@@ -301,55 +388,67 @@ class AESystem(System):
                           dtype=np.float64)
 
     def _train_epoch(self, flat, train_idx) -> float:
+        """One epoch of the official loop: shuffled batches of batch_size vectors, MSE, one Adam step each.
+        Batches are gathered by index_select out of the one training tensor (2x faster than flat[rows]);
+        the gradients accumulate into the zeroed flat gradient (0 + g: what a fresh gradient holds)."""
+        optimizer = self.optimizer
         self.model.train()
-        permuted = train_idx[torch.randperm(len(train_idx), generator=self.generator)]
-        total, count = 0.0, 0
-        self.last_epoch_batch_losses_ = []  # the official MSE gamma fit uses the last epoch's
-        for start in range(0, len(permuted), self.config.batch_size):
-            batch = flat[permuted[start : start + self.config.batch_size]]
-            if batch.shape[0] <= 1:  # BatchNorm cannot train on one row; the official code skips it
+        permuted = train_idx[torch.randperm(len(train_idx), generator=self.generator)].to(flat.device)
+        losses, sizes = [], []
+        for rows in permuted.split(self.config.batch_size):
+            if len(rows) <= 1:  # BatchNorm cannot train on one row; the official code skips it
                 continue
-            self.optimizer.zero_grad()
+            batch = flat.index_select(0, rows)
+            self._flat.grad.zero_()
             loss = torch.nn.functional.mse_loss(self.model(batch)[0], batch)
             loss.backward()
-            self.optimizer.step()
-            value = loss.item()
-            self.last_epoch_batch_losses_.append(value)
-            total += value * batch.shape[0]
-            count += batch.shape[0]
-        return total / max(count, 1)
+            optimizer.step()
+            losses.append(loss.detach())
+            sizes.append(len(rows))
+        # the official MSE gamma fit uses the last epoch's batch losses
+        self.last_epoch_batch_losses_ = torch.stack(losses).tolist() if losses else []
+        total = sum(value * size for value, size in zip(self.last_epoch_batch_losses_, sizes))
+        return total / max(sum(sizes), 1)
 
-    @torch.no_grad()
     def _mean_loss(self, flat, idx) -> float:
+        """The validation loss: the mean squared error over the vectors idx (eval mode)."""
         if len(idx) == 0:
             return float("nan")
         self.model.eval()
-        errors = [((self.model(flat[idx[s : s + 4096]])[0] - flat[idx[s : s + 4096]]) ** 2).mean(1)
-                  for s in range(0, len(idx), 4096)]
-        return torch.cat(errors).mean().item()
+        folded, total = self.model.folded(), 0.0
+        with torch.inference_mode():
+            for rows in idx.split(4096):
+                chunk = flat.index_select(0, rows.to(flat.device))
+                total += float(self._chunk_mse(chunk[None], folded)[0]) * len(rows)
+        return total / len(idx)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _fit_covariances(self, flat, is_target, train_idx) -> None:
-        """The official "epoch 101" covariance pass (networks/dcase2023t2_ae/dcase2023t2_ae.py), quirks included."""
+        """The official "epoch 101" covariance pass (networks/dcase2023t2_ae/dcase2023t2_ae.py), quirks included.
+        Eval mode, so the folded network (one affine map per layer) gives the same errors."""
         self.model.eval()
-        n_mels = self.config.n_mels
+        folded, n_mels = self.model.folded(), self.config.n_mels
+        weight_t, bias = folded[-1]
         scatter = {False: torch.zeros(n_mels, n_mels, dtype=torch.float64, device=self.device),
                    True: torch.zeros(n_mels, n_mels, dtype=torch.float64, device=self.device)}
         counts = {False: 0, True: 0}
-        permuted = train_idx[torch.randperm(len(train_idx), generator=self.generator)]
-        for start in range(0, len(permuted), self.config.batch_size):
-            rows = permuted[start : start + self.config.batch_size]
+        permuted = train_idx[torch.randperm(len(train_idx), generator=self.generator)].to(flat.device)
+        for rows in permuted.split(self.config.batch_size):
             if len(rows) <= 1:
                 continue
-            errors = flat[rows] - self.model(flat[rows])[0]
+            batch = flat.index_select(0, rows)
+            reconstruction = torch.addmm(bias, AENet.hidden_codes(batch, folded), weight_t)
+            errors = torch.sub(batch, reconstruction, out=reconstruction)
+            target = is_target[rows]
             for domain in (False, True):
-                mask = is_target[rows] == domain
-                if not mask.any():
+                mask = target == domain
+                n_domain = int(mask.sum())
+                if n_domain == 0:
                     continue
-                frames = errors[mask].reshape(-1, n_mels).double()
+                frames = (errors if n_domain == len(rows) else errors[mask]).reshape(-1, n_mels).double()
                 centred = frames - frames.mean(0, keepdim=True)
                 scatter[domain] += centred.T @ centred
-                counts[domain] += int(mask.sum())  # counts vectors, not frames: the official ~5x scale
+                counts[domain] += n_domain  # counts vectors, not frames: the official ~5x scale
         if counts[False] < 2:
             raise ValueError("waveforms: too few source training vectors to estimate a covariance.")
         cov_source = scatter[False] / (counts[False] - 1)
@@ -359,40 +458,60 @@ class AESystem(System):
         self.precisions_ = np.stack([stable_precision(c.cpu().numpy())[0] for c in (cov_source, cov_target)])
 
     # ------------------------------------------------------------------ scoring
-    @torch.no_grad()
     def clip_errors(self, vectors) -> tuple[np.ndarray, np.ndarray]:
         """(clips, vectors, dim) or a list of per-clip (vectors, dim) -> (MSE (clips,), clip-mean per-frame
-        errors (clips, n_mels)), float64: what both scores are computed from."""
-        if not isinstance(vectors, torch.Tensor):
-            clips = _as_clip_list(vectors)
-            mse, mean_errors = np.zeros(len(clips)), np.zeros((len(clips), self.config.n_mels))
-            for length in sorted({len(v) for v in clips}):  # clips of one length score together
-                members = [i for i, v in enumerate(clips) if len(v) == length]
-                mse[members], mean_errors[members] = self.clip_errors(torch.stack([clips[i] for i in members]))
-            return mse, mean_errors
+        errors (clips, n_mels)), float64: what both scores are computed from (clip_mse, clip_mean_errors)."""
+        return self.clip_mse(vectors), self.clip_mean_errors(vectors)
+
+    def clip_mse(self, vectors) -> np.ndarray:
+        """(clips,) float64: each clip's mean squared reconstruction error over its vectors and dims (MSE)."""
+        return self._per_clip(vectors, self._chunk_mse, ())
+
+    def clip_mean_errors(self, vectors) -> np.ndarray:
+        """(clips, n_mels) float64: each clip's mean per-frame reconstruction error d̄, MAHALA's input."""
+        return self._per_clip(vectors, self._chunk_mean_errors, (self.config.n_mels,))
+
+    def _per_clip(self, vectors, chunk_fn, shape: tuple) -> np.ndarray:
+        """chunk_fn over chunks of up to 64 equal-length clips ((clips, vectors, dim) -> (clips, *shape) float64)."""
+        n_clips = len(vectors) if isinstance(vectors, torch.Tensor) else len(_as_clip_list(vectors))
+        out = np.zeros((n_clips, *shape))
         self.model.eval()
-        n_clips, per_clip, dim = vectors.shape
-        if n_clips == 0:
-            return np.zeros(0), np.zeros((0, self.config.n_mels))
-        mean_errors, mse = [], []
-        for start in range(0, n_clips, 64):
-            chunk = vectors[start : start + 64].to(self.device)
-            errors = self.model(chunk.reshape(-1, dim))[0].reshape(chunk.shape) - chunk
-            mse.append((errors**2).mean(dim=(1, 2)).double().cpu())
-            mean_errors.append(errors.reshape(chunk.shape[0], -1, self.config.n_mels).mean(1).double().cpu())
-        return torch.cat(mse).numpy(), torch.cat(mean_errors).numpy()
+        folded = self.model.folded()
+        with torch.inference_mode():
+            for where, chunk in _equal_length_chunks(vectors, 64):
+                out[where] = chunk_fn(chunk.to(self.device), folded)
+        return out
+
+    def _chunk_mse(self, chunk: torch.Tensor, folded) -> np.ndarray:
+        """The reconstruction minus the input in place, then one pass for each clip's sum of squares."""
+        n_clips, per_clip, dim = chunk.shape
+        weight_t, bias = folded[-1]
+        errors = torch.addmm(bias, AENet.hidden_codes(chunk.reshape(-1, dim), folded), weight_t)
+        errors.sub_(chunk.reshape(-1, dim))
+        squares = torch.linalg.vector_norm(errors.reshape(n_clips, -1), dim=1).double() ** 2
+        return (squares / (per_clip * dim)).cpu().numpy()
+
+    def _chunk_mean_errors(self, chunk: torch.Tensor, folded) -> np.ndarray:
+        """d̄ without the reconstructions: the output layer is affine, so a clip's mean reconstruction is
+        mean(h) W^T + b, h its last hidden rows; minus its mean input, averaged over the n_frames frames of
+        the vector. Skips the output layer's GEMM and the (vectors, 640) error array: 2.5-3x faster to score."""
+        n_clips, per_clip, dim = chunk.shape
+        weight_t, bias = (t.double() for t in folded[-1])
+        hidden = AENet.hidden_codes(chunk.reshape(-1, dim), folded).reshape(n_clips, per_clip, -1)
+        mean_error = hidden.mean(1).double() @ weight_t + bias - chunk.mean(1).double()  # (clips, dim)
+        return mean_error.reshape(n_clips, -1, self.config.n_mels).mean(1).cpu().numpy()
 
     def domain_distances(self, vectors) -> np.ndarray:
         """(clips, 2) float64: d̄ᵀ P d̄ under the source and the target precision; MAHALA is the row minimum."""
-        _, mean_errors = self.clip_errors(vectors)
+        mean_errors = self.clip_mean_errors(vectors)
         return np.stack([np.asarray(ae_mahalanobis_scores(mean_errors, self.precisions_[k : k + 1]), dtype=np.float64)
                          for k in range(2)], axis=1)
 
     def score_vectors(self, vectors) -> np.ndarray:
         """(clips, vectors, dim) or a list of per-clip (vectors, dim) -> (clips,) float64, higher = more anomalous."""
-        mse, mean_errors = self.clip_errors(vectors)
         if self.config.score == "MSE":
-            return mse
+            return self.clip_mse(vectors)
+        mean_errors = self.clip_mean_errors(vectors)
         if len(mean_errors) == 0:
             return np.zeros(0)
         return np.asarray(ae_mahalanobis_scores(mean_errors, self.precisions_), dtype=np.float64)
@@ -403,14 +522,18 @@ class AESystem(System):
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict:
         return {"config": asdict(self.config), "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "epochs_done": self.epochs_done, "history": self.history,
+                "optimizer": self._optimizer_state if self._optimizer is None and self._optimizer_state is not None
+                else self.optimizer.state_dict(), "epochs_done": self.epochs_done, "history": self.history,
                 "generator": self.generator.get_state(),
                 "last_epoch_batch_losses": list(getattr(self, "last_epoch_batch_losses_", [])),
                 "precisions": torch.from_numpy(self.precisions_) if hasattr(self, "precisions_") else None}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self._optimizer is None:  # applied when training needs the optimizer (scoring never does)
+            self._optimizer_state = state["optimizer"]
+        else:
+            self._optimizer.load_state_dict(_flat_adam_state(state["optimizer"]))
         self.epochs_done = int(state["epochs_done"])
         self.history = list(state["history"])
         self.generator.set_state(state["generator"])
