@@ -29,11 +29,12 @@ namespace detail {
 // workers (or all inline, in order, see above). fn must not throw.
 void run_tasks(int tasks, void (*fn)(void*, int), void* ctx);
 
-// Chunks per thread that parallel_for and parallel_for_weighted aim at. One
-// chunk per thread made every call wait for its slowest thread: on a shared
-// host a thread that loses its core for a while held the whole call up.
-// Several smaller chunks, handed out on demand, let the other threads take
-// over its share; few enough that a body's per-call setup stays negligible.
+// Chunks per thread that parallel_for and parallel_for_weighted aim at. With
+// one chunk per thread a call lasts as long as its slowest thread, and on a
+// shared host a thread that loses its core for a while holds the whole call
+// up; several smaller chunks, handed out on demand, let the other threads take
+// over its share. Few enough that a body's per-call setup (its scratch
+// buffers) stays negligible.
 constexpr int64_t kChunksPerThread = 8;
 
 // Runs chunk(c) for every c in [0, chunks) on up to `threads` threads (via
