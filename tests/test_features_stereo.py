@@ -120,3 +120,34 @@ def test_stereo_torch_roundtrip():
     for a, b in zip(out, ref):
         assert isinstance(a, torch.Tensor)
         np.testing.assert_array_equal(a.numpy(), b)
+
+
+def _gcc_peak_oracle(correlation, max_lag, dtype):
+    """GCC-PHAT's peak order (asdx/spectral.h gcc_peak_better): the highest value wins, ties go to the smaller
+    |lag|, then to the negative lag; a NaN never wins, and a NaN at lag 0 is kept (nothing beats it)."""
+    n = len(correlation)
+    values = correlation.astype(dtype).astype(np.float32)
+    order = [0] + [lag for d in range(1, max_lag + 1) for lag in (-d, d)]
+    if np.isnan(values[0]):
+        return 0
+    top = np.nanmax([values[lag % n] for lag in order])
+    return next(lag for lag in order if values[lag % n] == top)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 9), st.data(), st.booleans())
+def test_gcc_peak_search_cpu_and_cuda_forms_follow_the_peak_order(log_n, data, float32):
+    # Adversarial correlations: few distinct values (exact ties at +-lag), signed zeros, NaNs.
+    from asdx._native import _C
+    n = 2**log_n
+    max_lag = data.draw(st.integers(0, max(n // 2 - 1, 0)))
+    pool = data.draw(st.sampled_from([[0.0, -0.0], [1.0, 2.0, 2.0, -1.0], [np.nan, 1.0, 0.5], [np.nan],
+                                      [0.1, 0.1 + 1e-12, -3.0]]))
+    correlation = np.array(data.draw(st.lists(st.sampled_from(pool), min_size=n, max_size=n)), dtype=np.float64)
+    dtype = np.float32 if float32 else np.float64
+    expected_lag = _gcc_peak_oracle(correlation, max_lag, dtype)
+    expected_value = np.float32(correlation.astype(dtype)[expected_lag % n])
+    for cpu in (False, True):
+        value, lag = _C.testing.gcc_peak(correlation, max_lag, float32, cpu)
+        assert lag == expected_lag, (cpu, correlation, max_lag)
+        np.testing.assert_array_equal(np.float32(value), expected_value)

@@ -214,3 +214,63 @@ def test_the_command_line_runs_with_the_passive_policy():
 def test_the_test_suite_itself_loads_torch_after_asdx():
     """tests/conftest.py imports asdx before torch: the suite on a busy CI host does not spin either."""
     assert not asdx.info()["omp_wait_policy"].startswith("OpenMP's default")
+
+
+# ----------------------------------------------------------------------------- chunking (asdx._C.testing)
+
+CHUNKS_PER_THREAD = 8  # csrc/cpu/parallel.h, detail::kChunksPerThread
+
+
+def _testing():
+    from asdx._native import _C
+    return _C.testing
+
+
+def _assert_cover(chunks, n):
+    """The chunks, sorted, tile [0, n) once."""
+    spans = sorted(chunks)
+    assert spans and spans[0][0] == 0 and spans[-1][1] == n
+    assert all(b < e for b, e in spans)
+    assert all(e == b2 for (_, e), (b2, _) in zip(spans[:-1], spans[1:]))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("n, min_chunk", [(1, 1), (5, 16), (17, 16), (100, 1), (1000, 16), (12345, 7), (40, 16)])
+def test_parallel_for_chunks_tile_the_range(pool_threads, threads, n, min_chunk):
+    asdx.set_num_threads(threads)
+    chunks, error = _testing().parallel_chunks(n, min_chunk)
+    assert error == ""
+    _assert_cover(chunks, n)
+    most = max(1, n // min_chunk)
+    if threads == 1 or most == 1:
+        assert chunks == [(0, n)]  # no split: one call on the caller's thread
+        return
+    assert all(e - b >= min_chunk for b, e in chunks)
+    # Several chunks per thread, handed out on demand, so a thread held up by another process leaves its share.
+    assert len(chunks) == min(most, threads * CHUNKS_PER_THREAD)
+    sizes = [e - b for b, e in chunks]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_parallel_for_rethrows_the_lowest_chunks_error_after_running_every_chunk(pool_threads):
+    n = 1000
+    chunks, error = _testing().parallel_chunks(n, 1, throw_from=n // 2)
+    _assert_cover(chunks, n)  # the chunks after a failed one still ran
+    first_failed = min(b for b, _ in chunks if b >= n // 2)
+    assert error == f"chunk at {first_failed}"
+
+
+def test_nested_parallel_for_runs_inline_and_covers_its_range(pool_threads):
+    chunks, error = _testing().parallel_chunks(1000, 1, nested=True)
+    assert error == ""
+    _assert_cover(chunks, 1000)
+
+
+def test_parallel_for_weighted_chunks_balance_the_cost(pool_threads):
+    sizes = np.array([10] * 30 + [5000] + [10] * 30)  # one heavy item among light ones
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    chunks = _testing().parallel_chunks_weighted(offsets, 0, 1)
+    _assert_cover(chunks, len(sizes))
+    assert (30, 31) in chunks  # the heavy item alone
+    assert len(chunks) <= pool_threads * CHUNKS_PER_THREAD
+    assert _testing().parallel_chunks_weighted(offsets, 0, 10**9) == [(0, len(sizes))]  # too cheap to split

@@ -23,6 +23,31 @@ class RealFft {
   // In place: half-complex spectrum X -> sum_k X[k] e^{+2 pi i k m / n} (unnormalised inverse).
   void backward(Real* data) const { plan_.exec(data, Real(1), false); }
 
+  // Whole-spectrum accessors of the half-complex layout (n even): straight loops
+  // over contiguous arrays that the compiler vectorises, for the frontends' per-frame
+  // work; bin() and set_bin() below branch on k and keep a loop over bins scalar.
+
+  // power[k] = |X[k]|^2 for k = 0..n/2, rounded to float.
+  void powers(const Real* spectrum, float* power) const {
+    const int half = n_ / 2;
+    power[0] = static_cast<float>(spectrum[0] * spectrum[0]);
+    for (int k = 1; k < half; ++k) {
+      const Real re = spectrum[2 * k - 1], im = spectrum[2 * k];
+      power[k] = static_cast<float>(re * re + im * im);
+    }
+    power[half] = static_cast<float>(spectrum[n_ - 1] * spectrum[n_ - 1]);
+  }
+  // The half-complex spectrum with X[k] = re[k] + i im[k], k = 0..n/2 (im[0] and im[n/2] have no slot).
+  void join(const float* re, const float* im, Real* spectrum) const {
+    const int half = n_ / 2;
+    spectrum[0] = static_cast<Real>(re[0]);
+    for (int k = 1; k < half; ++k) {
+      spectrum[2 * k - 1] = static_cast<Real>(re[k]);
+      spectrum[2 * k] = static_cast<Real>(im[k]);
+    }
+    spectrum[n_ - 1] = static_cast<Real>(re[half]);
+  }
+
   // Bin k (0..n/2) of a half-complex spectrum (n even).
   fft::Complex<Real> bin(const Real* spectrum, int k) const {
     if (k == 0) return {spectrum[0], Real(0)};
