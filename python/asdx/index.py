@@ -1,14 +1,40 @@
-"""Exact nearest-neighbour banks of normal embeddings, on FAISS.
+"""Exact nearest-neighbour banks of normal embeddings: blocked GEMM on the CPU, FAISS on the GPU.
 
 A Bank holds the normal training embeddings of one domain. Bank-based
 scorers need two things from it: k-nearest distances for new clips, and
 leave-one-out distances for the bank's own members, so that train-normal
 clip scores (for the gamma threshold) are not all zero.
 
-FAISS comes from exactly one of the extras `asdx[cpu]` (faiss-cpu) or
-`asdx[gpu]` (faiss-gpu): both provide the module `faiss`. A GPU index is used
-when faiss has GPU support and the bank is given as a CUDA tensor (or
-device="cuda"); otherwise the CPU index.
+CPU banks search in NumPy: queries in blocks whose (block x bank) score tile
+stays a few MB, one float32 matrix product per block, then top-k. They need no
+FAISS. Why not faiss-cpu: its wheels bundle their own OpenBLAS (0.3.15 in
+faiss-cpu 1.15.1), which runs its generic SSE3 kernel on AVX-512 Xeons, so its
+IndexFlatL2 was 2-3x slower than the same search on NumPy's BLAS, and slower
+than scikit-learn's brute force (benchmarks/bench_scoring.py, kNN rows). NumPy's
+BLAS is the one scikit-learn uses too. It runs with asdx's thread count
+(torch.get_num_threads(), set by asdx.set_num_threads / --threads), applied
+per call through threadpoolctl.
+
+GPU banks use a FAISS GPU flat index, from the extra `asdx[gpu]` (faiss-gpu),
+when the bank is given as a CUDA tensor (or device="cuda") and faiss sees a GPU.
+
+Precision. "l2" ranks members by ||b - m||^2 - 2 (q - m).(b - m) in float32, m
+the bank mean: the shift is exact for L2 distances and removes the common
+offset of real embedding banks (a tight cloud far from the origin), which the
+expansion would otherwise cancel catastrophically (without it, 768-d vectors
+offset by 1000 got the nearest member wrong for every query). "cosine" ranks
+by the float32 dot product of the unit vectors. The distances of the k kept
+are then computed directly in float64 from the float32 vectors (||q - b||, or
+1 - q.b of the unit vectors): exact to float64 rounding, 0 for duplicates, and
+a function of the query and the member alone, not of the rest of the bank.
+Which members are kept can differ from exact arithmetic only among members
+whose squared distances differ by less than ~1e-6 (||q - m||^2 + ||b - m||^2)
+(for cosine, distances within ~1e-6).
+
+Ties: the k returned are sorted by distance, equal distances by bank index.
+For k = 1 the lowest-index member among those of equal ranking score is
+returned; for k > 1, which of several members tied at the k-th place are
+returned is unspecified (np.argpartition).
 """
 
 from __future__ import annotations
@@ -17,10 +43,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
 from asdx._arrays import Prepared, prepare
 
 METRICS = ("l2", "cosine")
+TILE_BYTES = 8 << 20  # the float32 (query block x bank) tile of one matrix product
 
 
 def _import_faiss():
@@ -28,14 +56,18 @@ def _import_faiss():
         import faiss
     except ImportError as error:
         raise ImportError(
-            "asdx.index needs FAISS: install exactly one of `pip install 'asdx[cpu]'` (faiss-cpu) "
-            "or `pip install 'asdx[gpu]'` (faiss-gpu); never both."
+            "A GPU bank needs FAISS with GPU support: `pip install 'asdx[gpu]'` (faiss-gpu). "
+            "CPU banks need no FAISS."
         ) from error
     return faiss
 
 
 def faiss_gpu_available() -> bool:
-    faiss = _import_faiss()
+    """Whether faiss imports with GPU support and sees a GPU (False without faiss at all)."""
+    try:
+        faiss = _import_faiss()
+    except ImportError:
+        return False
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
@@ -49,29 +81,35 @@ class Neighbours:
 
 
 class Bank:
-    """An exact (flat) FAISS index over normal embeddings, searched with L2 or cosine distance."""
+    """An exact (flat) index over normal embeddings, searched with L2 or cosine distance."""
 
     def __init__(self, vectors, metric: str = "l2", device: str | None = None):
         if metric not in METRICS:
             raise ValueError(f"metric: expected one of {METRICS}, got {metric!r}.")
-        faiss = _import_faiss()
+        if device not in (None, "cpu", "cuda"):
+            raise ValueError(f"device: expected None, 'cpu' or 'cuda', got {device!r}.")
         bank = prepare(vectors, "vectors", ndim=2, dtype=np.float32, allow_empty=False)
         self.metric = metric
         self.dim = bank.shape[1]
         self.size = bank.shape[0]
-        wants_gpu = device == "cuda" or (device is None and bank.on_cuda)
-        if device not in (None, "cpu", "cuda"):
-            raise ValueError(f"device: expected None, 'cpu' or 'cuda', got {device!r}.")
         if device == "cuda" and not faiss_gpu_available():
+            _import_faiss()  # without faiss: the ImportError that says what to install
             raise RuntimeError("device='cuda' but faiss has no GPU support here: install asdx[gpu] on a GPU machine.")
-        self.on_gpu = wants_gpu and faiss_gpu_available()
-        cpu_index = faiss.IndexFlatIP(self.dim) if metric == "cosine" else faiss.IndexFlatL2(self.dim)
+        self.on_gpu = (device == "cuda" or (device is None and bank.on_cuda)) and faiss_gpu_available()
+        host = self._normalised(bank.numpy())
         if self.on_gpu:
+            faiss = _import_faiss()
+            cpu_index = faiss.IndexFlatIP(self.dim) if metric == "cosine" else faiss.IndexFlatL2(self.dim)
             self._resources = faiss.StandardGpuResources()
             self._index = faiss.index_cpu_to_gpu(self._resources, torch.cuda.current_device(), cpu_index)
-        else:
-            self._index = cpu_index
-        self._index.add(self._normalised(bank.numpy()))
+            self._index.add(host)
+            return
+        # CPU: the vectors (distances of the k kept come from these) and those the GEMM ranks with: for "l2"
+        # centred on the bank mean (see the module docstring), with their squared norms, computed once.
+        self._vectors = host
+        self._mean = host.mean(axis=0, dtype=np.float64).astype(np.float32) if metric == "l2" else None
+        self._ranked = host - self._mean if metric == "l2" else host
+        self._sq_norms = np.einsum("ij,ij->i", self._ranked, self._ranked) if metric == "l2" else None
 
     def _normalised(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
@@ -90,8 +128,47 @@ class Bank:
         host = self._normalised(queries.numpy())
         if host.shape[0] == 0:
             return np.zeros((0, k)), np.zeros((0, k), dtype=np.int64)
+        if not self.on_gpu:
+            # ~0.3 ms per call; it also reaches BLAS libraries loaded since the last call
+            with threadpool_limits(limits=max(1, torch.get_num_threads()), user_api="blas"):
+                return self._cpu_query(host, k)
         raw, indices = self._index.search(host, k)
         return self._to_distance(raw), indices.astype(np.int64)
+
+    def _cpu_query(self, host: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Blocked exact search: per block one GEMM, a ranking score per member (smaller is nearer), top-k."""
+        n = host.shape[0]
+        distances = np.empty((n, k))
+        indices = np.empty((n, k), dtype=np.int64)
+        # the float32 (rows, size) tile and the float64 (rows, k, dim) members kept stay ~TILE_BYTES
+        rows = max(1, TILE_BYTES // max(4 * self.size, 8 * k * self.dim))
+        tile = np.empty((min(rows, n), self.size), dtype=np.float32)
+        for start in range(0, n, rows):
+            q = host[start:start + rows]
+            if self.metric == "l2":
+                score = np.matmul((q - self._mean) * np.float32(-2.0), self._ranked.T, out=tile[:len(q)])
+                score += self._sq_norms  # ||b - m||^2 - 2 (q - m).(b - m); ||q - m||^2 does not change the ranking
+            else:
+                score = np.matmul(q, self._ranked.T, out=tile[:len(q)])
+                np.negative(score, out=score)  # -cos: smaller is nearer
+            if k == 1:
+                chosen = score.argmin(axis=1)[:, None]
+            elif k < self.size:
+                chosen = np.argpartition(score, k - 1, axis=1)[:, :k]
+            else:
+                chosen = np.broadcast_to(np.arange(self.size), (len(q), k))
+            # the distances of the k kept, directly in float64: no cancellation, and a function of the query
+            # and the member alone (not of the rest of the bank, as the mean and the GEMM's blocking are)
+            near, q64 = self._vectors[chosen].astype(np.float64), q.astype(np.float64)
+            if self.metric == "l2":
+                diff = near - q64[:, None, :]
+                value = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+            else:
+                value = 1.0 - np.einsum("ijk,ik->ij", near, q64)
+            order = np.lexsort((chosen, value), axis=1)  # by distance, then by index
+            distances[start:start + rows] = np.take_along_axis(value, order, axis=1)
+            indices[start:start + rows] = np.take_along_axis(chosen, order, axis=1)
+        return distances, indices
 
     def search(self, queries, k: int = 1) -> Neighbours:
         """The k nearest bank members of each query."""
