@@ -5,6 +5,7 @@ offset, k = bank size, one-row banks, several query blocks."""
 from unittest import mock
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -112,6 +113,17 @@ def test_leave_one_out_matches_reference(problem):
     np.fill_diagonal(all_distances, np.inf)
     expected_d, expected_i = knn_leave_one_out(bank, min(k + 1, len(bank) - 1), metric)
     check(result, all_distances, expected_d, expected_i, metric, *tolerances(bank, bank, metric))
+
+
+@pytest.mark.parametrize("tile_bytes", [1, 300, 8 << 20])
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_k1_tie_goes_to_the_lowest_index(metric, tile_bytes):
+    """Small integers with a zero mean: every ranking score is exact, so the tie rule is what decides."""
+    pair = np.array([[3.0, 1.0], [-3.0, -1.0]], np.float32)
+    bank = np.concatenate([np.eye(2, dtype=np.float32), -np.eye(2, dtype=np.float32)] + [pair] * 20)
+    with mock.patch.object(index, "TILE_BYTES", tile_bytes):
+        result = Bank(bank, metric=metric).search(pair, 1)
+    np.testing.assert_array_equal(result.indices[:, 0], [4, 5])
 
 
 def test_offset_bank_finds_the_exact_neighbours():
