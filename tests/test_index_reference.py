@@ -138,6 +138,21 @@ def test_offset_bank_finds_the_exact_neighbours():
     np.testing.assert_allclose(result.distances, expected_d, rtol=1e-10)
 
 
+def test_bank_keeps_its_own_copy():
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((10, 4)).astype(np.float32)
+    queries = rng.standard_normal((5, 4)).astype(np.float32)
+    for metric in ("l2", "cosine"):
+        bank = Bank(vectors, metric=metric)
+        before = bank.search(queries, 3)
+        vectors_again = vectors.copy()
+        vectors[:] = 0.0  # the caller reuses its array
+        after = bank.search(queries, 3)
+        np.testing.assert_array_equal(after.indices, before.indices)
+        np.testing.assert_array_equal(after.distances, before.distances)
+        vectors[:] = vectors_again
+
+
 def test_duplicates_are_at_distance_zero():
     rng = np.random.default_rng(1)
     bank = (50.0 + rng.standard_normal((20, 16))).astype(np.float32)

@@ -105,9 +105,10 @@ class Bank:
             self._index = faiss.index_cpu_to_gpu(self._resources, torch.cuda.current_device(), cpu_index)
             self._index.add(host)
             return
-        # CPU: the vectors (distances of the k kept come from these) and those the GEMM ranks with: for "l2"
-        # centred on the bank mean (see the module docstring), with their squared norms, computed once.
-        self._vectors = host
+        # CPU: the vectors (a copy: the caller may reuse the array; distances of the k kept come from these)
+        # and those the GEMM ranks with: for "l2" centred on the bank mean (see the module docstring), with
+        # their squared norms, computed once.
+        self._vectors = host.copy()
         self._mean = host.mean(axis=0, dtype=np.float64).astype(np.float32) if metric == "l2" else None
         self._ranked = host - self._mean if metric == "l2" else host
         self._sq_norms = np.einsum("ij,ij->i", self._ranked, self._ranked) if metric == "l2" else None
