@@ -15,7 +15,7 @@ DEVICES = (None, "cpu", "cuda")
 class KNNScorer(BaseEstimator):
     """Mean distance to the k nearest normal embeddings, minimum over the domain banks.
 
-    fit(X, domain=labels) builds one exact FAISS bank per domain present (990 source and
+    fit(X, domain=labels) builds one exact bank (asdx.index.Bank) per domain present (990 source and
     10 target clips in DCASE); score_samples takes, per clip, the smaller of its
     source-bank and target-bank scores, so a clip close to either normal domain
     is normal. Higher is more anomalous: the DCASE sign, the opposite of scikit-learn's outlier
@@ -26,7 +26,7 @@ class KNNScorer(BaseEstimator):
     `knnscorer__domain=...` to it), and an unfitted scorer raises NotFittedError.
 
     Parameters: k (an integer >= 1), metric ("l2" or "cosine"), device (None: where X is;
-    "cpu"; "cuda": a FAISS GPU index).
+    "cpu": NumPy GEMM; "cuda": a FAISS GPU index).
 
     Learned: banks_ (domain -> Bank), train_rows_ (domain -> row indices into X), n_features_in_,
     and train_scores_, the honest scores of the training rows (see its docstring).

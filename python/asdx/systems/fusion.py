@@ -218,7 +218,7 @@ def check_domains(machine: str, domains: np.ndarray, knn_k: int) -> None:
 
 
 def knn_scorer(k: int, metric: str) -> KNNScorer:
-    """The kNN scorer on a FAISS GPU index when faiss-gpu sees a GPU (asdx[gpu]), else on the CPU index."""
+    """The kNN scorer on a FAISS GPU index when faiss-gpu sees a GPU (asdx[gpu]), else on the CPU bank."""
     return KNNScorer(k=k, metric=metric, device="cuda" if faiss_gpu_available() else None)
 
 
