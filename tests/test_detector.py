@@ -268,3 +268,15 @@ def test_a_temporary_feature_cache_does_not_grow_between_calls(runs, data):
         detector.score(paths[:3])
         assert cache.is_dir() and not any(cache.iterdir())
     assert not cache.exists()
+
+
+def test_a_detector_never_closed_removes_its_temporary_cache_when_collected(runs):
+    """A library caller who skips `with`/close() must not leave asdx-detector-cache-* folders behind."""
+    import gc
+
+    detector = load_detector(runs["ae"], "fan")
+    cache = detector._cache_dir
+    assert cache.is_dir()
+    del detector
+    gc.collect()
+    assert not cache.exists()

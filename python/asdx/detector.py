@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -68,6 +69,8 @@ class Detector:
         self.seconds = resolved.get("seconds")
         self.workers, self.progress = workers, progress
         self._cache_dir, self._owns_cache = cache_dir, owns_cache
+        # a detector the caller never closes (no `with`) still removes its temporary cache when collected
+        self._remove_cache = weakref.finalize(self, shutil.rmtree, cache_dir, True) if owns_cache else None
 
     @property
     def channels(self) -> int:
@@ -155,8 +158,8 @@ class Detector:
 
     def close(self) -> None:
         """Removes the temporary feature cache (when load_detector made one)."""
-        if self._owns_cache:
-            shutil.rmtree(self._cache_dir, ignore_errors=True)
+        if self._remove_cache is not None:
+            self._remove_cache()
 
     def __enter__(self) -> "Detector":
         return self
