@@ -180,13 +180,14 @@ def prepare(x, name: str, ndim: int, dtype=None, allow_empty: bool = True, finit
 
 
 def _all_finite(data: np.ndarray | torch.Tensor) -> bool:
-    """Whether every value of prepare's float32/float64 data is finite, in one pass on torch's threads: a NaN
-    propagates to both ends of torch.aminmax, and +inf or -inf shows in one of them. The plain form,
-    isfinite(x).all(), writes a boolean array first: on 100k x 640 float32 (2 threads) 45 ms in numpy and
-    267 ms in torch, against 20 ms (benchmarks/RESULTS.md, issue 25)."""
-    if isinstance(data, np.ndarray) and not data.flags.writeable:  # torch.from_numpy would warn: two passes
+    """Whether every value of prepare's float32/float64 data is finite, without a boolean array: a NaN
+    propagates to the min and the max, and +inf or -inf shows in one of them. isfinite(x).all() writes a
+    boolean array first: on 100k x 640 float32 (2 threads) numpy 45 ms against 36 ms, torch 267 ms against
+    20 ms (benchmarks/RESULTS.md, issue 25). numpy data stays in numpy: a torch op here would start torch's
+    OpenMP pool, which deadlocks in a child forked from a parent that used it (tests/test_threads.py)."""
+    if isinstance(data, np.ndarray):
         return bool(np.isfinite(data.min()) and np.isfinite(data.max()))
-    low, high = torch.aminmax(torch.from_numpy(data) if isinstance(data, np.ndarray) else data)
+    low, high = torch.aminmax(data)
     return bool(torch.isfinite(low) and torch.isfinite(high))
 
 
